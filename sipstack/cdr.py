@@ -1,0 +1,108 @@
+"""The call detail record of one leg and the rules that bucket a call's outcome."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class HangupReason(StrEnum):
+    """The bounded class taken from RFC 3326 Reason headers (see sipstack.reason)."""
+
+    NORMAL = "normal"
+    USER_HANGUP = "user_hangup"
+    TIMER_EXPIRED = "timer_expired"
+    ERROR = "error"
+
+
+class HangupBy(StrEnum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class Disposition(StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CONGESTION = "congestion"
+
+
+_BUSY = frozenset({486, 600})
+_NO_ANSWER = frozenset({408, 480})
+_REJECTED = frozenset({403, 603, 607, 608})
+_CONGESTION = frozenset({502, 503, 504})
+
+
+def classify_disposition(
+    final_status_code: int | None,
+    *,
+    cancel_requested: bool = False,
+    ring_timeout: bool = False,
+) -> Disposition:
+    """Bucket a leg's outcome.
+
+    `final_status_code` is the INVITE's final response (None: no final response at all).
+    `ring_timeout` wins over `cancel_requested` because our own timer asked for the CANCEL.
+    """
+    if final_status_code is not None and 200 <= final_status_code < 300:
+        return Disposition.ANSWERED
+    if ring_timeout:
+        return Disposition.NO_ANSWER
+    if cancel_requested:
+        return Disposition.CANCELLED
+    if final_status_code is None:
+        return Disposition.CONGESTION
+    if final_status_code in _BUSY:
+        return Disposition.BUSY
+    if final_status_code in _NO_ANSWER:
+        return Disposition.NO_ANSWER
+    if final_status_code in _REJECTED:
+        return Disposition.REJECTED
+    if final_status_code in _CONGESTION:
+        return Disposition.CONGESTION
+    return Disposition.FAILED
+
+
+def billable_seconds(answered_at: float | None, ended_at: float) -> int:
+    """Answered time in whole seconds, every started second counted; 0 when never answered."""
+    if answered_at is None or ended_at <= answered_at:
+        return 0
+    return math.ceil(round(ended_at - answered_at, 6))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CdrRecord:
+    """One ended leg. Times are epoch seconds (the `now` the core was given)."""
+
+    call_id: str
+    correlation_id: str
+    scenario: str
+    trunk: str
+    from_uri: str
+    to_uri: str
+    started_at: float
+    first_provisional_at: float | None
+    answered_at: float | None
+    ended_at: float
+    final_status_code: int | None
+    disposition: Disposition
+    hangup_reason: HangupReason
+    hangup_by: HangupBy
+    reason_protocol: str | None = None
+    reason_cause: int | None = None
+    reason_text: str | None = None
+    codec: str | None = None
+    srtp: bool = False
+    error: str | None = None
+
+    @property
+    def duration_ms(self) -> int:
+        return max(0, round((self.ended_at - self.started_at) * 1000))
+
+    @property
+    def billsec(self) -> int:
+        return billable_seconds(self.answered_at, self.ended_at)
