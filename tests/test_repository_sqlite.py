@@ -1,0 +1,47 @@
+"""The same repository on SQLite (the demo's embedded fallback): schema from create_all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from models.dial_fields import InvalidDialRequest
+from models.enums import LegState
+from models.repository import Repository
+from sipstack.cdr import CdrRecord
+
+T0 = 1_700_000_000.0
+
+
+def test_sqlite_repository_covers_the_worker_path(
+    sqlite_repository: Repository, make_cdr: Callable[..., CdrRecord]
+) -> None:
+    repo = sqlite_repository
+    fields = {"correlation_id": "demo-1", "trunk": "demo", "request_uri": "sip:bob@127.0.0.1"}
+    leg, created = repo.create_leg(fields)
+    again, created_again = repo.create_leg(fields)
+    assert created and not created_again and again.id == leg.id
+    with pytest.raises(InvalidDialRequest):
+        repo.create_leg({**fields, "correlation_id": ""})
+
+    assert repo.claim_leg(worker="w", leg_id=leg.id, at=T0) is not None
+    assert repo.claim_leg(worker="x", leg_id=leg.id, at=T0) is None
+    assert repo.record_transition(leg.id, "inviting", T0, call_id="s1@h", route_set=["<sip:p>"])
+    assert repo.record_transition(leg.id, "ringing", T0 + 1)
+    assert not repo.record_transition(leg.id, "inviting", T0 + 2)
+    assert repo.mark_leg_ended(leg.id, T0 + 3, failed=True, status_code=486)
+    stored = repo.get_leg(leg.id)
+    assert stored is not None
+    assert stored.state is LegState.FAILED
+    assert stored.route_set == ["<sip:p>"]
+    assert stored.last_status_code == 486
+
+    # The correlation_id is free again once the leg ended (partial unique index on SQLite too).
+    assert repo.create_leg(fields)[1]
+
+    assert repo.write_cdr(make_cdr("s1@h"), "w")
+    assert not repo.write_cdr(make_cdr("s1@h"), "w")
+    assert repo.add_outbox_event("demo", "e:1", {"a": 1})
+    assert not repo.add_outbox_event("demo", "e:1", {"a": 1})
+    assert [event.payload for event in repo.fetch_unpublished()] == [{"a": 1}]
