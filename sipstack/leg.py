@@ -1,0 +1,266 @@
+"""One outbound leg's state: the INVITE in flight, cancel/answer/teardown progress and timers."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from sipstack.cdr import HangupBy, HangupReason
+from sipstack.dial import Credentials
+from sipstack.transport import Address, Transport
+
+if TYPE_CHECKING:
+    from sipstack.auth import DigestSession
+    from sipstack.dialog import Dialog
+    from sipstack.reason import ReasonValue
+    from sipstack.timers import TimerHandle
+    from sipstack.transactions import ClientTransaction
+
+
+class LegState(Enum):
+    CALLING = "calling"  # INVITE sent, no provisional response yet
+    RINGING = "ringing"  # a 1xx arrived
+    ANSWERED = "answered"  # a 2xx arrived; waiting for confirm_answer / abort_answer
+    ESTABLISHED = "established"  # ACK sent
+    ENDING = "ending"  # our BYE is out, waiting for its final response
+
+    @property
+    def answered(self) -> bool:
+        return self in _ANSWERED_STATES
+
+
+_ANSWERED_STATES = frozenset({LegState.ANSWERED, LegState.ESTABLISHED, LegState.ENDING})
+_NO_KINDS: frozenset[str] = frozenset()  # shared: an empty frozenset() call allocates
+
+
+class Ending:
+    """How a leg we are tearing down will be recorded once the teardown finishes."""
+
+    __slots__ = ("error", "event_reason", "hangup_by", "hangup_reason", "reason_value")
+
+    def __init__(
+        self,
+        *,
+        hangup_reason: HangupReason,
+        hangup_by: HangupBy,
+        event_reason: str,
+        error: str | None = None,
+        reason_value: ReasonValue | None = None,
+    ) -> None:
+        self.hangup_reason = hangup_reason
+        self.hangup_by = hangup_by
+        self.event_reason = event_reason
+        self.error = error
+        self.reason_value = reason_value
+
+
+class PendingReinviteAnswer:
+    """Our 2xx to a peer's re-INVITE, retransmitted over UDP until its ACK (§13.3.1.4)."""
+
+    __slots__ = ("address", "cseq", "data", "interval", "timer", "transport", "until")
+
+    def __init__(
+        self,
+        *,
+        cseq: int,
+        data: bytes,
+        transport: Transport,
+        address: Address,
+        interval: float,
+        until: float,
+    ) -> None:
+        self.cseq = cseq
+        self.data = data
+        self.transport = transport
+        self.address = address
+        self.interval = interval
+        self.until = until
+        self.timer: TimerHandle | None = None
+
+
+class Leg:
+    """Everything the core keeps about one leg; heavy INVITE parts are freed once answered."""
+
+    __slots__ = (
+        "ack_data",
+        "address",
+        "answer_timer",
+        "answered_at",
+        "auth",
+        "auth_headers",
+        "auth_kinds_answered",
+        "bye_auth_headers",
+        "bye_tx",
+        "call_id",
+        "cancel_by_ring_timeout",
+        "cancel_requested",
+        "cancel_sent",
+        "cancel_timer",
+        "cancel_tx",
+        "codec",
+        "contact",
+        "correlation_id",
+        "credentials",
+        "dialog",
+        "duration_timer",
+        "early_sdp",
+        "ended",
+        "ending",
+        "final_status_code",
+        "first_provisional_at",
+        "from_header",
+        "from_tag",
+        "from_uri",
+        "invite_422_retried",
+        "invite_cseq",
+        "invite_head",
+        "invite_tail",
+        "invite_tx",
+        "invite_via",
+        "max_duration",
+        "offer_body",
+        "offer_session_expires",
+        "pending_reinvite",
+        "recovered",
+        "refresh_422_retried",
+        "refresh_auth_headers",
+        "refresh_retry_used",
+        "refresh_tx",
+        "remote_rtp",
+        "remote_tag",
+        "request_uri",
+        "ring_timer",
+        "scenario",
+        "session_interval",
+        "session_timer",
+        "srtp",
+        "srtp_key",
+        "started_at",
+        "state",
+        "to_header",
+        "to_uri",
+        "transport",
+        "trunk",
+        "via_prefix",
+        "we_refresh",
+    )
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        credentials: Credentials | None,
+        max_duration: float | None,
+        correlation_id: str,
+        scenario: str,
+        trunk: str,
+        transport: Transport,
+        address: Address,
+        via_prefix: str,
+        request_uri: str,
+        from_header: str,
+        from_tag: str,
+        from_uri: str,
+        to_header: str,
+        to_uri: str,
+        started_at: float,
+    ) -> None:
+        self.call_id = call_id
+        self.credentials = credentials  # for challenges to the INVITE, BYE and UPDATE
+        self.max_duration = max_duration
+        self.correlation_id = correlation_id
+        self.scenario = scenario
+        self.trunk = trunk
+        self.transport = transport
+        self.address = address
+        self.via_prefix = via_prefix  # "SIP/2.0/UDP host:port": a Via minus its parameters
+        self.request_uri = request_uri
+        self.from_header = from_header
+        self.from_tag = from_tag
+        self.from_uri = from_uri
+        self.to_header = to_header  # without tag
+        self.to_uri = to_uri
+        self.started_at = started_at
+        self.state = LegState.CALLING
+        self.ended = False
+        self.recovered = False
+
+        self.invite_cseq = 1
+        self.invite_via = ""
+        self.invite_tx: ClientTransaction | None = None
+        self.invite_head: tuple[tuple[str, str], ...] | None = None
+        self.invite_tail: tuple[tuple[str, str], ...] | None = None
+        self.offer_body = b""
+        self.offer_session_expires: int | None = None
+        self.srtp_key: str | None = None
+        self.auth: DigestSession | None = None
+        self.auth_headers: tuple[tuple[str, str], ...] = ()
+        self.auth_kinds_answered = _NO_KINDS
+        self.invite_422_retried = False
+
+        self.first_provisional_at: float | None = None
+        self.answered_at: float | None = None
+        self.final_status_code: int | None = None
+        self.early_sdp: bytes | None = None
+
+        self.cancel_requested = False
+        self.cancel_by_ring_timeout = False
+        self.cancel_sent = False
+        self.cancel_tx: ClientTransaction | None = None
+
+        self.dialog: Dialog | None = None
+        self.remote_tag = ""
+        self.ack_data: bytes | None = None
+        self.codec: str | None = None
+        self.remote_rtp: Address | None = None
+        self.srtp = False
+        self.ending: Ending | None = None
+        self.contact = ""
+        self.bye_tx: ClientTransaction | None = None
+        self.bye_auth_headers: tuple[tuple[str, str], ...] = ()
+
+        self.session_interval: int | None = None
+        self.we_refresh = False
+        self.refresh_tx: ClientTransaction | None = None
+        self.refresh_422_retried = False
+        self.refresh_auth_headers: tuple[tuple[str, str], ...] = ()
+        self.refresh_retry_used = False
+        self.pending_reinvite: PendingReinviteAnswer | None = None
+
+        self.ring_timer: TimerHandle | None = None
+        self.cancel_timer: TimerHandle | None = None
+        self.answer_timer: TimerHandle | None = None
+        self.duration_timer: TimerHandle | None = None
+        self.session_timer: TimerHandle | None = None
+
+    def stop_timers(self) -> None:
+        for handle in (
+            self.ring_timer,
+            self.cancel_timer,
+            self.answer_timer,
+            self.duration_timer,
+            self.session_timer,
+        ):
+            if handle is not None:
+                handle.cancel()
+        self.ring_timer = self.cancel_timer = self.answer_timer = None
+        self.duration_timer = self.session_timer = None
+        pending = self.pending_reinvite
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancel()
+        self.pending_reinvite = None
+
+    @property
+    def invite_branch(self) -> str:
+        """The branch of the INVITE in flight (or last sent), read from its Via."""
+        _, found, rest = self.invite_via.partition(";branch=")
+        return rest.split(";", 1)[0] if found else ""
+
+    def free_invite_parts(self) -> None:
+        """Drop what only the INVITE phase needs (templates, early SDP)."""
+        self.invite_head = None
+        self.invite_tail = None
+        self.early_sdp = None
+
+    def __repr__(self) -> str:
+        return f"<Leg {self.call_id} {self.state.value}{' ended' if self.ended else ''}>"

@@ -1,0 +1,616 @@
+"""UacCore: the sans-IO outbound SIP UAC for many legs (bytes and `now` in, bytes and events out).
+
+The shell feeds `receive`, `handle_timer` and `connection_lost`, sends what `outgoing()` returns
+and re-arms one timer at `next_deadline()`. Every leg ends with exactly one terminal event
+(LegFailed, LegCancelled or LegEnded) carrying its CDR; after it the leg is gone.
+
+Decisions where the brief or the RFCs leave room:
+- A 2xx whose SDP is unusable was answered: it is ACKed and BYEd at once and ends as LegEnded
+  (hangup_by local, hangup_reason error, error "unusable SDP answer"); no AnswerReceived.
+- A 2xx that crosses our CANCEL is ACKed and BYEd; it ends as LegEnded (disposition answered).
+- A 2xx no live leg waits for (another fork, a dropped leg) is ACKed and BYEd, never left open.
+- confirm_answer / abort_answer return False when the leg ended meanwhile (pre_ack races the
+  network); they raise LocalProtocolError only for a leg that never had an answer.
+- An answer nobody confirms within 64*T1 is ACKed and BYEd (the UAS gives up then anyway).
+- drop() sends nothing and still reports the leg (LegCancelled after a cancel, LegEnded once
+  answered, else LegFailed), stamped with the latest `now` the core was given.
+- cleanup_if_present() is for a peer known to be gone: no SIP, hangup_by remote.
+- An unanswered INVITE without ring_timeout is CANCELled after CoreConfig.max_ring_time.
+- The 2xx ACK bytes are kept for 64*T1 (retransmitted 2xx get the same ACK); a 2xx after
+  that gets a freshly built ACK for the same dialog and CSeq.
+- A 405/501 to our refresh UPDATE stops refreshing and keeps the call (the peer cannot police
+  the session either); 408, 481, other failures and timeouts end it with timer_expired.
+- Requests: out-of-dialog OPTIONS 200, out-of-dialog INVITE 403 (we take no calls), other
+  unknown dialogs 481, unknown methods 501 with Allow, in-dialog CANCEL 200 (nothing pending).
+- In-dialog requests go to the first Route, else the remote target; host names are passed to
+  the shell as they are (it resolves them), since the core does no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sipstack.cdr import HangupBy, HangupReason
+from sipstack.config import CoreConfig
+from sipstack.dial import DialRequest
+from sipstack.dialog import Dialog, DialogSnapshot
+from sipstack.errors import LocalProtocolError, SipParseError, UnknownLegError
+from sipstack.events import (
+    CoreEvent,
+    DialogEstablished,
+    InviteSent,
+    LegCancelled,
+    LegEnded,
+    LegFailed,
+)
+from sipstack.headers.name_addr import NameAddr
+from sipstack.leg import Leg, LegState
+from sipstack.message import Request, Response, parse_message
+from sipstack.reason import Q850, LocalHangup, ReasonValue
+from sipstack.transactions import ClientTransaction, TxState
+from sipstack.transport import Address, Transport
+from sipstack.uac_build import RandomBytes, plan_invite
+from sipstack.uac_incoming import IncomingRequests
+from sipstack.uac_invite import InviteHandling
+from sipstack.uac_io import Outgoing
+
+RECOVERED_REASON = ReasonValue(Q850, 16, "Call ended by recovery after a worker restart")
+_CONNECTION_LOST = "connection lost"
+
+
+class UacCore(IncomingRequests, InviteHandling):
+    """All outbound legs of one signaling process. Not thread-safe: one loop drives it."""
+
+    def __init__(
+        self, config: CoreConfig | None = None, *, random_bytes: RandomBytes = os.urandom
+    ) -> None:
+        super().__init__(config, random_bytes=random_bytes)
+        self._now = 0.0  # the latest `now` we were given: the clock of drop()
+
+    # -- the shell's side ---------------------------------------------------------------------
+
+    @property
+    def leg_count(self) -> int:
+        return len(self._legs)
+
+    def outgoing(self) -> list[Outgoing]:
+        """Everything to send since the last call, in order (drains)."""
+        pending = list(self._outgoing)
+        self._outgoing.clear()
+        return pending
+
+    def events(self) -> list[CoreEvent]:
+        """Every event since the last call, in order (drains)."""
+        pending = list(self._events)
+        self._events.clear()
+        return pending
+
+    def next_deadline(self) -> float | None:
+        return self._heap.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at `now`."""
+        self._now = now
+        self._heap.run_due(now)
+
+    def receive(self, data: bytes, source: Address, transport: Transport, now: float) -> None:
+        """One datagram or one framed stream message; never raises for what the peer sent."""
+        self._now = now
+        self.stats.messages_received += 1
+        try:
+            message = parse_message(data)
+        except SipParseError:
+            self.stats.parse_errors += 1
+            return
+        try:
+            if isinstance(message, Response):
+                self._on_response(message, source, transport, now)
+            else:
+                self._on_request(message, source, transport, now)
+        except ValueError:
+            # SipParseError / RemoteProtocolError from a header value only read here.
+            self.stats.rejected_messages += 1
+
+    def connection_lost(self, transport: Transport, address: Address, now: float) -> None:
+        """The TCP/TLS connection to `address` is gone: end every leg that relied on it."""
+        self._now = now
+        for leg in list(self._legs.values()):
+            if not _uses_connection(leg, transport, address):
+                continue
+            self._abandon_transactions(leg)
+            if leg.state.answered:
+                event_type: type[LegEnded] | type[LegCancelled] | type[LegFailed] = LegEnded
+            elif leg.cancel_requested:
+                event_type = LegCancelled
+            else:
+                event_type = LegFailed
+            self._finish(
+                leg,
+                event_type,
+                now,
+                event_reason=_CONNECTION_LOST,
+                hangup_reason=HangupReason.ERROR,
+                hangup_by=HangupBy.LOCAL,
+                error=_CONNECTION_LOST,
+            )
+        self._transactions.transport_failed(transport, address, now)
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def dial(self, request: DialRequest, now: float) -> str:
+        """Send the INVITE of a new leg; LocalProtocolError names a bad DialRequest field."""
+        self._now = now
+        if request.call_id and request.call_id in self._legs:
+            raise LocalProtocolError(
+                f"DialRequest.call_id: {request.call_id!r} is already used by a live leg"
+            )
+        if len(self._legs) >= self.config.max_legs:
+            raise LocalProtocolError(f"too many legs: max_legs={self.config.max_legs} reached")
+        plan = plan_invite(request, self.config, self._ids)
+        if plan.call_id in self._legs:
+            raise LocalProtocolError(f"Call-ID {plan.call_id!r} is already used by a live leg")
+        leg = Leg(
+            call_id=plan.call_id,
+            credentials=request.credentials,
+            max_duration=request.max_duration,
+            correlation_id=request.correlation_id,
+            scenario=str(request.scenario),
+            trunk=request.trunk,
+            transport=plan.transport,
+            address=plan.address,
+            via_prefix=plan.via_prefix,
+            request_uri=plan.request_uri,
+            from_header=plan.from_header,
+            from_tag=plan.from_tag,
+            from_uri=plan.from_uri,
+            to_header=plan.to_header,
+            to_uri=plan.request_uri,
+            started_at=now,
+        )
+        leg.invite_head = plan.head
+        leg.invite_tail = plan.tail
+        leg.offer_body = plan.body
+        leg.srtp_key = plan.srtp_key
+        leg.offer_session_expires = plan.session_expires
+        leg.contact = plan.contact
+        self._legs[leg.call_id] = leg
+        self.stats.legs_started += 1
+        self._send_invite(leg, now)
+        self._emit(
+            InviteSent(
+                call_id=leg.call_id,
+                correlation_id=leg.correlation_id,
+                scenario=leg.scenario,
+                at=now,
+            )
+        )
+        ring_timeout = request.ring_timeout
+        if ring_timeout is None:
+            ring_timeout = self.config.max_ring_time
+        leg.ring_timer = self._schedule(now + ring_timeout, self._on_ring_timeout, leg)
+        return leg.call_id
+
+    def cancel(self, call_id: str, now: float) -> None:
+        """CANCEL an unanswered leg (queued until a 1xx or the grace period); again: no-op."""
+        self._now = now
+        leg = self._leg(call_id)
+        if leg.state.answered:
+            raise LocalProtocolError(f"leg {call_id} is already established; use BYE")
+        self._request_cancel(leg, now, ring_timeout=False)
+
+    def bye(self, call_id: str, now: float, reason: LocalHangup | None = None) -> None:
+        """Hang up an answered leg; it ends on the BYE's outcome. Again while ending: no-op."""
+        self._now = now
+        leg = self._leg(call_id)
+        if not leg.state.answered:
+            raise LocalProtocolError(
+                f"leg {call_id} is not answered: dialog not ready for BYE (use cancel)"
+            )
+        self._start_bye(leg, now, reason or LocalHangup.NORMAL)
+
+    def confirm_answer(self, call_id: str, now: float) -> bool:
+        """pre_ack succeeded: ACK, establish. False when the leg ended meanwhile."""
+        self._now = now
+        leg = self._legs.get(call_id)
+        if leg is None or leg.ended:
+            return False
+        if leg.state is not LegState.ANSWERED:
+            if leg.state.answered:
+                return False
+            raise LocalProtocolError(
+                f"leg {call_id} has no answer to confirm (state {leg.state.value})"
+            )
+        if leg.answer_timer is not None:
+            leg.answer_timer.cancel()
+            leg.answer_timer = None
+        self._send_ack(leg)
+        leg.state = LegState.ESTABLISHED
+        # The UAS retransmits its 2xx for 64*T1 at most; later ones get a freshly built ACK.
+        self._schedule(now + self._timer_config.timer_b, self._forget_ack, leg)
+        self._emit(
+            DialogEstablished(
+                call_id=leg.call_id,
+                correlation_id=leg.correlation_id,
+                scenario=leg.scenario,
+                at=now,
+                status_code=leg.final_status_code,
+                reason="answered",
+                codec=leg.codec,
+                remote_rtp=leg.remote_rtp,
+                srtp_key=leg.srtp_key if leg.srtp else None,
+            )
+        )
+        if leg.max_duration is not None:
+            leg.duration_timer = self._schedule(now + leg.max_duration, self._on_max_duration, leg)
+        self._start_session_timer(leg, now)
+        return True
+
+    def abort_answer(self, call_id: str, why: str, now: float) -> bool:
+        """pre_ack failed: ACK then BYE (never half-open), CDR error `why`. False if gone."""
+        self._now = now
+        leg = self._legs.get(call_id)
+        if leg is None or leg.ended:
+            return False
+        if leg.state is not LegState.ANSWERED:
+            if leg.state.answered:
+                return False
+            raise LocalProtocolError(
+                f"leg {call_id} has no answer to abort (state {leg.state.value})"
+            )
+        self._start_bye(
+            leg, now, LocalHangup.ERROR, error=why, event_reason=f"answer aborted: {why}"
+        )
+        return True
+
+    def is_established(self, call_id: str) -> bool:
+        """True once the 2xx was ACKed (also while our BYE is out)."""
+        leg = self._legs.get(call_id)
+        return leg is not None and (
+            leg.state is LegState.ESTABLISHED or leg.state is LegState.ENDING
+        )
+
+    def drop(self, call_id: str) -> bool:
+        """Forget a leg without sending anything (its terminal event still comes); idempotent."""
+        leg = self._legs.get(call_id)
+        if leg is None:
+            return False
+        self._end_without_signalling(
+            leg,
+            self._now,
+            hangup_reason=HangupReason.NORMAL,
+            hangup_by=HangupBy.LOCAL,
+            event_reason="dropped without signalling",
+        )
+        return True
+
+    def cleanup_if_present(
+        self, call_id: str, reason_class: HangupReason | str, now: float
+    ) -> None:
+        """The peer is known to be gone (learned elsewhere): end the leg without SIP, if any."""
+        self._now = now
+        try:
+            hangup_reason = HangupReason(reason_class or HangupReason.NORMAL)
+        except ValueError:
+            known = ", ".join(reason.value for reason in HangupReason)
+            raise LocalProtocolError(
+                f"reason_class {reason_class!r} is not one of {known}"
+            ) from None
+        leg = self._legs.get(call_id)
+        if leg is None:
+            return
+        self._end_without_signalling(
+            leg,
+            now,
+            hangup_reason=hangup_reason,
+            hangup_by=HangupBy.REMOTE,
+            event_reason="cleaned up after the peer left",
+        )
+
+    # -- persistence and crash recovery -------------------------------------------------------
+
+    def dialog_snapshot(self, call_id: str) -> DialogSnapshot:
+        leg = self._leg(call_id)
+        dialog = leg.dialog
+        return DialogSnapshot(
+            call_id=leg.call_id,
+            local_tag=leg.from_tag,
+            remote_tag=leg.remote_tag,
+            local_cseq=dialog.local_cseq if dialog is not None else leg.invite_cseq,
+            remote_target=dialog.remote_target if dialog is not None else leg.request_uri,
+            route_set=dialog.route_set if dialog is not None else (),
+            transport=leg.transport,
+            peer_address=leg.address,
+            from_header=leg.from_header,
+            to_header=dialog.remote_header if dialog is not None else leg.to_header,
+            invite_branch=leg.invite_branch,
+            invite_via=leg.invite_via,
+            invite_cseq=leg.invite_cseq,
+            request_uri=leg.request_uri,
+            state=leg.state.value,
+            correlation_id=leg.correlation_id,
+            scenario=leg.scenario,
+            trunk=leg.trunk,
+            started_at=leg.started_at,
+            answered_at=leg.answered_at,
+        )
+
+    def end_recovered(self, snapshot: DialogSnapshot, now: float) -> str:
+        """End a leg a dead process owned: BYE if answered, CANCEL if still ringing."""
+        self._now = now
+        if snapshot.call_id in self._legs:
+            raise LocalProtocolError(f"leg {snapshot.call_id} is live here; use bye or cancel")
+        state = snapshot.state
+        answered = state in (
+            LegState.ANSWERED.value,
+            LegState.ESTABLISHED.value,
+            LegState.ENDING.value,
+        )
+        if not answered and state not in (LegState.CALLING.value, LegState.RINGING.value):
+            raise LocalProtocolError(
+                f"DialogSnapshot.state {state!r} is not calling, ringing, answered, "
+                "established or ending"
+            )
+        if not answered and not snapshot.invite_branch:
+            raise LocalProtocolError("DialogSnapshot.invite_branch: empty; cannot CANCEL")
+        leg = Leg(
+            call_id=snapshot.call_id,
+            credentials=None,
+            max_duration=None,
+            correlation_id=snapshot.correlation_id,
+            scenario=snapshot.scenario,
+            trunk=snapshot.trunk,
+            transport=snapshot.transport,
+            address=snapshot.peer_address,
+            via_prefix=self._via_prefixes[snapshot.transport],
+            request_uri=snapshot.request_uri,
+            from_header=snapshot.from_header,
+            from_tag=snapshot.local_tag,
+            from_uri=_uri_text(snapshot.from_header),
+            to_header=snapshot.to_header,
+            to_uri=snapshot.request_uri,
+            started_at=snapshot.started_at if snapshot.started_at is not None else now,
+        )
+        leg.recovered = True
+        leg.invite_cseq = snapshot.invite_cseq
+        leg.invite_via = snapshot.invite_via or self._via_for(
+            snapshot.transport, snapshot.invite_branch
+        )
+        self._legs[leg.call_id] = leg
+        if answered:
+            fallback = self._fallback_hop(leg)
+            dialog = Dialog(
+                call_id=snapshot.call_id,
+                local_header=snapshot.from_header,
+                remote_header=snapshot.to_header,
+                local_cseq=snapshot.local_cseq,
+                remote_target=snapshot.remote_target,
+                route_set=snapshot.route_set,
+                next_hop=fallback,
+            )
+            dialog.next_hop = dialog.resolve_next_hop(fallback)
+            leg.dialog = dialog
+            leg.remote_tag = snapshot.remote_tag
+            leg.final_status_code = 200
+            leg.answered_at = snapshot.answered_at if snapshot.answered_at is not None else now
+            leg.state = LegState.ESTABLISHED
+            self._start_bye(
+                leg,
+                now,
+                LocalHangup.NORMAL,
+                event_reason="ended after its owner process died",
+                reason_value=RECOVERED_REASON,
+            )
+            return leg.call_id
+        existing = self._transactions.find(snapshot.invite_branch, "INVITE")
+        if existing is not None:
+            self._transactions.abandon(existing)
+        leg.invite_tx = self._transactions.adopt_proceeding_invite(
+            branch=snapshot.invite_branch,
+            transport=snapshot.transport,
+            address=snapshot.peer_address,
+            owner=leg,
+        )
+        leg.state = LegState.RINGING
+        leg.cancel_requested = True
+        self._send_cancel(leg, now)
+        return leg.call_id
+
+    # -- transaction user ---------------------------------------------------------------------
+
+    def on_transaction_response(
+        self, transaction: ClientTransaction, response: Response, source: Address, now: float
+    ) -> None:
+        leg: Leg | None = transaction.owner
+        if leg is None:
+            return  # a BYE to an orphan answer: nothing waits for its outcome
+        method = transaction.method
+        if leg.ended:
+            if method == "INVITE" and 200 <= response.status_code < 300:
+                self._answer_for_ended_leg(leg, transaction, response, source, now)
+            return
+        if method == "INVITE":
+            self._on_invite_response(leg, transaction, response, source, now)
+        elif method == "BYE":
+            self._on_bye_response(leg, transaction, response, now)
+        elif method == "UPDATE":
+            self._on_refresh_response(leg, transaction, response, now)
+        # CANCEL: a 200 only stops its retransmissions; a 481 means the INVITE already has
+        # (or will have) its final response, which is what ends the leg.
+
+    def on_transaction_timeout(self, transaction: ClientTransaction, now: float) -> None:
+        self._on_transaction_failure(transaction, now, transport_error=False)
+
+    def on_transaction_transport_error(self, transaction: ClientTransaction, now: float) -> None:
+        self._on_transaction_failure(transaction, now, transport_error=True)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _leg(self, call_id: str) -> Leg:
+        leg = self._legs.get(call_id)
+        if leg is None:
+            raise UnknownLegError(f"unknown call-id {call_id!r} (never dialled or already ended)")
+        return leg
+
+    def _on_response(
+        self, response: Response, source: Address, transport: Transport, now: float
+    ) -> None:
+        number, method = response.cseq
+        branch = response.via_branch
+        transaction = self._transactions.find(branch, method) if branch else None
+        leg: Leg | None = None
+        if transaction is None:
+            leg = self._legs.get(response.call_id or "")
+            if leg is not None:
+                transaction = _leg_transaction(leg, method, number)
+        if transaction is not None:
+            self._transactions.receive_response(transaction, response, source, now)
+            return
+        if method == "INVITE" and 200 <= response.status_code < 300:
+            if leg is not None and leg.state.answered:
+                self._on_repeated_answer(leg, response, source, now)
+            else:
+                self._end_orphan_answer(response, transport, source, now)
+            return
+        self.stats.stray_responses += 1
+
+    def _answer_for_ended_leg(
+        self,
+        leg: Leg,
+        transaction: ClientTransaction,
+        response: Response,
+        source: Address,
+        now: float,
+    ) -> None:
+        acked = leg.state is LegState.ESTABLISHED or leg.state is LegState.ENDING
+        if acked and response.to_tag == leg.remote_tag:
+            self.stats.absorbed_retransmissions += 1
+            self._send_ack(leg)
+        else:
+            self._end_orphan_answer(response, transaction.transport, source, now)
+
+    def _on_bye_response(
+        self, leg: Leg, transaction: ClientTransaction, response: Response, now: float
+    ) -> None:
+        code = response.status_code
+        if transaction is not leg.bye_tx or code < 200:
+            return
+        if code in (401, 407) and not leg.bye_auth_headers and leg.dialog is not None:
+            outcome = self._authorize(
+                leg, response, method="BYE", uri=leg.dialog.request_uri_and_routes()[0]
+            )
+            if not isinstance(outcome, str):
+                leg.bye_auth_headers = (outcome,)
+                self._send_bye(leg, now)
+                return
+        problem = None if code < 300 or code == 481 else f"BYE answered {code} {response.reason}"
+        self._finish_ending(leg, now, problem=problem)
+
+    def _on_transaction_failure(
+        self, transaction: ClientTransaction, now: float, *, transport_error: bool
+    ) -> None:
+        leg: Leg | None = transaction.owner
+        if leg is None or leg.ended:
+            return
+        method = transaction.method
+        if method == "INVITE":
+            self._on_invite_timeout(leg, transaction, now, transport_error=transport_error)
+        elif method == "BYE":
+            if transaction is leg.bye_tx:
+                problem = _CONNECTION_LOST if transport_error else "no response to BYE (Timer F)"
+                self._finish_ending(leg, now, problem=problem)
+        elif method == "UPDATE":
+            self._on_refresh_timeout(leg, transaction, now)
+        # CANCEL: the 64*T1 cancel deadline of the leg decides.
+
+    @staticmethod
+    def _forget_ack(leg: Leg, now: float) -> None:
+        leg.ack_data = None
+        if leg.invite_tx is not None and leg.invite_tx.state is TxState.TERMINATED:
+            leg.invite_tx = None  # Timer M is over: nothing can match it any more
+
+    def _on_max_duration(self, leg: Leg, now: float) -> None:
+        leg.duration_timer = None
+        if leg.state is LegState.ESTABLISHED and not leg.ended:
+            self._start_bye(
+                leg, now, LocalHangup.MAX_DURATION, event_reason="maximum duration reached"
+            )
+
+    def _abandon_transactions(self, leg: Leg) -> None:
+        for transaction in (leg.invite_tx, leg.cancel_tx, leg.bye_tx, leg.refresh_tx):
+            self._abandon(transaction)
+
+    def _end_without_signalling(
+        self,
+        leg: Leg,
+        now: float,
+        *,
+        hangup_reason: HangupReason,
+        hangup_by: HangupBy,
+        event_reason: str,
+    ) -> None:
+        self._abandon_transactions(leg)
+        if leg.state.answered:
+            self._finish(
+                leg,
+                LegEnded,
+                now,
+                event_reason=event_reason,
+                hangup_reason=hangup_reason,
+                hangup_by=hangup_by,
+            )
+        elif leg.cancel_requested:
+            self._finish(
+                leg,
+                LegCancelled,
+                now,
+                event_reason=event_reason,
+                hangup_reason=HangupReason.NORMAL,
+                hangup_by=HangupBy.LOCAL,
+            )
+        else:
+            self._finish(
+                leg,
+                LegFailed,
+                now,
+                event_reason=event_reason,
+                hangup_reason=hangup_reason,
+                hangup_by=hangup_by,
+                error=f"ended before an answer: {event_reason}",
+            )
+
+
+def _leg_transaction(leg: Leg, method: str, number: int) -> ClientTransaction | None:
+    """The Call-ID fallback: the leg's live transaction for this method and CSeq number."""
+    candidates = {
+        "INVITE": leg.invite_tx,
+        "CANCEL": leg.cancel_tx,
+        "BYE": leg.bye_tx,
+        "UPDATE": leg.refresh_tx,
+    }
+    transaction = candidates.get(method)
+    if transaction is None or transaction.state is TxState.TERMINATED:
+        return None
+    if method in ("INVITE", "CANCEL") and number != leg.invite_cseq:
+        return None
+    return transaction
+
+
+def _uses_connection(leg: Leg, transport: Transport, address: Address) -> bool:
+    if leg.transport is transport and leg.address == address:
+        return True
+    dialog = leg.dialog
+    return (
+        dialog is not None
+        and dialog.next_hop.transport is transport
+        and dialog.next_hop.address == address
+    )
+
+
+def _uri_text(header: str) -> str:
+    try:
+        return NameAddr.parse(header).uri.render()
+    except SipParseError:
+        return header
+
+
+__all__ = ["Outgoing", "Request", "UacCore"]

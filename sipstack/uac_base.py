@@ -1,0 +1,384 @@
+"""State and primitives the UAC core's parts share: sending, events, timers, ACK, BYE, leg ends."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from sipstack.auth import DigestSession, choose_challenge
+from sipstack.cdr import CdrRecord, HangupBy, HangupReason, classify_disposition
+from sipstack.config import CoreConfig
+from sipstack.dialog import Dialog, NextHop
+from sipstack.errors import LocalProtocolError, SipParseError
+from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
+from sipstack.leg import Ending, Leg, LegState
+from sipstack.message import Response
+from sipstack.reason import (
+    SESSION_TIMER_SIP_REASON,
+    LocalHangup,
+    ReasonValue,
+    reason_for_local_hangup,
+    render_reason_header,
+)
+from sipstack.timers import TimerHandle, TimerHeap
+from sipstack.transactions import ClientTransaction, TransactionLayer, TransactionUser, TxState
+from sipstack.transport import Address, Transport
+from sipstack.uac_build import IdGenerator, RandomBytes, via_value
+from sipstack.uac_io import CoreStats, Outgoing
+from sipstack.uri import format_hostport
+
+ResponseKey = tuple[str, str, str, int]  # Call-ID, top Via branch, method, CSeq number
+TerminalEventType = type[LegFailed] | type[LegCancelled] | type[LegEnded]
+
+HANGUP_CLASS: dict[LocalHangup, HangupReason] = {
+    LocalHangup.NORMAL: HangupReason.NORMAL,
+    LocalHangup.RING_TIMEOUT: HangupReason.NORMAL,
+    LocalHangup.MAX_DURATION: HangupReason.NORMAL,
+    LocalHangup.SESSION_TIMER_EXPIRED: HangupReason.TIMER_EXPIRED,
+    LocalHangup.ERROR: HangupReason.ERROR,
+}
+
+_LIVE_INVITE_STATES = frozenset({TxState.CALLING, TxState.PROCEEDING})
+
+
+class CoreBase:
+    """The shared half of UacCore; the INVITE, request and session-timer parts build on it."""
+
+    def __init__(self, config: CoreConfig | None = None, *, random_bytes: RandomBytes = os.urandom):
+        self.config = config if config is not None else CoreConfig()
+        self.stats = CoreStats()
+        self._timer_config = self.config.timers
+        self._random_bytes = random_bytes
+        self._ids = IdGenerator(random_bytes)
+        self._heap = TimerHeap()
+        self._outgoing: list[Outgoing] = []
+        self._events: list[CoreEvent] = []
+        self._legs: dict[str, Leg] = {}
+        user: TransactionUser = self  # type: ignore[assignment]  # UacCore implements it
+        self._transactions = TransactionLayer(
+            timers=self._timer_config,
+            heap=self._heap,
+            user=user,
+            outgoing=self._outgoing,
+            stats=self.stats,
+        )
+        self._sent_responses: dict[ResponseKey, tuple[bytes, Transport, Address]] = {}
+        self._orphan_acks: dict[tuple[str, str], tuple[bytes, Transport, Address]] = {}
+        self._via_prefixes = {
+            transport: f"{transport.via_token} "
+            + format_hostport(*self.config.local_address(transport))
+            for transport in Transport
+        }
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    def _send(self, data: bytes, transport: Transport, address: Address) -> None:
+        self._outgoing.append(Outgoing(data, transport, address))
+
+    def _emit(self, event: CoreEvent) -> None:
+        self._events.append(event)
+
+    def _schedule(
+        self, when: float, callback: Callable[[Any, float], None], arg: Any
+    ) -> TimerHandle:
+        return self._heap.schedule(when, callback, arg)
+
+    def _via_for(self, transport: Transport, branch: str) -> str:
+        return via_value(self._via_prefixes[transport], branch)
+
+    @staticmethod
+    def _fallback_hop(leg: Leg) -> NextHop:
+        return NextHop(address=leg.address, transport=leg.transport)
+
+    def _abandon(self, transaction: ClientTransaction | None) -> None:
+        if transaction is not None and transaction.state is not TxState.TERMINATED:
+            self._transactions.abandon(transaction)
+
+    # -- in-dialog requests -------------------------------------------------------------------
+
+    def _send_in_dialog(
+        self,
+        leg: Leg,
+        method: str,
+        extra_headers: list[tuple[str, str]],
+        now: float,
+        body: bytes = b"",
+    ) -> ClientTransaction:
+        dialog = leg.dialog
+        if dialog is None:
+            raise LocalProtocolError(f"leg {leg.call_id} has no dialog for {method}")
+        hop = dialog.next_hop
+        branch = self._ids.branch()
+        request = dialog.build_request(
+            method,
+            via=self._via_for(hop.transport, branch),
+            cseq=dialog.next_cseq(),
+            extra_headers=extra_headers,
+            body=body,
+        )
+        return self._transactions.start(
+            method=method,
+            branch=branch,
+            data=request.to_bytes(),
+            transport=hop.transport,
+            address=hop.address,
+            owner=leg,
+            now=now,
+        )
+
+    def _build_ack(self, leg: Leg) -> bytes:
+        """The ACK for the 2xx (§13.2.2.4): its own branch, the INVITE's CSeq number and creds."""
+        dialog = leg.dialog
+        if dialog is None:
+            raise LocalProtocolError(f"leg {leg.call_id} has no dialog to ACK")
+        hop = dialog.next_hop
+        request = dialog.build_request(
+            "ACK",
+            via=self._via_for(hop.transport, self._ids.branch()),
+            cseq=leg.invite_cseq,
+            extra_headers=list(leg.auth_headers),
+        )
+        return request.to_bytes()
+
+    def _send_ack(self, leg: Leg) -> None:
+        dialog = leg.dialog
+        if dialog is None:
+            return
+        data = leg.ack_data if leg.ack_data is not None else self._build_ack(leg)
+        hop = dialog.next_hop
+        self._send(data, hop.transport, hop.address)
+
+    def _start_bye(
+        self,
+        leg: Leg,
+        now: float,
+        hangup: LocalHangup,
+        *,
+        error: str | None = None,
+        event_reason: str = "",
+        reason_value: ReasonValue | None = None,
+    ) -> None:
+        """End an answered leg with a BYE carrying a Reason; the leg ends on its outcome."""
+        if leg.ended or leg.state is LegState.ENDING:
+            return
+        if leg.state is LegState.ANSWERED:
+            self._send_ack(leg)  # never leave a 2xx unacknowledged, even when hanging up
+        leg.stop_timers()
+        self._abandon(leg.refresh_tx)
+        leg.refresh_tx = None
+        leg.state = LegState.ENDING
+        value = reason_value or reason_for_local_hangup(hangup)
+        leg.ending = Ending(
+            hangup_reason=HANGUP_CLASS[hangup],
+            hangup_by=HangupBy.LOCAL,
+            event_reason=event_reason or value.text or hangup.value,
+            error=error,
+            reason_value=value,
+        )
+        self._send_bye(leg, now)
+
+    def _send_bye(self, leg: Leg, now: float) -> None:
+        ending = leg.ending
+        values: list[ReasonValue] = []
+        if ending is not None and ending.reason_value is not None:
+            values.append(ending.reason_value)
+            if ending.hangup_reason is HangupReason.TIMER_EXPIRED:
+                values.append(SESSION_TIMER_SIP_REASON)
+        headers: list[tuple[str, str]] = []
+        if values:
+            headers.append(("Reason", render_reason_header(values)))
+        headers.append(("User-Agent", self.config.user_agent))
+        headers.extend(leg.bye_auth_headers)
+        leg.bye_tx = self._send_in_dialog(leg, "BYE", headers, now)
+
+    # -- digest -------------------------------------------------------------------------------
+
+    def _authorize(
+        self, leg: Leg, response: Response, *, method: str, uri: str, body: bytes = b""
+    ) -> tuple[str, str] | str:
+        """(header name, value) answering a 401/407 challenge, or the error text to record."""
+        credentials = leg.credentials
+        if credentials is None:
+            return f"authentication failed: {response.status_code} challenge and no credentials"
+        proxy = response.status_code == 407
+        challenge_header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        answer_header = "Proxy-Authorization" if proxy else "Authorization"
+        try:
+            challenge = choose_challenge(
+                response.headers_all(challenge_header), realm=credentials.realm
+            )
+        except SipParseError as exc:
+            return f"authentication failed: {exc}"
+        if answer_header in leg.auth_kinds_answered and not challenge.stale:
+            return (
+                f"authentication failed: credentials for realm {challenge.realm!r} "
+                f"were rejected ({response.status_code} again)"
+            )
+        if leg.auth is None:
+            leg.auth = DigestSession(
+                credentials.username,
+                credentials.password,
+                realm=credentials.realm,
+                random_bytes=self._random_bytes,
+            )
+        try:
+            value = leg.auth.authorize(challenge, method=method, uri=uri, body=body)
+        except (LocalProtocolError, SipParseError) as exc:
+            return f"authentication failed: {exc}"
+        leg.auth_kinds_answered = leg.auth_kinds_answered | {answer_header}
+        return (answer_header, value)
+
+    # -- the end of a leg ---------------------------------------------------------------------
+
+    def _finish(
+        self,
+        leg: Leg,
+        event_type: TerminalEventType,
+        now: float,
+        *,
+        event_reason: str,
+        hangup_reason: HangupReason,
+        hangup_by: HangupBy,
+        error: str | None = None,
+        reason_value: ReasonValue | None = None,
+    ) -> None:
+        """Emit the leg's one terminal event with its CDR and forget the leg."""
+        if leg.ended:
+            return
+        leg.ended = True
+        leg.stop_timers()
+        invite_tx = leg.invite_tx
+        if invite_tx is not None and invite_tx.state in _LIVE_INVITE_STATES:
+            self._abandon(invite_tx)  # no more INVITE retransmissions for a leg that is gone
+        self._abandon(leg.refresh_tx)
+        leg.refresh_tx = None
+        if self._legs.get(leg.call_id) is leg:
+            del self._legs[leg.call_id]
+        leg.free_invite_parts()
+        self.stats.legs_ended += 1
+        if leg.recovered:
+            event_reason = f"recovered leg: {event_reason}"
+        cdr = CdrRecord(
+            call_id=leg.call_id,
+            correlation_id=leg.correlation_id,
+            scenario=leg.scenario,
+            trunk=leg.trunk,
+            from_uri=leg.from_uri,
+            to_uri=leg.to_uri,
+            started_at=leg.started_at,
+            first_provisional_at=leg.first_provisional_at,
+            answered_at=leg.answered_at,
+            ended_at=now,
+            final_status_code=leg.final_status_code,
+            disposition=classify_disposition(
+                leg.final_status_code,
+                cancel_requested=leg.cancel_requested,
+                ring_timeout=leg.cancel_by_ring_timeout,
+            ),
+            hangup_reason=hangup_reason,
+            hangup_by=hangup_by,
+            reason_protocol=reason_value.protocol if reason_value else None,
+            reason_cause=reason_value.cause if reason_value else None,
+            reason_text=reason_value.text if reason_value else None,
+            codec=leg.codec,
+            srtp=leg.srtp,
+            error=error,
+        )
+        self._emit(
+            event_type(
+                call_id=leg.call_id,
+                correlation_id=leg.correlation_id,
+                scenario=leg.scenario,
+                at=now,
+                status_code=leg.final_status_code,
+                reason=event_reason,
+                cdr=cdr,
+            )
+        )
+
+    def _finish_ending(self, leg: Leg, now: float, *, problem: str | None = None) -> None:
+        """Record a leg whose teardown (our BYE, or a BYE racing it) is over."""
+        ending = leg.ending
+        if ending is None:
+            ending = Ending(
+                hangup_reason=HangupReason.NORMAL,
+                hangup_by=HangupBy.LOCAL,
+                event_reason="ended",
+            )
+        self._finish(
+            leg,
+            LegEnded,
+            now,
+            event_reason=ending.event_reason,
+            hangup_reason=ending.hangup_reason,
+            hangup_by=ending.hangup_by,
+            error=ending.error or problem,
+            reason_value=ending.reason_value,
+        )
+
+    # -- answers nobody waits for -------------------------------------------------------------
+
+    def _end_orphan_answer(
+        self, response: Response, transport: Transport, source: Address, now: float
+    ) -> None:
+        """ACK and BYE a 2xx to an INVITE that has no live leg (another fork, a dropped leg).
+
+        Never leaves a callee half-connected; retransmissions of that 2xx get the same ACK.
+        """
+        call_id = response.call_id or ""
+        key = (call_id, response.to_tag or "")
+        known = self._orphan_acks.get(key)
+        if known is not None:
+            self.stats.absorbed_retransmissions += 1
+            self._send(*known)
+            return
+        local_header = response.header("from")
+        remote_header = response.header("to")
+        if not call_id or local_header is None or remote_header is None:
+            self.stats.stray_responses += 1
+            return
+        invite_cseq = response.cseq[0]
+        hop = NextHop(address=source, transport=transport)
+        dialog = Dialog.from_answer(
+            response,
+            call_id=call_id,
+            local_header=local_header,
+            remote_header_without_tag=remote_header,
+            invite_cseq=invite_cseq,
+            fallback_target=f"sip:{format_hostport(*source)}",
+            fallback_hop=hop,
+        )
+        hop = dialog.next_hop
+        ack = dialog.build_request(
+            "ACK", via=self._via_for(hop.transport, self._ids.branch()), cseq=invite_cseq
+        ).to_bytes()
+        self._send(ack, hop.transport, hop.address)
+        branch = self._ids.branch()
+        reason = reason_for_local_hangup(LocalHangup.NORMAL).render()
+        bye = dialog.build_request(
+            "BYE",
+            via=self._via_for(hop.transport, branch),
+            cseq=invite_cseq + 1,
+            extra_headers=[("Reason", reason), ("User-Agent", self.config.user_agent)],
+        ).to_bytes()
+        self._transactions.start(
+            method="BYE",
+            branch=branch,
+            data=bye,
+            transport=hop.transport,
+            address=hop.address,
+            owner=None,
+            now=now,
+        )
+        self.stats.orphan_answers += 1
+        self._orphan_acks[key] = (ack, hop.transport, hop.address)
+        self._schedule(now + self._timer_config.timer_b, self._forget_orphan, key)
+
+    def _dialog_for(self, leg: Leg) -> Dialog:
+        if leg.dialog is None:
+            raise LocalProtocolError(f"leg {leg.call_id} has no dialog yet")
+        return leg.dialog
+
+    def _forget_orphan(self, key: tuple[str, str], now: float) -> None:
+        self._orphan_acks.pop(key, None)

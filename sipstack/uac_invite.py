@@ -1,0 +1,458 @@
+"""The INVITE side of a leg: sending it, its responses (1xx, 2xx, failures), auth, 422, CANCEL."""
+
+from __future__ import annotations
+
+from sipstack.cdr import HangupBy, HangupReason
+from sipstack.dialog import Dialog
+from sipstack.errors import SipParseError
+from sipstack.events import (
+    AnswerReceived,
+    CallIdAdopted,
+    LegCancelled,
+    LegFailed,
+    ProvisionalReceived,
+)
+from sipstack.headers.session_timer import MinSE, SessionExpires
+from sipstack.leg import Leg, LegState
+from sipstack.message import Request, Response
+from sipstack.reason import (
+    SIP,
+    LocalHangup,
+    ReasonValue,
+    classify_reason,
+    parse_reason_header,
+    primary_reason,
+    reason_for_local_hangup,
+)
+from sipstack.sdp import SdpAnswer, parse_answer
+from sipstack.transactions import ClientTransaction
+from sipstack.transport import Address
+from sipstack.uac_base import CoreBase
+from sipstack.uac_build import SDP_CONTENT_TYPE, build_cancel, build_failure_ack, build_invite
+
+UNUSABLE_SDP = "unusable SDP answer"
+
+
+def is_sdp(message: Response) -> bool:
+    if not message.body:
+        return False
+    content_type = message.header("content-type")
+    return content_type is None or content_type.split(";", 1)[0].strip().lower() == SDP_CONTENT_TYPE
+
+
+def response_reasons(message: Request | Response) -> list[ReasonValue]:
+    """Every readable Reason value of a message; unreadable ones are skipped, not fatal."""
+    values: list[ReasonValue] = []
+    for element in message.headers_all("reason"):
+        try:
+            values.extend(parse_reason_header(element))
+        except SipParseError:
+            continue
+    return values
+
+
+class InviteHandling(CoreBase):
+    """Sends INVITEs and CANCELs and reacts to everything the INVITE transaction reports."""
+
+    def _send_invite(self, leg: Leg, now: float) -> None:
+        if leg.invite_head is None or leg.invite_tail is None:
+            return
+        branch = self._ids.branch()
+        via = self._via_for(leg.transport, branch)
+        data = build_invite(
+            leg.invite_head,
+            leg.invite_tail,
+            request_uri=leg.request_uri,
+            via=via,
+            cseq=leg.invite_cseq,
+            auth_headers=leg.auth_headers,
+            body=leg.offer_body,
+        )
+        leg.invite_via = via
+        leg.invite_tx = self._transactions.start(
+            method="INVITE",
+            branch=branch,
+            data=data,
+            transport=leg.transport,
+            address=leg.address,
+            owner=leg,
+            now=now,
+        )
+
+    def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
+        leg: Leg = transaction.owner
+        via = (
+            leg.invite_via
+            if transaction.branch in leg.invite_via
+            else self._via_for(transaction.transport, transaction.branch)
+        )
+        return build_failure_ack(
+            request_uri=leg.request_uri,
+            via=via,
+            from_header=leg.from_header,
+            call_id=response.call_id or leg.call_id,
+            response=response,
+        )
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def _on_invite_response(
+        self,
+        leg: Leg,
+        transaction: ClientTransaction,
+        response: Response,
+        source: Address,
+        now: float,
+    ) -> None:
+        code = response.status_code
+        if 200 <= code < 300:
+            self._on_answer(leg, transaction, response, source, now)
+        elif transaction is not leg.invite_tx:
+            return  # the answer to an INVITE we already re-sent with credentials
+        elif code < 200:
+            self._on_provisional(leg, response, now)
+        else:
+            self._on_invite_failure(leg, response, now)
+
+    def _on_provisional(self, leg: Leg, response: Response, now: float) -> None:
+        if leg.state is not LegState.CALLING and leg.state is not LegState.RINGING:
+            return
+        if leg.first_provisional_at is None:
+            leg.first_provisional_at = now
+        leg.state = LegState.RINGING
+        has_sdp = is_sdp(response)
+        if has_sdp:
+            leg.early_sdp = response.body  # the 2xx may omit the answer it already gave
+        self._emit(
+            ProvisionalReceived(
+                call_id=leg.call_id,
+                correlation_id=leg.correlation_id,
+                scenario=leg.scenario,
+                at=now,
+                status_code=response.status_code,
+                reason=response.reason,
+                has_sdp=has_sdp,
+            )
+        )
+        if leg.cancel_requested and not leg.cancel_sent:
+            self._send_cancel(leg, now)
+
+    def _on_answer(
+        self,
+        leg: Leg,
+        transaction: ClientTransaction,
+        response: Response,
+        source: Address,
+        now: float,
+    ) -> None:
+        if leg.state.answered or leg.ended:
+            self._on_repeated_answer(leg, response, source, now)
+            return
+        if transaction is not leg.invite_tx:
+            self._end_orphan_answer(response, transaction.transport, source, now)
+            return
+        leg.final_status_code = response.status_code
+        leg.answered_at = now
+        self._stop_cancelling(leg)
+        if leg.ring_timer is not None:
+            leg.ring_timer.cancel()
+            leg.ring_timer = None
+        dialog = Dialog.from_answer(
+            response,
+            call_id=leg.call_id,
+            local_header=leg.from_header,
+            remote_header_without_tag=leg.to_header,
+            invite_cseq=leg.invite_cseq,
+            fallback_target=leg.request_uri,
+            fallback_hop=self._fallback_hop(leg),
+        )
+        leg.dialog = dialog
+        leg.remote_tag = response.to_tag or ""
+        self._adopt_call_id(leg, response.call_id, now)
+        leg.ack_data = self._build_ack(leg)
+        leg.state = LegState.ANSWERED
+        body = response.body if is_sdp(response) else (leg.early_sdp or b"")
+        leg.free_invite_parts()
+        if leg.cancel_requested:
+            # The 2xx crossed our CANCEL: the call exists now, so ACK it and hang up at once.
+            self._start_bye(
+                leg, now, LocalHangup.NORMAL, event_reason="answered while being cancelled"
+            )
+            return
+        self._negotiate_session_timer(leg, response)
+        answer = _usable_answer(body)
+        if answer is None:
+            self._start_bye(
+                leg, now, LocalHangup.ERROR, error=UNUSABLE_SDP, event_reason=UNUSABLE_SDP
+            )
+            return
+        leg.codec = answer.codec_name
+        leg.remote_rtp = answer.remote_rtp
+        leg.srtp = answer.is_srtp and answer.crypto is not None
+        leg.answer_timer = self._schedule(
+            now + self._timer_config.timer_b, self._on_answer_deadline, leg
+        )
+        self._emit(
+            AnswerReceived(
+                call_id=leg.call_id,
+                correlation_id=leg.correlation_id,
+                status_code=response.status_code,
+                sdp=body,
+                source=source,
+                at=now,
+            )
+        )
+
+    def _on_repeated_answer(
+        self, leg: Leg, response: Response, source: Address, now: float
+    ) -> None:
+        """A retransmitted 2xx gets the same ACK again; a 2xx from another fork is ended."""
+        if leg.remote_tag and response.to_tag != leg.remote_tag:
+            self._end_orphan_answer(response, leg.transport, source, now)
+            return
+        if leg.state is LegState.ANSWERED:
+            return  # ACK waits for confirm_answer; the peer keeps retransmitting until then
+        self.stats.absorbed_retransmissions += 1
+        self._send_ack(leg)
+
+    def _adopt_call_id(self, leg: Leg, new_call_id: str | None, now: float) -> None:
+        """An SBC may answer with another Call-ID: re-key the leg unless that one is taken."""
+        old = leg.call_id
+        if not new_call_id or new_call_id == old or new_call_id in self._legs:
+            return
+        del self._legs[old]
+        self._legs[new_call_id] = leg
+        leg.call_id = new_call_id
+        if leg.dialog is not None:
+            leg.dialog.call_id = new_call_id
+        self._emit(
+            CallIdAdopted(
+                old_call_id=old,
+                new_call_id=new_call_id,
+                correlation_id=leg.correlation_id,
+                at=now,
+            )
+        )
+
+    def _on_answer_deadline(self, leg: Leg, now: float) -> None:
+        leg.answer_timer = None
+        if leg.state is LegState.ANSWERED and not leg.ended:
+            self._start_bye(
+                leg,
+                now,
+                LocalHangup.ERROR,
+                error="answer not confirmed in time (pre_ack)",
+                event_reason="answer not confirmed in time",
+            )
+
+    def _on_invite_failure(self, leg: Leg, response: Response, now: float) -> None:
+        if leg.state.answered or leg.ended:
+            return
+        code = response.status_code
+        leg.final_status_code = code
+        error: str | None = None
+        if not leg.cancel_requested:
+            if code in (401, 407):
+                outcome = self._authorize(
+                    leg, response, method="INVITE", uri=leg.request_uri, body=leg.offer_body
+                )
+                if not isinstance(outcome, str):
+                    self.stats.auth_retries += 1
+                    name = outcome[0]
+                    leg.auth_headers = (
+                        *(h for h in leg.auth_headers if h[0] != name),
+                        outcome,
+                    )
+                    self._resend_invite(leg, now)
+                    return
+                error = outcome
+            elif code == 422 and self._retry_after_422(leg, response, now):
+                return
+        reasons = response_reasons(response)
+        primary = primary_reason(reasons)
+        if leg.cancel_requested:
+            self._finish(
+                leg,
+                LegCancelled,
+                now,
+                event_reason=response.reason,
+                hangup_reason=HangupReason.NORMAL,
+                hangup_by=HangupBy.LOCAL,
+                reason_value=primary,
+            )
+            return
+        hangup_reason = (
+            classify_reason(reasons) if reasons else classify_reason([ReasonValue(SIP, code)])
+        )
+        self._finish(
+            leg,
+            LegFailed,
+            now,
+            event_reason=response.reason,
+            hangup_reason=hangup_reason,
+            hangup_by=HangupBy.REMOTE,
+            error=error,
+            reason_value=primary,
+        )
+
+    def _retry_after_422(self, leg: Leg, response: Response, now: float) -> bool:
+        """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""
+        if leg.invite_422_retried or leg.invite_tail is None:
+            return False
+        value = response.header("min-se")
+        if value is None:
+            return False
+        try:
+            min_se = MinSE.parse(value).delta
+        except SipParseError:
+            return False
+        interval = max(min_se, leg.offer_session_expires or 0)
+        leg.invite_422_retried = True
+        leg.offer_session_expires = interval
+        tail = [h for h in leg.invite_tail if h[0] not in ("Session-Expires", "Min-SE")]
+        at = next((i for i, h in enumerate(tail) if h[0] == "User-Agent"), len(tail))
+        tail[at:at] = [("Session-Expires", str(interval)), ("Min-SE", str(min_se))]
+        leg.invite_tail = tuple(tail)
+        self._resend_invite(leg, now)
+        return True
+
+    def _resend_invite(self, leg: Leg, now: float) -> None:
+        """The same INVITE with CSeq + 1 and a new branch (new credentials or interval)."""
+        leg.invite_cseq += 1
+        leg.state = LegState.CALLING
+        self._send_invite(leg, now)
+
+    def _on_invite_timeout(
+        self, leg: Leg, transaction: ClientTransaction, now: float, *, transport_error: bool
+    ) -> None:
+        if transaction is not leg.invite_tx or leg.ended or leg.state.answered:
+            return
+        if leg.cancel_requested:
+            self._finish(
+                leg,
+                LegCancelled,
+                now,
+                event_reason="no final response after CANCEL",
+                hangup_reason=HangupReason.NORMAL,
+                hangup_by=HangupBy.LOCAL,
+                error="connection lost" if transport_error else None,
+            )
+            return
+        self._finish(
+            leg,
+            LegFailed,
+            now,
+            event_reason="connection lost" if transport_error else "no response (Timer B)",
+            hangup_reason=HangupReason.ERROR if transport_error else HangupReason.TIMER_EXPIRED,
+            hangup_by=HangupBy.LOCAL,
+            error="connection lost" if transport_error else "no response to INVITE (Timer B)",
+        )
+
+    # -- CANCEL -------------------------------------------------------------------------------
+
+    def _request_cancel(self, leg: Leg, now: float, *, ring_timeout: bool) -> None:
+        """Queue or send the CANCEL (§9.1: not before a 1xx, or after the grace period)."""
+        if leg.cancel_requested or leg.state.answered or leg.ended:
+            return
+        leg.cancel_requested = True
+        leg.cancel_by_ring_timeout = ring_timeout
+        if leg.ring_timer is not None:
+            leg.ring_timer.cancel()
+            leg.ring_timer = None
+        if leg.first_provisional_at is not None:
+            self._send_cancel(leg, now)
+        else:
+            leg.cancel_timer = self._schedule(
+                now + self.config.cancel_grace, self._on_cancel_grace, leg
+            )
+
+    def _on_cancel_grace(self, leg: Leg, now: float) -> None:
+        leg.cancel_timer = None
+        self._send_cancel(leg, now)
+
+    def _send_cancel(self, leg: Leg, now: float) -> None:
+        invite_tx = leg.invite_tx
+        if leg.cancel_sent or leg.state.answered or leg.ended or invite_tx is None:
+            return
+        leg.cancel_sent = True
+        if leg.cancel_timer is not None:
+            leg.cancel_timer.cancel()
+        hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
+        data = build_cancel(
+            request_uri=leg.request_uri,
+            invite_via=leg.invite_via,
+            from_header=leg.from_header,
+            to_header=leg.to_header,
+            call_id=leg.call_id,
+            cseq=leg.invite_cseq,
+            reason=reason_for_local_hangup(hangup).render(),
+            user_agent=self.config.user_agent,
+        )
+        if self._transactions.find(invite_tx.branch, "CANCEL") is None:
+            leg.cancel_tx = self._transactions.start(
+                method="CANCEL",
+                branch=invite_tx.branch,
+                data=data,
+                transport=leg.transport,
+                address=leg.address,
+                owner=leg,
+                now=now,
+            )
+        # §9.1: without a final response 64*T1 after the CANCEL, the INVITE counts as cancelled.
+        leg.cancel_timer = self._schedule(
+            now + self._timer_config.timer_b, self._on_cancel_expired, leg
+        )
+
+    def _on_cancel_expired(self, leg: Leg, now: float) -> None:
+        leg.cancel_timer = None
+        if leg.ended or leg.state.answered:
+            return
+        self._finish(
+            leg,
+            LegCancelled,
+            now,
+            event_reason="no final response after CANCEL",
+            hangup_reason=HangupReason.NORMAL,
+            hangup_by=HangupBy.LOCAL,
+        )
+
+    def _stop_cancelling(self, leg: Leg) -> None:
+        """An answer arrived: no CANCEL may go out or be retransmitted any more."""
+        if leg.cancel_timer is not None:
+            leg.cancel_timer.cancel()
+            leg.cancel_timer = None
+        self._abandon(leg.cancel_tx)
+        leg.cancel_tx = None
+
+    def _on_ring_timeout(self, leg: Leg, now: float) -> None:
+        leg.ring_timer = None
+        if leg.state is LegState.CALLING or leg.state is LegState.RINGING:
+            self._request_cancel(leg, now, ring_timeout=True)
+
+    # -- session timer negotiation (the timers themselves live in uac_session_timer) ----------
+
+    def _negotiate_session_timer(self, leg: Leg, response: Response) -> None:
+        """RFC 4028 §7.2: the 2xx says the interval and who refreshes (absent: we do)."""
+        value = response.header("session-expires")
+        if value is None:
+            return
+        try:
+            session_expires = SessionExpires.parse(value)
+        except SipParseError:
+            return
+        if session_expires.delta < 1:
+            return
+        leg.session_interval = session_expires.delta
+        leg.we_refresh = session_expires.refresher != "uas"
+
+
+def _usable_answer(body: bytes) -> SdpAnswer | None:
+    if not body:
+        return None
+    try:
+        answer = parse_answer(body)
+    except SipParseError:
+        return None
+    if answer.rejected or answer.codec is None:
+        return None
+    return answer
