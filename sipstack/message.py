@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
+from typing import cast
 
 from sipstack.errors import SipParseError
 
 SIP_VERSION = "SIP/2.0"
 MAX_CSEQ = 2**31 - 1
+MAX_DELTA_SECONDS = 2**32 - 1
+MAX_MAX_FORWARDS = 255
 
 COMPACT_FORMS: dict[str, str] = {
     "a": "accept-contact",
@@ -34,32 +38,90 @@ COMPACT_FORMS: dict[str, str] = {
     "y": "identity",
 }
 
-# Headers whose values contain commas that do not separate values (RFC 3261 §7.3.1).
+# Headers whose values contain commas that do not separate values (RFC 3261 §7.3.1), or that
+# carry exactly one value whatever they contain: headers_all() does not split them.
 _UNSPLITTABLE = frozenset(
     {
-        "www-authenticate",
-        "authorization",
-        "proxy-authenticate",
-        "proxy-authorization",
         "authentication-info",
-        "date",
-        "identity",
-        "retry-after",
-        "subject",
-        "user-agent",
-        "server",
+        "authorization",
         "call-id",
-        "cseq",
         "content-length",
         "content-type",
+        "cseq",
+        "date",
+        "expires",
+        "from",
+        "identity",
         "max-forwards",
+        "min-expires",
+        "organization",
+        "priority",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "retry-after",
+        "server",
+        "subject",
+        "timestamp",
+        "to",
+        "user-agent",
+        "www-authenticate",
     }
 )
 
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_TAG_PARAM = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
-_BRANCH_PARAM = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
+# Headers that may appear once; Content-Length may repeat only with the same value.
+_SINGLE = ("call-id", "cseq", "from", "to", "max-forwards")
+
+# The patterns below use possessive quantifiers (*+, ++, ?+): the grammar never needs to give
+# characters back, and keeping no backtracking points makes them faster and immune to
+# catastrophic backtracking on hostile input. Values are matched as received, so the patterns
+# allow the spaces around them.
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+_TOKEN = f"[{_TOKEN_CHARS}]++"
+_TOKEN_RE = re.compile(_TOKEN)
+# quoted-string; a quoted-pair may escape any character but CR and LF (lines hold neither).
+_QUOTED = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_QUOTED_RE = re.compile(_QUOTED)
+_PARAM_RUN = r'[^ \t;,"<>]++'  # an unquoted parameter value: token, host, IPv6 reference...
+
+
+def _params(captured: str | None = None) -> str:
+    """Pattern for `;name[=value]` parameters; the value of `captured` becomes a named group."""
+    generic = rf"{_TOKEN}(?:[ \t]*+=[ \t]*+(?:{_QUOTED}|{_PARAM_RUN}))?+"
+    if captured is not None:
+        generic = rf"(?:(?i:{captured})[ \t]*+=[ \t]*+(?P<{captured}>{_PARAM_RUN})|{generic})"
+    return rf"(?:[ \t]*+;[ \t]*+{generic})*+"
+
+
+# A display-name word: a token, or (being liberal) non-ASCII letters some peers send unquoted.
+_DISPLAY_WORD = f"[{_TOKEN_CHARS}\u0080-\U0010ffff]++"
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*+"
+# From/To (RFC 3261 §20.20): name-addr or addr-spec, then ;params (the tag captured). A URI
+# written without <...> cannot hold ';', ',' or '?' (§20.10); no URI holds spaces or quotes.
+_NAME_ADDR_RE = re.compile(
+    rf"[ \t]*+(?:(?:{_QUOTED}|{_DISPLAY_WORD}(?:[ \t]++{_DISPLAY_WORD})*+)?+[ \t]*+<[^<> \t\"]++>"
+    rf"|{_SCHEME}:[^ \t;,<>\"?]++){_params('tag')}[ \t]*+"
+)
+_HOST = r"(?:\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9._\-]++)"
+# via-parm (RFC 3261 §20.42): sent-protocol LWS sent-by *(;param); the top one's branch captured.
+_VIA_PARM = (
+    rf"{_TOKEN}[ \t]*+/[ \t]*+{_TOKEN}[ \t]*+/[ \t]*+{_TOKEN}[ \t]++{_HOST}"
+    rf"(?:[ \t]*+:[ \t]*+[0-9]{{1,5}}+)?+"
+)
+_VIA_RE = re.compile(
+    rf"[ \t]*+{_VIA_PARM}{_params('branch')}(?:[ \t]*+,[ \t]*+{_VIA_PARM}{_params()})*+[ \t]*+"
+)
+_CSEQ_RE = re.compile(rf"[ \t]*+([0-9]++)[ \t]++({_TOKEN})[ \t]*+")
+# Request-Line (RFC 3261 §7.1). Liberal in the spaces between the parts and after the version
+# (RFC 4475 §3.1.2.9 lwsstart, §3.1.2.10 trws); the URI may not hold spaces, <, > or quotes.
+_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}) ++({_SCHEME}:[!#-;=?-~]++) ++[Ss][Ii][Pp]/2\.0[ \t]*+")
+_LEADING_NUMBER_RE = re.compile(r"[ \t]*+([0-9]++)")
+_TAG_PARAM_RE = re.compile(rf";[ \t]*+tag[ \t]*+=[ \t]*+({_PARAM_RUN})", re.IGNORECASE)
+_BRANCH_PARAM_RE = re.compile(rf";[ \t]*+branch[ \t]*+=[ \t]*+({_PARAM_RUN})", re.IGNORECASE)
+# One element of a comma list: quoted strings and <...> are taken whole, commas inside them kept.
+_LIST_ELEMENT_RE = re.compile(r'(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"?+|<[^>]*+>?+|[^,"<\\]++|\\)++')
+_BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
+_LINE_END_RE = re.compile(r"\r?\n")
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -67,30 +129,60 @@ REASON_PHRASES: dict[int, str] = {
     181: "Call Is Being Forwarded",
     182: "Queued",
     183: "Session Progress",
+    199: "Early Dialog Terminated",
     200: "OK",
     202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
     400: "Bad Request",
     401: "Unauthorized",
+    402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
     407: "Proxy Authentication Required",
     408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
     415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
     420: "Bad Extension",
+    421: "Extension Required",
     422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    428: "Use Identity Header",
+    429: "Provide Referrer Identity",
+    433: "Anonymity Disallowed",
+    436: "Bad Identity Info",
+    437: "Unsupported Credential",
+    438: "Invalid Identity Header",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
     486: "Busy Here",
     487: "Request Terminated",
     488: "Not Acceptable Here",
+    489: "Bad Event",
     491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",
     500: "Server Internal Error",
     501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Server Time-out",
     505: "Version Not Supported",
+    513: "Message Too Large",
+    580: "Precondition Failure",
     600: "Busy Everywhere",
     603: "Decline",
     604: "Does Not Exist Anywhere",
@@ -120,109 +212,253 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def split_values(value: str) -> list[str]:
-    """Split a comma-joined header value, respecting quoted strings and <...> (RFC 3261 §7.3.1)."""
-    if "," not in value:
-        stripped = value.strip()
-        return [stripped] if stripped else []
-    values: list[str] = []
-    start = 0
-    in_quotes = False
-    in_angle = False
-    escaped = False
-    for position, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif in_quotes:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                in_quotes = False
-        elif char == '"':
-            in_quotes = True
-        elif char == "<":
-            in_angle = True
-        elif char == ">":
-            in_angle = False
-        elif char == "," and not in_angle:
-            part = value[start:position].strip()
-            if part:
-                values.append(part)
-            start = position + 1
-    part = value[start:].strip()
-    if part:
-        values.append(part)
-    return values
+# Header names as written (valid tokens only) -> lookup key. Peers and our own code use a small
+# set of spellings, so this saves a lower() and a validation per header line. It is bounded so
+# that a peer inventing names cannot grow it without end, and seeded so that the usual
+# spellings are always in it.
+_KEY_OF_NAME: dict[str, str] = {}
+_KEY_CACHE_SIZE = 4096
+_COMMON_NAMES = """
+Via Max-Forwards Route Record-Route From To Call-ID CSeq Contact Content-Type Content-Length
+Allow Supported Require User-Agent Server Session-Expires Min-SE Reason P-Asserted-Identity
+Privacy History-Info Diversion Identity Authorization WWW-Authenticate Proxy-Authorization
+Proxy-Authenticate Accept Date Expires Subject Allow-Events Event Refer-To Referred-By
+Timestamp Warning Retry-After Organization Content-Disposition Call-Id Cseq Content-type
+v f t i m l c k x s
+"""
 
 
-def _tag_of(value: str | None) -> str | None:
-    if value is None:
+def _key_of_valid_name(name: str) -> str | None:
+    """The lookup key of `name` when it is a valid header name as written, else None."""
+    key = _KEY_OF_NAME.get(name)
+    if key is not None:
+        return key
+    if _TOKEN_RE.fullmatch(name) is None:
         return None
-    # Parameters after '>' belong to the header; inside <...> they belong to the URI.
-    close = value.rfind(">")
-    match = _TAG_PARAM.search(value, close + 1 if close >= 0 else 0)
+    key = canonical_name(name)
+    if len(_KEY_OF_NAME) < _KEY_CACHE_SIZE:
+        _KEY_OF_NAME[name] = key
+    return key
+
+
+for _name in _COMMON_NAMES.split():
+    _key_of_valid_name(_name)
+
+
+def _key_of(name: str) -> str:
+    """The lookup key of a name a caller asks for (any spelling)."""
+    return _KEY_OF_NAME.get(name) or canonical_name(name)
+
+
+def split_values(value: str) -> list[str]:
+    """Split a comma-joined header value, respecting quoted strings and <...> (RFC 3261 §7.3.1).
+
+    Elements are stripped of spaces and tabs; empty elements are dropped.
+    """
+    if "," not in value:
+        stripped = value.strip(" \t")
+        return [stripped] if stripped else []
+    quoted = '"' in value or "<" in value
+    elements = _LIST_ELEMENT_RE.findall(value) if quoted else value.split(",")
+    return [element for element in (part.strip(" \t") for part in elements) if element]
+
+
+def _header_params_start(value: str) -> int:
+    """Where a From/To/Contact value's own parameters may begin (after the URI's '>')."""
+    less = value.find("<")
+    if less < 0:
+        return 0  # addr-spec: every ';' belongs to the header (RFC 3261 §20.10)
+    quote = value.find('"', 0, less)
+    if quote >= 0:  # a quoted display name may itself hold '<' or '>'
+        match = _QUOTED_RE.match(value, quote)
+        if match is not None:
+            less = value.find("<", match.end())
+            if less < 0:
+                return len(value)
+    greater = value.find(">", less)
+    return len(value) if greater < 0 else greater + 1
+
+
+def _tag_of(value: str) -> str | None:
+    """The tag parameter of a From/To value (a ';tag' inside <...> belongs to the URI)."""
+    match = _TAG_PARAM_RE.search(value, _header_params_start(value))
+    return match.group(1) if match else None
+
+
+def _branch_of(via: str) -> str | None:
+    """The branch parameter of the first via-parm of a Via value."""
+    if "," in via:
+        elements = split_values(via)
+        via = elements[0] if elements else ""
+    match = _BRANCH_PARAM_RE.search(via)
     return match.group(1) if match else None
 
 
 def _check_header_text(name: str, value: str) -> None:
-    if not _TOKEN.fullmatch(name):
+    if _key_of_valid_name(name) is None:
         raise ValueError(f"invalid SIP header name {name!r}")
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"header {name} value contains a line break")
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError(f"header {name} value contains a line break or NUL")
+
+
+def _parse_uint(text: str, maximum: int, what: str) -> int:
+    """A decimal integer 0..maximum in ASCII digits (spaces around allowed); else SipParseError."""
+    digits = text.strip(" \t")
+    if not (digits.isascii() and digits.isdigit()):
+        raise SipParseError(f"{what} {_show(digits)} is not a non-negative integer")
+    # int() refuses more than 4300 digits: check the size before converting.
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(maximum)) or int(significant) > maximum:
+        raise SipParseError(f"{what} {_show(digits)} is larger than {maximum}")
+    return int(significant)
+
+
+# Methods whose CSeq can skip the regex (any token is valid; these are the usual ones).
+_COMMON_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "PRACK", "INFO", "REFER", "NOTIFY")
+)
+
+
+def parse_cseq(value: str | None) -> tuple[int, str]:
+    """(number, method) of a CSeq value (RFC 3261 §20.16); number at most 2**31-1."""
+    if value is None:
+        raise SipParseError("missing CSeq header")
+    number, _, method = value.strip(" \t").partition(" ")
+    if method in _COMMON_METHODS and len(number) <= 9 and number.isdigit() and number.isascii():
+        return int(number), method
+    match = _CSEQ_RE.fullmatch(value)
+    if match is None:
+        shown = _show(value.strip(" \t"))
+        raise SipParseError(f"CSeq {shown} is not '<number> <method>'")
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > 10 or int(digits) > MAX_CSEQ:
+        raise SipParseError(f"CSeq number {_show(match.group(1))} is larger than 2**31-1")
+    return int(digits), match.group(2)
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """A value quoted for an error message, cut short so a huge value cannot flood logs."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 class Message:
-    """What requests and responses share: an ordered header list and a body."""
+    """What requests and responses share: an ordered header list and a body.
 
-    __slots__ = ("_index", "body", "headers")
+    `headers` is the list of (name as written, value) pairs in wire order. Change it through
+    add_header/set_header/remove_header (or assign a new list): the lookup index is rebuilt
+    when the list is replaced or its length changes, not when an entry is swapped in place.
+    A parsed message builds that list only when it is first asked for; lookups use an index.
+    """
+
+    __slots__ = ("_cseq", "_first", "_headers", "_keys", "_lines", "_tags", "body")
 
     def __init__(self, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
-        self.headers: list[tuple[str, str]] = headers if headers is not None else []
+        self._headers: list[tuple[str, str]] | None = headers if headers is not None else []
+        # A parsed message keeps its header section as lines (the start line first, then one
+        # 'Name:value' line per header) until the header list is asked for.
+        self._lines: list[str] | None = None
+        self._keys: list[str] | None = None  # lookup key of each header, built when needed
+        self._first: dict[str, str] | None = None  # key -> value (unstripped) of its first line
+        self._cseq: tuple[str, tuple[int, str]] | None = None  # (raw value, parsed)
+        # Set by the parser: (From value, its tag, To value, its tag, top Via value, branch).
+        self._tags: tuple[str, str | None, str, str | None, str, str | None] | None = None
         self.body = body
-        self._index: dict[str, list[str]] | None = None
 
-    def _lookup(self) -> dict[str, list[str]]:
-        index = self._index
-        if index is None:
-            index = {}
-            for name, value in self.headers:
-                key = canonical_name(name)
-                found = index.get(key)
-                if found is None:
-                    index[key] = [value]
-                else:
-                    found.append(value)
-            self._index = index
-        return index
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        headers = self._headers
+        if headers is None:
+            lines = self._lines
+            assert lines is not None
+            self._key_list()  # the keys of the lines are the keys of the list made from them
+            fields = (line.partition(":") for line in islice(lines, 1, None))
+            headers = [(name, rest.strip(" \t")) for name, _, rest in fields]
+            self._headers = headers
+            self._lines = None
+        return headers
+
+    @headers.setter
+    def headers(self, headers: list[tuple[str, str]]) -> None:
+        self._headers = headers
+        self._lines = None
+        self._keys = None
+        self._first = None
+
+    def _key_list(self) -> list[str]:
+        """The lookup key of each header, in order."""
+        keys = self._keys
+        if keys is None:
+            lines = self._lines
+            if lines is not None:
+                keys = [_key_of(line.partition(":")[0]) for line in islice(lines, 1, None)]
+            else:
+                keys = [_key_of(name) for name, _ in self.headers]
+            self._keys = keys
+        return keys
+
+    def _index(self) -> dict[str, str]:
+        """Key -> first value; rebuilt when the header list was replaced or changed length."""
+        first = self._first
+        headers = self._headers
+        if first is not None and (headers is None or len(self._key_list()) == len(headers)):
+            return first
+        headers = self.headers
+        keys = [_key_of(name) for name, _ in headers]
+        first = {}
+        for key, (_, value) in zip(keys, headers, strict=True):
+            first.setdefault(key, value)
+        self._keys = keys
+        self._first = first
+        return first
+
+    def _values(self, key: str) -> list[str]:
+        """Every value (stripped) of the lines with this lookup key, in order."""
+        self._index()
+        keys = self._key_list()
+        lines = self._lines
+        if lines is not None:
+            pairs = zip(keys, islice(lines, 1, None), strict=True)
+            return [line.partition(":")[2].strip(" \t") for k, line in pairs if k == key]
+        return [header[1] for k, header in zip(keys, self.headers, strict=True) if k == key]
+
+    def _lookup(self) -> dict[str, str]:
+        """The index; a parsed message whose header list was never handed out needs no check."""
+        first = self._first
+        if first is None or self._headers is not None:
+            return self._index()
+        return first
+
+    def _value(self, key: str) -> str | None:
+        value = self._lookup().get(key)
+        return None if value is None else value.strip(" \t")
 
     def header(self, name: str) -> str | None:
         """The first field value of a header (as written, commas and all), or None."""
-        values = self._lookup().get(canonical_name(name))
-        return values[0] if values else None
+        return self._value(_key_of(name))
 
     def headers_all(self, name: str) -> list[str]:
         """Every value of a header across its lines, comma-joined values split."""
-        key = canonical_name(name)
-        values = self._lookup().get(key)
-        if not values:
+        key = _key_of(name)
+        if key not in self._index():
             return []
+        values = self._values(key)
         if key in _UNSPLITTABLE:
-            return list(values)
+            return values
         result: list[str] = []
         for value in values:
             result.extend(split_values(value))
         return result
 
     def has_header(self, name: str) -> bool:
-        return canonical_name(name) in self._lookup()
+        return _key_of(name) in self._index()
 
-    def add_header(self, name: str, value: str, *, first: bool = False) -> None:
+    def add_header(self, name: str, value: str, first: bool = False) -> None:
         _check_header_text(name, value)
         if first:
             self.headers.insert(0, (name, value))
         else:
             self.headers.append((name, value))
-        self._index = None
+        self._first = None
 
     def set_header(self, name: str, value: str) -> None:
         """Replace every line of this header with one, where the first one stood."""
@@ -240,68 +476,108 @@ class Message:
         if not placed:
             kept.append((name, value))
         self.headers = kept
-        self._index = None
 
     def remove_header(self, name: str) -> int:
+        """Remove every line of this header; return how many were removed."""
         key = canonical_name(name)
-        before = len(self.headers)
-        self.headers = [h for h in self.headers if canonical_name(h[0]) != key]
-        self._index = None
-        return before - len(self.headers)
+        before = self.headers
+        self.headers = [h for h in before if canonical_name(h[0]) != key]
+        return len(before) - len(self.headers)
 
     @property
     def call_id(self) -> str | None:
-        return self.header("call-id")
+        return self._value("call-id")
 
     @property
     def cseq(self) -> tuple[int, str]:
         """(number, method) of the CSeq header; SipParseError when missing or malformed."""
-        return parse_cseq(self.header("cseq"))
+        first = self._first
+        if first is None or self._headers is not None:
+            first = self._index()
+        raw = first.get("cseq")
+        if raw is None:
+            raise SipParseError("missing CSeq header")
+        memo = self._cseq
+        if memo is not None and memo[0] is raw:
+            return memo[1]
+        parsed = parse_cseq(raw)
+        self._cseq = (raw, parsed)
+        return parsed
 
     @property
     def via_branch(self) -> str | None:
-        top = self.header("via")
-        if top is None:
-            return None
-        comma = top.find(",")
-        if comma >= 0:
-            top = split_values(top)[0]
-        match = _BRANCH_PARAM.search(top)
-        return match.group(1) if match else None
+        """The branch parameter of the topmost Via, or None."""
+        return self._tag_or_branch("via", 4)
 
     @property
     def from_tag(self) -> str | None:
-        return _tag_of(self.header("from"))
+        return self._tag_or_branch("from", 0)
 
     @property
     def to_tag(self) -> str | None:
-        return _tag_of(self.header("to"))
+        return self._tag_or_branch("to", 2)
+
+    def _tag_or_branch(self, key: str, slot: int) -> str | None:
+        first = self._first
+        if first is None or self._headers is not None:
+            first = self._index()
+        raw = first.get(key)
+        if raw is None:
+            return None
+        tags = self._tags
+        if tags is not None and tags[slot] is raw:  # what the parser read from this very value
+            return tags[slot + 1]
+        return _branch_of(raw) if key == "via" else _tag_of(raw)
 
     def start_line(self) -> str:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        """Render the message; Content-Length is always written, and always right."""
+        """Render the message; Content-Length is always written, and always right.
+
+        Raises ValueError when a header name is not a token or a value holds CR, LF or NUL
+        (rendering them would inject lines or produce bytes our parser rejects).
+        """
         lines = [self.start_line()]
+        append = lines.append
+        known = _KEY_OF_NAME.get
         for name, value in self.headers:
-            lowered = name.lower()
-            if lowered != "content-length" and lowered != "l":
-                lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode() + self.body
+            key = known(name) or _key_of_valid_name(name)
+            if key is None:
+                raise ValueError(f"invalid SIP header name {name!r}")
+            if key != "content-length":
+                append(f"{name}: {value}")
+        append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        text = "\r\n".join(lines)
+        breaks = len(lines) + 1
+        if text.count("\n") != breaks or text.count("\r") != breaks or "\x00" in text:
+            raise ValueError(self._unrenderable_reason())
+        try:
+            return text.encode() + self.body
+        except UnicodeEncodeError:
+            raise ValueError(self._unrenderable_reason()) from None
+
+    def _unrenderable_reason(self) -> str:
+        for name, value in self.headers:
+            if "\r" in value or "\n" in value or "\x00" in value:
+                return f"header {name} value contains a line break or NUL"
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return f"header {name} value cannot be encoded as UTF-8"
+        return "the start line contains a line break, NUL or text that is not UTF-8"
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
 
     def _comparable_headers(self) -> list[tuple[str, str]]:
-        keyed = ((canonical_name(name), value) for name, value in self.headers)
-        return [(key, value) for key, value in keyed if key != "content-length"]
+        self._index()
+        keys = self._key_list()
+        pairs = zip(keys, self.headers, strict=True)
+        return [(key, header[1]) for key, header in pairs if key != "content-length"]
 
     def _same_content(self, other: Message) -> bool:
-        return (
-            self._comparable_headers() == other._comparable_headers() and self.body == other.body
-        )
+        return self._comparable_headers() == other._comparable_headers() and self.body == other.body
 
 
 class Request(Message):
@@ -319,7 +595,12 @@ class Request(Message):
         self.uri = uri
 
     def start_line(self) -> str:
-        return f"{self.method} {self.uri} {SIP_VERSION}"
+        if _TOKEN_RE.fullmatch(self.method) is None:
+            raise ValueError(f"request method {self.method!r} is not a token")
+        uri = self.uri
+        if not uri or " " in uri or "\t" in uri:
+            raise ValueError(f"request URI {uri!r} is empty or contains whitespace")
+        return f"{self.method} {uri} {SIP_VERSION}"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
@@ -347,7 +628,10 @@ class Response(Message):
         self.reason = REASON_PHRASES.get(status_code, "Unknown") if reason is None else reason
 
     def start_line(self) -> str:
-        return f"{SIP_VERSION} {self.status_code} {self.reason}"
+        code = self.status_code
+        if type(code) is not int or not 100 <= code <= 699:
+            raise ValueError(f"status code {code!r} is not an integer 100-699")
+        return f"{SIP_VERSION} {code} {self.reason}"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):
@@ -362,21 +646,6 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status_code} {self.reason} call-id={self.call_id!r}>"
-
-
-def parse_cseq(value: str | None) -> tuple[int, str]:
-    if value is None:
-        raise SipParseError("missing CSeq header")
-    number_text, _, method = value.strip().partition(" ")
-    method = method.strip()
-    if not number_text.isdigit() or not number_text.isascii():
-        raise SipParseError(f"CSeq number {number_text!r} is not a non-negative integer")
-    number = int(number_text)
-    if number > MAX_CSEQ:
-        raise SipParseError(f"CSeq number {number} is larger than 2**31-1")
-    if not method or not _TOKEN.fullmatch(method):
-        raise SipParseError(f"CSeq method {method!r} is not a token")
-    return number, method
 
 
 def make_response(
@@ -408,127 +677,338 @@ def make_response(
     return Response(status_code, reason, copied, body)
 
 
-def _decode_head(head: bytes) -> str:
-    try:
-        return head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = head[: exc.start].count(b"\n") + 1
-        raise SipParseError(
-            f"message headers are not UTF-8 (byte {exc.start}, line {line})"
-        ) from None
-
-
-def _parse_start_line(line: str) -> Request | Response:
-    if line.startswith("SIP/"):
-        parts = line.split(" ", 2)
-        if parts[0] != SIP_VERSION:
-            raise SipParseError(f"unsupported SIP version {parts[0]!r} in status line")
-        if len(parts) < 2:
-            raise SipParseError(f"status line {line!r} has no status code")
-        code_text = parts[1]
-        if len(code_text) != 3 or not code_text.isdigit() or not code_text.isascii():
-            raise SipParseError(f"status code {code_text!r} is not three digits")
-        code = int(code_text)
-        if not 100 <= code <= 699:
-            raise SipParseError(f"status code {code} is outside 100-699")
-        return Response(code, parts[2] if len(parts) == 3 else "", [])
-    parts = line.split(" ")
-    if len(parts) != 3:
-        raise SipParseError(f"request line {line[:80]!r} is not 'METHOD URI SIP/2.0'")
-    method, uri, version = parts
-    if not _TOKEN.fullmatch(method):
-        raise SipParseError(f"request method {method!r} is not a token")
-    if version.upper() != SIP_VERSION:
-        raise SipParseError(f"unsupported SIP version {version!r} in request line")
-    colon = uri.find(":")
-    if colon <= 0 or not uri[:colon].isalpha() or any(c in uri for c in "<>\"\t"):
-        raise SipParseError(f"request URI {uri!r} is not an absolute URI")
-    return Request(method, uri, [])
+# ---------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_message(data: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> Request | Response:
     """Parse one SIP message (a datagram, or one message cut from a stream by the framer).
 
-    Raises SipParseError, naming what is wrong and where, for anything that is not a valid
-    message; never any other exception.
+    Raises SipParseError, naming what is wrong and where (line number, header), for anything
+    that is not a valid message; never any other exception.
     """
-    if len(data) > limits.max_message_bytes:
-        raise SipParseError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
-    data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: empty lines before the start line are ignored
+    size = len(data)
+    if size > limits.max_message_bytes:
+        raise SipParseError(f"message of {size} bytes exceeds the {limits.max_message_bytes} limit")
+    first_line = 1
+    if data[:1] in (b"\r", b"\n"):
+        # RFC 3261 §7.5: empty lines before the start line are ignored.
+        stripped = data.lstrip(b"\r\n")
+        first_line += data.count(b"\n", 0, size - len(stripped))
+        data = stripped
     end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        head_bytes, body = data[:end], data[end + 4 :]
-        eol = "\r\n"
+    if end > 0:
+        body_start = end + 4
+        try:
+            text = data[:end].decode()
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(data, exc, first_line) from None
+        lines = text.split("\r\n")
+        breaks = len(lines) - 1
+        if text.count("\n") != breaks or text.count("\r") != breaks:
+            body_start, text, lines = _split_head_slowly(data, first_line)
     else:
-        end = data.find(b"\n\n")
-        if end < 0:
-            raise SipParseError("message has no empty line ending its headers")
-        head_bytes, body = data[:end], data[end + 2 :]
-        eol = "\n"
-    lines = _decode_head(head_bytes).split(eol)
+        body_start, text, lines = _split_head_slowly(data, first_line)
+    if "\x00" in text:
+        number = first_line + text.count("\n", 0, text.index("\x00"))
+        raise SipParseError(f"line {number}: NUL byte in the header section")
+    if len(text) > limits.max_line_length:
+        _check_line_lengths(lines, first_line, limits)
+    if len(lines) > limits.max_headers:
+        _check_header_count(lines, limits)
+
     start = lines[0]
-    if len(start) > limits.max_line_length:
-        raise SipParseError(f"start line longer than {limits.max_line_length} characters")
-    message = _parse_start_line(start.rstrip("\r"))
-    message.headers = _parse_header_lines(lines, limits)
-    _validate(message)
-    message.body = _take_body(message, body)
+    if start[11:12] == " " and start.startswith("SIP/2.0 "):  # the usual status line
+        code_text = start[8:11]
+        if not (code_text.isascii() and code_text.isdigit() and "1" <= code_text[0] <= "6"):
+            raise SipParseError(f"line {first_line}: status code {_show(code_text)} not 100-699")
+        response = Response.__new__(Response)
+        response.status_code = int(code_text)
+        response.reason = start[12:]
+        message: Request | Response = response
+    else:
+        message = _parse_start_line(start, first_line)
+    message._headers = None
+
+    # The hot loop: each line's lookup key from the cache of known names, and the first value
+    # of each key. Anything unusual (folding, new spellings, bad lines) takes the careful path.
+    found: dict[str | None, str] = {}
+    add_first = found.setdefault
+    known = _KEY_OF_NAME.get
+    for line in islice(lines, 1, None):
+        name, colon, rest = line.partition(":")
+        add_first(known(name) if colon else None, rest)
+    if None in found:
+        message._lines, keys, first = _parse_fields_slowly(lines, first_line)
+        message._keys = keys
+        header_count = len(keys)
+    else:
+        first = cast(dict[str, str], found)
+        message._lines = lines
+        message._keys = None
+        header_count = len(lines) - 1
+    message._first = first
+    _check_fields(message, first, header_count, lines, first_line)
+
+    body = data[body_start:]
+    length_text = first.get("content-length")
+    if length_text is not None:
+        digits = length_text.strip(" \t")
+        if (
+            len(first) == header_count
+            and len(digits) < 10
+            and digits.isdigit()
+            and digits.isascii()
+        ):
+            length = int(digits)
+        else:
+            length = _content_length(message, digits, lines, first_line)
+        if length > len(body):
+            raise _field_error(
+                lines,
+                first_line,
+                "content-length",
+                f"{length} is larger than the {len(body)} bytes after the headers",
+            )
+        if length < len(body):
+            body = body[:length]  # e.g. a second message in the datagram (RFC 4475 dblreq)
+    # Without Content-Length the body is the rest of the datagram (RFC 3261 §18.3, UDP).
+    message.body = body
     return message
 
 
-def _parse_header_lines(lines: list[str], limits: ParseLimits) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    for number, line in enumerate(lines[1:], start=2):
+def _not_utf8(data: bytes, error: UnicodeDecodeError, first_line: int) -> SipParseError:
+    line = first_line + data.count(b"\n", 0, error.start)
+    return SipParseError(f"line {line}: header bytes are not UTF-8 (byte {error.start})")
+
+
+def _split_head_slowly(data: bytes, first_line: int) -> tuple[int, str, list[str]]:
+    """Body start, header text and lines when lines end in bare LF (RFC 3261 §7.5 tolerance)."""
+    blank = _BLANK_LINE_RE.search(data)
+    if blank is None:
+        raise SipParseError("message has no empty line ending its headers")
+    try:
+        text = data[: blank.start()].decode()
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(data, exc, first_line) from None
+    lines = _LINE_END_RE.split(text)
+    for number, line in enumerate(lines, start=first_line):
+        if "\r" in line:
+            raise SipParseError(f"line {number}: carriage return not followed by line feed")
+    return blank.end(), text, lines
+
+
+def _check_line_lengths(lines: list[str], first_line: int, limits: ParseLimits) -> None:
+    for number, line in enumerate(lines, start=first_line):
         if len(line) > limits.max_line_length:
-            raise SipParseError(f"line {number} longer than {limits.max_line_length} characters")
+            raise SipParseError(
+                f"line {number}: {len(line)} characters exceed the "
+                f"{limits.max_line_length}-character line limit"
+            )
+
+
+def _check_header_count(lines: list[str], limits: ParseLimits) -> None:
+    count = sum(1 for line in islice(lines, 1, None) if line[:1] not in (" ", "\t"))
+    if count > limits.max_headers:
+        raise SipParseError(f"{count} header fields exceed the {limits.max_headers}-header limit")
+
+
+def _parse_start_line(line: str, number: int) -> Request | Response:
+    if line[:4].upper() == "SIP/":
+        version, _, rest = line.partition(" ")
+        if version.upper() != SIP_VERSION:
+            raise SipParseError(f"line {number}: unsupported SIP version {_show(version)}")
+        code_text, _, reason = rest.partition(" ")
+        if len(code_text) != 3 or not (code_text.isascii() and code_text.isdigit()):
+            raise SipParseError(f"line {number}: status code {_show(code_text)} is not 3 digits")
+        code = int(code_text)
+        if not 100 <= code <= 699:
+            raise SipParseError(f"line {number}: status code {code} is outside 100-699")
+        response = Response.__new__(Response)
+        response.status_code = code
+        response.reason = reason
+        return response
+    match = _REQUEST_LINE_RE.fullmatch(line)
+    if match is None:
+        raise SipParseError(f"line {number}: {_request_line_problem(line)}")
+    request = Request.__new__(Request)
+    request.method, request.uri = match.groups()
+    return request
+
+
+def _request_line_problem(line: str) -> str:
+    parts = line.split()
+    if len(parts) != 3:
+        return f"request line {_show(line)} is not 'METHOD URI SIP/2.0'"
+    method, uri, version = parts
+    if version.upper() != SIP_VERSION:
+        return f"unsupported SIP version {_show(version)} in the request line"
+    if _TOKEN_RE.fullmatch(method) is None:
+        return f"request method {_show(method)} is not a token"
+    if not line.startswith(method + " "):
+        return f"request line {_show(line)} does not start with the method and a space"
+    if "\t" in line.rstrip(" \t"):
+        return f"request line {_show(line)} separates its parts with tabs"
+    return f"request URI {_show(uri)} is not an absolute URI without <>, quotes or spaces"
+
+
+def _parse_fields_slowly(
+    lines: list[str], first_line: int
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """Header fields line by line: unfolds continuation lines and names each bad line.
+
+    Returns the lines rewritten one 'Name:value' per header (start line first), their lookup
+    keys, and the first value of each key.
+    """
+    names: list[str] = []
+    values: list[str] = []
+    keys: list[str] = []
+    for number, line in enumerate(islice(lines, 1, None), start=first_line + 1):
         if line[:1] in (" ", "\t"):
-            if not headers:
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous value.
+            if not names:
                 raise SipParseError(f"line {number}: continuation line before any header")
-            name, value = headers[-1]
-            headers[-1] = (name, f"{value} {line.strip()}".strip())
+            continued = line.strip(" \t")
+            if continued:
+                values[-1] = f"{values[-1]} {continued}" if values[-1] else continued
             continue
-        name, colon, value = line.partition(":")
+        name, colon, rest = line.partition(":")
+        if not colon:
+            raise SipParseError(f"line {number}: {_show(line)} is not a 'Name: value' header")
         name = name.rstrip(" \t")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise SipParseError(f"line {number}: {line[:60]!r} is not a 'Name: value' header")
-        headers.append((name, value.strip()))
-        if len(headers) > limits.max_headers:
-            raise SipParseError(f"more than {limits.max_headers} headers")
-    return headers
+        key = _key_of_valid_name(name)
+        if key is None:
+            raise SipParseError(f"line {number}: header name {_show(name)} is not a token")
+        names.append(name)
+        values.append(rest.strip(" \t"))
+        keys.append(key)
+    first: dict[str, str] = {}
+    for key, value in zip(keys, values, strict=True):
+        first.setdefault(key, value)
+    rewritten = [lines[0], *(f"{name}:{value}" for name, value in zip(names, values, strict=True))]
+    return rewritten, keys, first
 
 
-def _validate(message: Request | Response) -> None:
-    index = message._lookup()
-    for key in _REQUIRED:
-        if key not in index:
-            raise SipParseError(f"missing required header {key.title()}")
-    for key in ("call-id", "cseq", "from", "to"):
-        if len(index[key]) > 1:
-            raise SipParseError(f"header {key.title()} appears more than once")
-    if not index["call-id"][0]:
-        raise SipParseError("Call-ID header is empty")
-    number_method = parse_cseq(index["cseq"][0])
+def _line_of(lines: list[str], first_line: int, key: str, occurrence: int = 0) -> int:
+    """The line number where the `occurrence`-th header with this key starts (for errors)."""
+    seen = 0
+    for number, line in enumerate(islice(lines, 1, None), start=first_line + 1):
+        if line[:1] in (" ", "\t"):
+            continue
+        if canonical_name(line.partition(":")[0]) == key:
+            if seen == occurrence:
+                return number
+            seen += 1
+    return first_line
+
+
+def _field_error(
+    lines: list[str], first_line: int, key: str, problem: str, occurrence: int = 0
+) -> SipParseError:
+    number = _line_of(lines, first_line, key, occurrence)
+    return SipParseError(f"line {number} ({_display_name(key)}): {problem}")
+
+
+def _display_name(key: str) -> str:
+    special = {"call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate"}
+    return special.get(key) or "-".join(part.capitalize() for part in key.split("-"))
+
+
+_name_addr_match = _NAME_ADDR_RE.fullmatch
+_via_match = _VIA_RE.fullmatch
+
+
+def _check_fields(
+    message: Request | Response,
+    first: dict[str, str],
+    header_count: int,
+    lines: list[str],
+    first_line: int,
+) -> None:
+    """The headers every message needs (RFC 3261 §8.1.1), each well formed and not repeated.
+
+    From, To and Via are checked against their grammar; the tags and the top branch the
+    matches capture are kept, so reading them later costs nothing.
+    """
+    try:
+        raw_call_id = first["call-id"]
+        raw_cseq = first["cseq"]
+        raw_from = first["from"]
+        raw_to = first["to"]
+        raw_via = first["via"]
+    except KeyError:
+        missing = [_display_name(key) for key in _REQUIRED if key not in first]
+        raise SipParseError(f"missing required header(s): {', '.join(missing)}") from None
+    repeated = len(first) != header_count
+    keys = message._key_list() if repeated else []
+    if repeated:
+        for key in _SINGLE:
+            if keys.count(key) > 1:
+                raise _field_error(lines, first_line, key, "header appears more than once", 1)
+    if not raw_call_id.strip(" \t"):
+        raise _field_error(lines, first_line, "call-id", "empty value")
+
+    try:
+        number_method = parse_cseq(raw_cseq)
+    except SipParseError as exc:
+        raise _field_error(lines, first_line, "cseq", str(exc)) from None
+    message._cseq = (raw_cseq, number_method)
     if isinstance(message, Request) and number_method[1] != message.method:
-        raise SipParseError(
-            f"CSeq method {number_method[1]!r} does not match request method {message.method!r}"
-        )
-    max_forwards = index.get("max-forwards")
+        problem = f"method {number_method[1]!r} does not match the request's {message.method!r}"
+        raise _field_error(lines, first_line, "cseq", problem)
+
+    from_match = _name_addr_match(raw_from)
+    if from_match is None:
+        problem = f"{_show(raw_from.strip())} is not a valid name-addr or addr-spec"
+        raise _field_error(lines, first_line, "from", problem)
+    to_match = _name_addr_match(raw_to)
+    if to_match is None:
+        problem = f"{_show(raw_to.strip())} is not a valid name-addr or addr-spec"
+        raise _field_error(lines, first_line, "to", problem)
+    via_match = _via_match(raw_via)
+    if via_match is None:
+        raise _field_error(lines, first_line, "via", f"{_show(raw_via.strip())} is not valid")
+    if repeated and keys.count("via") > 1:
+        for occurrence, value in enumerate(message._values("via")):
+            if _via_match(value) is None:
+                problem = f"{_show(value)} is not valid"
+                raise _field_error(lines, first_line, "via", problem, occurrence)
+    message._tags = (
+        raw_from,
+        from_match["tag"],
+        raw_to,
+        to_match["tag"],
+        raw_via,
+        via_match["branch"],
+    )
+
+    max_forwards = first.get("max-forwards")
     if max_forwards is not None:
-        text = max_forwards[0]
-        if not (text.isdigit() and text.isascii() and int(text) <= 255):
-            raise SipParseError(f"Max-Forwards {text!r} is not an integer 0-255")
+        try:
+            _parse_uint(max_forwards, MAX_MAX_FORWARDS, "value")
+        except SipParseError as exc:
+            raise _field_error(lines, first_line, "max-forwards", str(exc)) from None
+    retry_after = first.get("retry-after")
+    if retry_after is not None:
+        # The one scalar a UAC acts on in a failure response (RFC 4475 §3.1.2.5 scalarlg).
+        number = _LEADING_NUMBER_RE.match(retry_after)
+        try:
+            if number is None:
+                text = retry_after.strip(" \t")
+                raise SipParseError(f"{_show(text)} does not start with delta-seconds")
+            _parse_uint(number.group(1), MAX_DELTA_SECONDS, "delta-seconds")
+        except SipParseError as exc:
+            raise _field_error(lines, first_line, "retry-after", str(exc)) from None
 
 
-def _take_body(message: Message, body: bytes) -> bytes:
-    lengths = message._lookup().get("content-length")
-    if lengths is None:
-        return body
-    if len(set(lengths)) > 1:
-        raise SipParseError(f"conflicting Content-Length headers {lengths!r}")
-    text = lengths[0]
-    if not text.isdigit() or not text.isascii():
-        raise SipParseError(f"Content-Length {text!r} is not a non-negative integer")
-    length = int(text)
-    if length > len(body):
-        raise SipParseError(f"Content-Length {length} is larger than the {len(body)}-byte body")
-    return body[:length]
+def _content_length(message: Message, digits: str, lines: list[str], first_line: int) -> int:
+    """The Content-Length value, checked: repeated only with one value, a sane integer."""
+    values = set(message._values("content-length"))
+    if len(values) > 1:
+        problem = f"conflicting values {sorted(values)!r}"
+        raise _field_error(lines, first_line, "content-length", problem, 1)
+    try:
+        return _parse_uint(digits, MAX_DELTA_SECONDS, "value")
+    except SipParseError as exc:
+        raise _field_error(lines, first_line, "content-length", str(exc)) from None

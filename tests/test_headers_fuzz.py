@@ -8,15 +8,6 @@ from collections.abc import Callable
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from uri_header_strategies import (
-    cseqs,
-    display_names,
-    fuzz_text,
-    mutated,
-    name_addrs,
-    session_expires,
-    vias,
-)
 
 from sipstack.errors import SipParseError
 from sipstack.headers import (
@@ -35,6 +26,15 @@ from sipstack.headers import (
     split_header_values,
 )
 from sipstack.target import dial_target_from_refer_to, parse_hostport
+from tests.uri_header_strategies import (
+    cseqs,
+    display_names,
+    fuzz_text,
+    mutated,
+    name_addrs,
+    session_expires,
+    vias,
+)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

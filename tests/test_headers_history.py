@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from uri_header_strategies import display_names, sip_uris, tokens
 
 from sipstack.errors import SipParseError
 from sipstack.headers import (
@@ -18,6 +17,7 @@ from sipstack.headers import (
     render_history_info,
     split_header_values,
 )
+from tests.uri_header_strategies import display_names, sip_uris, tokens
 
 
 def test_history_info_embeds_the_reason_escaped_as_a_uri_header() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
-from uri_header_strategies import name_addrs
 
 from sipstack.errors import SipParseError
 from sipstack.headers import Contact, NameAddr, PAssertedIdentity, ReferTo
 from sipstack.uri import SipUri, TelUri
+from tests.uri_header_strategies import name_addrs
 
 ALICE = SipUri(host="example.com", user="alice")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
-from uri_header_strategies import cseqs, session_expires
 
 from sipstack.errors import SipParseError
 from sipstack.headers import CSeq, Identity, MinSE, Privacy, SessionExpires
+from tests.uri_header_strategies import cseqs, session_expires
 
 
 @pytest.mark.parametrize(

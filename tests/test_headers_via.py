@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
-from uri_header_strategies import vias
 
 from sipstack.errors import SipParseError
 from sipstack.headers import Via
 from sipstack.transport import Transport
+from tests.uri_header_strategies import vias
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from uri_header_strategies import fuzz_text, mutated, sip_uris, tel_uris
 
 from sipstack.errors import SipParseError
 from sipstack.uri import SipUri, TelUri, parse_uri
+from tests.uri_header_strategies import fuzz_text, mutated, sip_uris, tel_uris
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
