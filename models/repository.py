@@ -52,6 +52,14 @@ class Repository:
                 return operation(session, *args, **kwargs)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def run_connection(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`run` on a plain Core Connection instead of a Session (the worker's hot path:
+        operations that take `operations.Executor` skip the ORM session around them)."""
+        for attempt in tenacity.Retrying(**self._retry):
+            with attempt, self.engine.begin() as connection:
+                return operation(connection, *args, **kwargs)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
     # --- legs ---------------------------------------------------------------------------------
 
     def create_leg(self, fields: Mapping[str, Any] | DialFields) -> tuple[Leg, bool]:

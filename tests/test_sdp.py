@@ -360,7 +360,10 @@ def test_negotiated_codec_name() -> None:
 _TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 addresses = st.one_of(
     st.ip_addresses().map(str),
-    st.from_regex(r"[a-z][a-z0-9\-]{0,10}(\.[a-z][a-z0-9\-]{0,10}){0,3}", fullmatch=True),
+    # RFC 1123 labels: a letter first, no hyphen last
+    st.from_regex(
+        r"[a-z]([a-z0-9\-]{0,9}[a-z0-9])?(\.[a-z]([a-z0-9\-]{0,9}[a-z0-9])?){0,3}", fullmatch=True
+    ),
 )
 extra_codecs = st.builds(
     Codec,

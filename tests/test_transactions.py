@@ -245,6 +245,45 @@ def test_a_second_transaction_with_the_same_key_is_refused() -> None:
         )
 
 
+def test_detached_invite_stops_retransmitting_but_still_acks_a_late_failure() -> None:
+    rig = Rig()
+    rig.run_until(0.7)
+    assert rig.layer.detach(rig.tx, rig.now)
+    assert rig.tx.state is TxState.DETACHED
+    assert rig.run_until(20) == []  # no Timer A any more
+    rig.respond(487)
+    assert rig.outgoing[-1].data == f"ACK {BRANCH} 487".encode()
+    assert rig.user.responses == []  # nobody waits for it
+    assert rig.tx.state is TxState.COMPLETED
+    assert rig.user.timeouts == []
+
+
+def test_detached_invite_reports_a_late_2xx_and_lingers_64_t1_at_most() -> None:
+    rig = Rig()
+    rig.respond(180)
+    rig.now = 3.0
+    rig.layer.detach(rig.tx, rig.now)
+    rig.respond(200)
+    assert rig.user.responses == [(180, 0.0), (200, 3.0)]  # the TU ACKs and BYEs it
+    assert rig.tx.state is TxState.ACCEPTED
+    quiet = Rig()
+    quiet.layer.detach(quiet.tx, 1.0)
+    quiet.run_until(32.9)
+    assert quiet.tx.state is TxState.DETACHED
+    quiet.run_until(33.0)
+    assert quiet.tx.state is TxState.TERMINATED and len(quiet.layer) == 0
+    assert quiet.user.timeouts == []
+
+
+def test_2xx_after_a_failure_goes_up_to_the_tu() -> None:
+    """A 2xx from another fork after a non-2xx must not be dropped: the TU ends that call."""
+    rig = Rig()
+    rig.respond(486)
+    rig.respond(200)
+    assert [status for status, _ in rig.user.responses] == [486, 200]
+    assert rig.tx.state is TxState.COMPLETED
+
+
 _RESPONSE_FOR = {TxInput.PROVISIONAL: 180, TxInput.SUCCESS: 200, TxInput.FAILURE: 486}
 
 

@@ -1,0 +1,201 @@
+"""The scheduler's side: store a queued leg, put its dial on `dial.<trunk>`, follow its events.
+
+    from workers.client import enqueue_dial
+    queued = enqueue_dial("carrier-a", "sip:+15550123@carrier.example", correlation_id="c-42")
+
+Enqueueing twice with the same correlation_id while the leg lives dials once: the leg row is
+found again, and a repeated message loses the atomic claim in the worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from sqlalchemy import select
+
+from models.cdrs import Cdr
+from models.enums import LegState
+from models.legs import Leg
+from models.repository import Repository
+from workers.app import DIAL_TASK, create_app, dial_queue_name
+from workers.config import ConfigError, Settings, TrunkConfig, resolve_trunks
+from workers.events_stream import REDIS_UNAVAILABLE, EventReader, ReceivedEvent, StreamEvent
+
+_PUBLISH_RETRY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDial:
+    leg_id: str
+    correlation_id: str
+    trunk: str
+    created: bool  # False: a live leg with this correlation_id already existed
+    state: str  # the leg's state when enqueue_dial returned
+    published: bool  # a dial message was put on the queue by this call
+    stream_position: str = "0-0"  # the trunk stream's last entry before the dial was queued
+
+
+class DialClient:
+    """Holds the connections a scheduler process needs; safe to share between threads."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        repository: Repository | None = None,
+        app: Celery | None = None,
+        trunks: Mapping[str, TrunkConfig] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.repository = repository or Repository.from_url(self.settings.database_url)
+        self.app = app or create_app(self.settings)
+        self.redis: redis.Redis[Any] = redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        self._trunks = trunks
+
+    def trunk_config(self, trunk: str) -> TrunkConfig:
+        if self._trunks is None:
+            self._trunks = resolve_trunks(self.settings).trunks
+        found = self._trunks.get(trunk)
+        if found is None:
+            raise ConfigError(f"unknown trunk {trunk!r} (known: {', '.join(sorted(self._trunks))})")
+        return found
+
+    def request_uri(self, trunk: str, to: str) -> str:
+        """`to` itself when it is a URI; a bare number needs the trunk's configured domain."""
+        if to.strip().lower().startswith(("sip:", "sips:", "tel:")):
+            return to.strip()
+        return self.trunk_config(trunk).request_uri(to)
+
+    def enqueue_dial(
+        self,
+        trunk: str,
+        to: str,
+        *,
+        correlation_id: str | None = None,
+        scenario: str = "campaign",
+        **fields: Any,
+    ) -> QueuedDial:
+        """Store the leg (validated; InvalidDialRequest names bad fields) and queue its dial."""
+        values = {
+            **fields,
+            "correlation_id": correlation_id or str(uuid.uuid4()),
+            "trunk": trunk,
+            "request_uri": self.request_uri(trunk, to),
+            "scenario": scenario,
+        }
+        leg, created = self.repository.create_leg(values)
+        position = self._stream_position(trunk)
+        published = False
+        # A queued leg gets a message even when it already existed: the first message may
+        # have been lost (a broker restart); an extra one loses the claim and does nothing.
+        if leg.state == LegState.QUEUED:
+            self.publish_dial(str(leg.id), trunk, leg.correlation_id)
+            published = True
+        return QueuedDial(
+            leg_id=str(leg.id), correlation_id=leg.correlation_id, trunk=trunk,
+            created=created, state=str(leg.state.value), published=published,
+            stream_position=position,
+        )
+
+    def publish_dial(self, leg_id: str, trunk: str, correlation_id: str) -> None:
+        self.app.send_task(
+            DIAL_TASK,
+            kwargs={
+                "leg_id": leg_id, "trunk": trunk, "correlation_id": correlation_id,
+                "enqueued_at": time.time(),
+            },
+            queue=dial_queue_name(trunk),
+            routing_key=dial_queue_name(trunk),
+            retry=True,
+            retry_policy=_PUBLISH_RETRY,
+            ignore_result=True,
+        )
+
+    def _stream_position(self, trunk: str) -> str:
+        try:
+            entries = self.redis.xrevrange(self.settings.events_stream(trunk), count=1)
+        except REDIS_UNAVAILABLE:
+            return "0-0"
+        if not entries:
+            return "0-0"
+        entry_id = entries[0][0]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def follow(
+        self, queued: QueuedDial, *, timeout: float, poll_ms: int = 500
+    ) -> Iterator[StreamEvent]:
+        """The leg's events as they arrive, repeats dropped, until its terminal event.
+
+        Raises TimeoutError when no terminal event came within `timeout` seconds.
+        """
+        reader = EventReader(self.redis, self.settings, [queued.trunk])
+        reader.seek(queued.stream_position)
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            try:
+                batch: list[ReceivedEvent] = reader.read(block_ms=poll_ms)
+            except REDIS_UNAVAILABLE:
+                time.sleep(0.2)
+                continue
+            for item in batch:
+                event = item.event
+                if event.leg_id != queued.leg_id or event.event_id in seen:
+                    continue
+                seen.add(event.event_id)
+                yield event
+                if event.terminal:
+                    return
+        raise TimeoutError(f"no terminal event for leg {queued.leg_id} within {timeout:.0f} s")
+
+    def cdr_for_leg(self, leg_id: str) -> Cdr | None:
+        def query(session: Any) -> Cdr | None:
+            return session.scalars(  # type: ignore[no-any-return]
+                select(Cdr).where(Cdr.leg_id == uuid.UUID(leg_id)).order_by(Cdr.id.desc())
+            ).first()
+
+        return self.repository.run(query)
+
+    def leg(self, leg_id: str) -> Leg | None:
+        return self.repository.get_leg(leg_id)
+
+    def close(self) -> None:
+        self.redis.close()
+        self.repository.engine.dispose()
+
+
+_default: DialClient | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> DialClient:
+    """One client per process, built from the environment on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = DialClient()
+        return _default
+
+
+def enqueue_dial(
+    trunk: str,
+    to: str,
+    *,
+    correlation_id: str | None = None,
+    scenario: str = "campaign",
+    client: DialClient | None = None,
+    **fields: Any,
+) -> QueuedDial:
+    """Queue one dial (see DialClient.enqueue_dial); uses the process's default client."""
+    return (client or default_client()).enqueue_dial(
+        trunk, to, correlation_id=correlation_id, scenario=scenario, **fields
+    )

@@ -1,0 +1,50 @@
+"""The Celery tasks: thin wrappers that hand dials and control requests to the runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject
+
+from workers.app import CONTROL_TASK, DIAL_TASK, app
+from workers.bootstep import current_runtime
+from workers.control import handle_control
+
+
+@app.task(name=DIAL_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
+def dial(
+    self: Task,
+    leg_id: str,
+    trunk: str,
+    correlation_id: str = "",
+    enqueued_at: float | None = None,
+) -> str:
+    """Claim the leg and hand it to the signaling loop; returns in milliseconds."""
+    runtime = current_runtime()
+    if runtime is None:
+        raise Reject("this process runs no signaling runtime", requeue=True)
+    outcome = runtime.handle_dial(leg_id, trunk, correlation_id, enqueued_at)
+    if outcome.status == "retry":
+        # the trunk's limits (or a server) say later: the request waits, it is not dropped
+        raise self.retry(countdown=outcome.retry_after, max_retries=None)
+    if outcome.status == "requeue":
+        raise Reject(outcome.detail, requeue=True)
+    return outcome.status
+
+
+@app.task(name=CONTROL_TASK, acks_late=False, ignore_result=False)  # type: ignore[untyped-decorator]
+def control(
+    action: str,
+    worker: str,
+    leg_id: str | None = None,
+    correlation_id: str | None = None,
+    call_id: str | None = None,
+) -> dict[str, Any]:
+    """Cancel or hang up a leg this worker owns (arrives on the worker's direct queue)."""
+    runtime = current_runtime()
+    if runtime is None:
+        return {"result": "no_answer", "detail": f"worker {worker} is not running a runtime"}
+    return handle_control(
+        runtime, action, leg_id=leg_id, correlation_id=correlation_id, call_id=call_id
+    )
