@@ -10,9 +10,11 @@ from sipstack.dial import Credentials
 from sipstack.transport import Address, Transport
 
 if TYPE_CHECKING:
-    from sipstack.auth import DigestSession
+    from sipstack.auth import DigestChallenge, DigestSession
     from sipstack.dialog import Dialog
+    from sipstack.message import Request
     from sipstack.reason import ReasonValue
+    from sipstack.sdp import Codec
     from sipstack.timers import TimerHandle
     from sipstack.transactions import ClientTransaction
 
@@ -30,7 +32,6 @@ class LegState(Enum):
 
 
 _ANSWERED_STATES = frozenset({LegState.ANSWERED, LegState.ESTABLISHED, LegState.ENDING})
-_NO_KINDS: frozenset[str] = frozenset()  # shared: an empty frozenset() call allocates
 
 
 class Ending:
@@ -54,8 +55,9 @@ class Ending:
         self.reason_value = reason_value
 
 
-class PendingReinviteAnswer:
-    """Our 2xx to a peer's re-INVITE, retransmitted over UDP until its ACK (§13.3.1.4)."""
+class UnackedResponse:
+    """Our final response to a peer's INVITE, resent over UDP until its ACK: a 2xx per
+    §13.3.1.4, a failure per Timer G (§17.2.1); `until` is Timer H (64*T1)."""
 
     __slots__ = ("address", "cseq", "data", "interval", "timer", "transport", "until")
 
@@ -87,11 +89,13 @@ class Leg:
         "answer_timer",
         "answered_at",
         "auth",
+        "auth_challenges",
         "auth_headers",
-        "auth_kinds_answered",
         "bye_auth_headers",
+        "bye_auth_tries",
         "bye_tx",
         "call_id",
+        "call_id_adopted",
         "cancel_by_ring_timeout",
         "cancel_requested",
         "cancel_sent",
@@ -112,25 +116,34 @@ class Leg:
         "from_tag",
         "from_uri",
         "invite_422_retried",
+        "invite_auth_tries",
         "invite_cseq",
         "invite_head",
         "invite_tail",
         "invite_tx",
         "invite_via",
+        "local_sdp",
         "max_duration",
+        "min_se",
         "offer_body",
         "offer_session_expires",
         "pending_reinvite",
         "recovered",
         "refresh_422_retried",
         "refresh_auth_headers",
+        "refresh_auth_tries",
+        "refresh_method",
         "refresh_retry_used",
         "refresh_tx",
+        "reinvite_ack",
+        "reinvite_request",
+        "reinvite_tx",
         "remote_rtp",
         "remote_tag",
         "request_uri",
         "ring_timer",
         "scenario",
+        "session_codec",
         "session_interval",
         "session_timer",
         "srtp",
@@ -166,6 +179,7 @@ class Leg:
         started_at: float,
     ) -> None:
         self.call_id = call_id
+        self.call_id_adopted = False  # an SBC's Call-ID: the dialog's Call-ID is not ours (§14.1)
         self.credentials = credentials  # for challenges to the INVITE, BYE and UPDATE
         self.max_duration = max_duration
         self.correlation_id = correlation_id
@@ -191,11 +205,15 @@ class Leg:
         self.invite_head: tuple[tuple[str, str], ...] | None = None
         self.invite_tail: tuple[tuple[str, str], ...] | None = None
         self.offer_body = b""
+        self.local_sdp = b""  # the last SDP we sent in this session (offer or answer)
         self.offer_session_expires: int | None = None
         self.srtp_key: str | None = None
         self.auth: DigestSession | None = None
-        self.auth_headers: tuple[tuple[str, str], ...] = ()
-        self.auth_kinds_answered = _NO_KINDS
+        # The latest challenge per answer header ("Authorization", "Proxy-Authorization"):
+        # every later request of the leg answers them with a fresh nc (§22.3).
+        self.auth_challenges: dict[str, DigestChallenge] | None = None
+        self.auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the INVITE (and ACK)
+        self.invite_auth_tries = 0
         self.invite_422_retried = False
 
         self.first_provisional_at: float | None = None
@@ -212,20 +230,29 @@ class Leg:
         self.remote_tag = ""
         self.ack_data: bytes | None = None
         self.codec: str | None = None
+        self.session_codec: Codec | None = None  # the answer's voice codec, kept by re-offers
         self.remote_rtp: Address | None = None
         self.srtp = False
         self.ending: Ending | None = None
         self.contact = ""
         self.bye_tx: ClientTransaction | None = None
-        self.bye_auth_headers: tuple[tuple[str, str], ...] = ()
+        self.bye_auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the current BYE
+        self.bye_auth_tries = 0
 
         self.session_interval: int | None = None
         self.we_refresh = False
+        self.min_se = 90  # RFC 4028 Min-SE of the dialog: ours, raised by any 422
+        self.refresh_method = "UPDATE"  # "INVITE" once the peer shows it takes no UPDATE
         self.refresh_tx: ClientTransaction | None = None
         self.refresh_422_retried = False
-        self.refresh_auth_headers: tuple[tuple[str, str], ...] = ()
+        self.refresh_auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the refresh
+        self.refresh_auth_tries = 0
         self.refresh_retry_used = False
-        self.pending_reinvite: PendingReinviteAnswer | None = None
+        self.pending_reinvite: UnackedResponse | None = None
+        # Our last re-INVITE: its request (for the ACK of a failure) and the ACK of its 2xx.
+        self.reinvite_tx: ClientTransaction | None = None
+        self.reinvite_request: Request | None = None
+        self.reinvite_ack: bytes | None = None
 
         self.ring_timer: TimerHandle | None = None
         self.cancel_timer: TimerHandle | None = None

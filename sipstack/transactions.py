@@ -26,6 +26,9 @@ class TxState(Enum):
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
     ACCEPTED = "accepted"  # RFC 6026: INVITE got a 2xx, absorbing retransmitted 2xx
+    # An INVITE whose leg ended before its final response: no more retransmissions, but a
+    # final response arriving within 64*T1 still gets its ACK (§17.1.1.3) or goes up (2xx).
+    DETACHED = "detached"
     TERMINATED = "terminated"
 
 
@@ -42,6 +45,7 @@ class TxInput(Enum):
     TIMER_K = "K"
     TIMER_M = "M"
     TRANSPORT_ERROR = "transport error"
+    DETACH = "the TU stopped waiting"
 
 
 class TxAction(Enum):
@@ -87,7 +91,16 @@ INVITE_TABLE: dict[tuple[TxState, TxInput], Step] = {
     (_S.PROCEEDING, _I.SUCCESS): ((_A.ARM_M, _A.REPORT_RESPONSE), _S.ACCEPTED),
     (_S.PROCEEDING, _I.FAILURE): ((_A.SEND_ACK, _A.ARM_D, _A.REPORT_RESPONSE), _S.COMPLETED),
     (_S.PROCEEDING, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+    (_S.CALLING, _I.DETACH): ((_A.STOP_TIMERS, _A.ARM_TIMEOUT), _S.DETACHED),
+    (_S.PROCEEDING, _I.DETACH): ((_A.STOP_TIMERS, _A.ARM_TIMEOUT), _S.DETACHED),
+    (_S.DETACHED, _I.PROVISIONAL): ((), _S.DETACHED),
+    (_S.DETACHED, _I.SUCCESS): ((_A.STOP_TIMERS, _A.ARM_M, _A.REPORT_RESPONSE), _S.ACCEPTED),
+    (_S.DETACHED, _I.FAILURE): ((_A.STOP_TIMERS, _A.SEND_ACK, _A.ARM_D), _S.COMPLETED),
+    (_S.DETACHED, _I.TIMER_B): ((), _S.TERMINATED),
+    (_S.DETACHED, _I.TRANSPORT_ERROR): ((_A.STOP_TIMERS,), _S.TERMINATED),
     (_S.COMPLETED, _I.FAILURE): ((_A.ABSORB, _A.SEND_ACK), _S.COMPLETED),
+    # A 2xx from another fork after a failure: the TU must ACK and BYE it, not ignore it.
+    (_S.COMPLETED, _I.SUCCESS): ((_A.REPORT_RESPONSE,), _S.COMPLETED),
     (_S.COMPLETED, _I.TIMER_D): ((), _S.TERMINATED),
     (_S.COMPLETED, _I.TRANSPORT_ERROR): ((_A.STOP_TIMERS,), _S.TERMINATED),
     # RFC 6026 §8.4: every 2xx (retransmission or another fork) goes up to the TU.
@@ -119,6 +132,9 @@ NON_INVITE_TABLE: dict[tuple[TxState, TxInput], Step] = {
     (_S.COMPLETED, _I.TIMER_K): ((), _S.TERMINATED),
     (_S.COMPLETED, _I.TRANSPORT_ERROR): ((_A.STOP_TIMERS,), _S.TERMINATED),
 }
+
+
+_NO_RETRANSMISSION_STATES = frozenset({TxState.COMPLETED, TxState.ACCEPTED, TxState.DETACHED})
 
 
 def input_for_status(status_code: int) -> TxInput:
@@ -295,6 +311,10 @@ class TransactionLayer:
             self.feed(transaction, TxInput.TRANSPORT_ERROR, now)
         return len(hit)
 
+    def detach(self, transaction: ClientTransaction, now: float) -> bool:
+        """The TU no longer waits for this INVITE: stop retransmitting, keep ACKing finals."""
+        return self.feed(transaction, TxInput.DETACH, now)
+
     def abandon(self, transaction: ClientTransaction) -> None:
         """Forget a transaction without telling anyone (its owner is gone)."""
         self._stop_timers(transaction)
@@ -319,7 +339,7 @@ class TransactionLayer:
         follow_up: TxInput | None = None
         for action in actions:
             follow_up = self._perform(action, transaction, now, response, source) or follow_up
-        if next_state is TxState.COMPLETED or next_state is TxState.ACCEPTED:
+        if next_state in _NO_RETRANSMISSION_STATES:
             transaction.data = b""  # never retransmitted again: do not hold it for Timer D/K/M
         if next_state is TxState.TERMINATED:
             self._stop_timers(transaction)

@@ -18,10 +18,28 @@ Decisions where the brief or the RFCs leave room:
 - An unanswered INVITE without ring_timeout is CANCELled after CoreConfig.max_ring_time.
 - The 2xx ACK bytes are kept for 64*T1 (retransmitted 2xx get the same ACK); a 2xx after
   that gets a freshly built ACK for the same dialog and CSeq.
-- A 405/501 to our refresh UPDATE stops refreshing and keeps the call (the peer cannot police
-  the session either); 408, 481, other failures and timeouts end it with timer_expired.
+- Session refreshes use UPDATE unless the 2xx's Allow lacks it; a 405/501 to the UPDATE
+  switches to re-INVITE (same SDP, same o= version) at once; a 405/501 to that too stops
+  refreshing and keeps the call (the peer cannot police the session either); 408, 481, other
+  failures and timeouts end it with timer_expired. A 491 retries once after 2.1-4 s (§14.1).
+- A peer's refresh without Session-Expires would switch the timer off (RFC 4028 §9): we keep
+  it and refresh ourselves, and our 2xx says `refresher=uas`. A 2xx to our refresh without
+  Session-Expires keeps the interval (refreshing into a peer that no longer polices is
+  harmless; stopping while it still does would drop the call).
+- A peer's re-offer (re-INVITE/UPDATE) is answered keeping the session: the codec in use under
+  the offer's payload number, o= version + 1 only when the SDP changes (uac_sdp); an offer
+  without that codec gets 488, a non-SDP body 415. Offerless re-INVITE: our last SDP.
+- Digest: challenges are remembered per leg and answered with a fresh nc on every later
+  request (BYE, UPDATE, re-INVITE pre-emptively, §22.3); a request is given up after a
+  non-stale challenge of a kind it already answered, or after 3 answers.
+- A leg that ends before its INVITE's final response (CANCEL deadline, drop, cleanup) leaves
+  the transaction detached for 64*T1: no retransmissions, but a late final is still ACKed and
+  a late 2xx ACKed and BYEd. A 3xx is not followed: its Contacts go into the failure reason.
 - Requests: out-of-dialog OPTIONS 200, out-of-dialog INVITE 403 (we take no calls), other
-  unknown dialogs 481, unknown methods 501 with Allow, in-dialog CANCEL 200 (nothing pending).
+  unknown dialogs 481, unknown methods 501 with Allow, Require of anything but `timer` 420,
+  in-dialog CANCEL 200 (nothing pending). Failures to INVITEs over UDP are resent until their
+  ACK (Timer G/H); responses carry received/rport (RFC 3581). A response with more than one
+  Via is dropped (§8.1.3.3).
 - In-dialog requests go to the first Route, else the remote target; host names are passed to
   the shell as they are (it resolves them), since the core does no I/O.
 """
@@ -117,7 +135,7 @@ class UacCore(IncomingRequests, InviteHandling):
         for leg in list(self._legs.values()):
             if not _uses_connection(leg, transport, address):
                 continue
-            self._abandon_transactions(leg)
+            self._abandon_transactions(leg, keep_invite=False)
             if leg.state.answered:
                 event_type: type[LegEnded] | type[LegCancelled] | type[LegFailed] = LegEnded
             elif leg.cancel_requested:
@@ -170,6 +188,8 @@ class UacCore(IncomingRequests, InviteHandling):
         leg.invite_head = plan.head
         leg.invite_tail = plan.tail
         leg.offer_body = plan.body
+        leg.local_sdp = plan.body
+        leg.min_se = self.config.min_se
         leg.srtp_key = plan.srtp_key
         leg.offer_session_expires = plan.session_expires
         leg.contact = plan.contact
@@ -424,6 +444,9 @@ class UacCore(IncomingRequests, InviteHandling):
         if leg is None:
             return  # a BYE to an orphan answer: nothing waits for its outcome
         method = transaction.method
+        if transaction is leg.reinvite_tx:
+            self._on_reinvite_response(leg, transaction, response, now)
+            return
         if leg.ended:
             if method == "INVITE" and 200 <= response.status_code < 300:
                 self._answer_for_ended_leg(leg, transaction, response, source, now)
@@ -454,6 +477,9 @@ class UacCore(IncomingRequests, InviteHandling):
     def _on_response(
         self, response: Response, source: Address, transport: Transport, now: float
     ) -> None:
+        if len(response.headers_all("via")) != 1:
+            self.stats.rejected_messages += 1  # §8.1.3.3: not a response to us (misrouted)
+            return
         number, method = response.cseq
         branch = response.via_branch
         transaction = self._transactions.find(branch, method) if branch else None
@@ -466,7 +492,9 @@ class UacCore(IncomingRequests, InviteHandling):
             self._transactions.receive_response(transaction, response, source, now)
             return
         if method == "INVITE" and 200 <= response.status_code < 300:
-            if leg is not None and leg.state.answered:
+            if leg is not None and leg.state.answered and number != leg.invite_cseq:
+                self._ack_forgotten_reinvite_answer(leg, response)
+            elif leg is not None and leg.state.answered:
                 self._on_repeated_answer(leg, response, source, now)
             else:
                 self._end_orphan_answer(response, transport, source, now)
@@ -494,12 +522,15 @@ class UacCore(IncomingRequests, InviteHandling):
         code = response.status_code
         if transaction is not leg.bye_tx or code < 200:
             return
-        if code in (401, 407) and not leg.bye_auth_headers and leg.dialog is not None:
-            outcome = self._authorize(
-                leg, response, method="BYE", uri=leg.dialog.request_uri_and_routes()[0]
+        if code in (401, 407):
+            # Credentials sent pre-emptively were never asked for: only an answer to a
+            # challenge to this BYE can be rejected.
+            carried = leg.bye_auth_headers if leg.bye_auth_tries else ()
+            rejection = self._answer_challenge(
+                leg, response, carried=carried, tries=leg.bye_auth_tries
             )
-            if not isinstance(outcome, str):
-                leg.bye_auth_headers = (outcome,)
+            if rejection is None:
+                leg.bye_auth_tries += 1
                 self._send_bye(leg, now)
                 return
         problem = None if code < 300 or code == 481 else f"BYE answered {code} {response.reason}"
@@ -512,7 +543,9 @@ class UacCore(IncomingRequests, InviteHandling):
         if leg is None or leg.ended:
             return
         method = transaction.method
-        if method == "INVITE":
+        if method == "INVITE" and transaction is leg.reinvite_tx:
+            self._on_refresh_timeout(leg, transaction, now)
+        elif method == "INVITE":
             self._on_invite_timeout(leg, transaction, now, transport_error=transport_error)
         elif method == "BYE":
             if transaction is leg.bye_tx:
@@ -521,6 +554,14 @@ class UacCore(IncomingRequests, InviteHandling):
         elif method == "UPDATE":
             self._on_refresh_timeout(leg, transaction, now)
         # CANCEL: the 64*T1 cancel deadline of the leg decides.
+
+    def _ack_forgotten_reinvite_answer(self, leg: Leg, response: Response) -> None:
+        """A 2xx to a re-INVITE of ours whose transaction is gone: ACK it all the same."""
+        if leg.dialog is None or (leg.remote_tag and response.to_tag != leg.remote_tag):
+            self.stats.stray_responses += 1
+            return
+        self.stats.absorbed_retransmissions += 1
+        self._send_ack_for(leg, self._build_ack_for(leg, response.cseq[0]))
 
     @staticmethod
     def _forget_ack(leg: Leg, now: float) -> None:
@@ -535,8 +576,13 @@ class UacCore(IncomingRequests, InviteHandling):
                 leg, now, LocalHangup.MAX_DURATION, event_reason="maximum duration reached"
             )
 
-    def _abandon_transactions(self, leg: Leg) -> None:
-        for transaction in (leg.invite_tx, leg.cancel_tx, leg.bye_tx, leg.refresh_tx):
+    def _abandon_transactions(self, leg: Leg, *, keep_invite: bool = True) -> None:
+        """Stop the leg's transactions; INVITEs (ours, re-INVITE) are left to `_finish` to
+        detach unless the connection they need is gone."""
+        transactions = [leg.cancel_tx, leg.bye_tx]
+        if not keep_invite:
+            transactions += [leg.invite_tx, leg.refresh_tx]
+        for transaction in transactions:
             self._abandon(transaction)
 
     def _end_without_signalling(
@@ -581,6 +627,12 @@ class UacCore(IncomingRequests, InviteHandling):
 
 def _leg_transaction(leg: Leg, method: str, number: int) -> ClientTransaction | None:
     """The Call-ID fallback: the leg's live transaction for this method and CSeq number."""
+    reinvite = leg.reinvite_request
+    if method == "INVITE" and reinvite is not None and reinvite.cseq[0] == number:
+        transaction = leg.reinvite_tx
+        if transaction is None or transaction.state is TxState.TERMINATED:
+            return None
+        return transaction
     candidates = {
         "INVITE": leg.invite_tx,
         "CANCEL": leg.cancel_tx,

@@ -12,8 +12,8 @@ from sipstack.config import CoreConfig
 from sipstack.dialog import Dialog, NextHop
 from sipstack.errors import LocalProtocolError, SipParseError
 from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
-from sipstack.leg import Ending, Leg, LegState
-from sipstack.message import Response
+from sipstack.leg import Ending, Leg, LegState, UnackedResponse
+from sipstack.message import Request, Response
 from sipstack.reason import (
     SESSION_TIMER_SIP_REASON,
     LocalHangup,
@@ -39,6 +39,7 @@ HANGUP_CLASS: dict[LocalHangup, HangupReason] = {
     LocalHangup.ERROR: HangupReason.ERROR,
 }
 
+MAX_AUTH_TRIES = 3  # answers to challenges per request before giving up (stale loops)
 _LIVE_INVITE_STATES = frozenset({TxState.CALLING, TxState.PROCEEDING})
 
 
@@ -65,6 +66,9 @@ class CoreBase:
         )
         self._sent_responses: dict[ResponseKey, tuple[bytes, Transport, Address]] = {}
         self._orphan_acks: dict[tuple[str, str], tuple[bytes, Transport, Address]] = {}
+        # Our failure responses to INVITEs over UDP, resent until their ACK (Timer G / H),
+        # keyed by (Call-ID, the INVITE's branch): the ACK of a failure repeats that branch.
+        self._unacked_failures: dict[tuple[str, str], UnackedResponse] = {}
         self._via_prefixes = {
             transport: f"{transport.via_token} "
             + format_hostport(*self.config.local_address(transport))
@@ -105,6 +109,17 @@ class CoreBase:
         now: float,
         body: bytes = b"",
     ) -> ClientTransaction:
+        return self._start_in_dialog(leg, method, extra_headers, now, body)[0]
+
+    def _start_in_dialog(
+        self,
+        leg: Leg,
+        method: str,
+        extra_headers: list[tuple[str, str]],
+        now: float,
+        body: bytes = b"",
+    ) -> tuple[ClientTransaction, Request]:
+        """Send a request inside the leg's dialog (next CSeq, new branch); its transaction."""
         dialog = leg.dialog
         if dialog is None:
             raise LocalProtocolError(f"leg {leg.call_id} has no dialog for {method}")
@@ -117,7 +132,7 @@ class CoreBase:
             extra_headers=extra_headers,
             body=body,
         )
-        return self._transactions.start(
+        transaction = self._transactions.start(
             method=method,
             branch=branch,
             data=request.to_bytes(),
@@ -126,20 +141,46 @@ class CoreBase:
             owner=leg,
             now=now,
         )
+        return transaction, request
 
-    def _build_ack(self, leg: Leg) -> bytes:
-        """The ACK for the 2xx (§13.2.2.4): its own branch, the INVITE's CSeq number and creds."""
-        dialog = leg.dialog
-        if dialog is None:
-            raise LocalProtocolError(f"leg {leg.call_id} has no dialog to ACK")
+    def _refresh_target(self, leg: Leg, message: Request | Response) -> None:
+        """§12.2: a target refresh request or its 2xx replaces the remote target (Contact)."""
+        contact = message.header("contact")
+        if contact is not None and leg.dialog is not None:
+            leg.dialog.update_remote_target(contact, self._fallback_hop(leg))
+
+    def _stop_refresh(self, leg: Leg, now: float) -> None:
+        """No refresh outcome matters any more; a re-INVITE still gets its ACKs (detached)."""
+        transaction = leg.refresh_tx
+        leg.refresh_tx = None
+        if transaction is None:
+            return
+        if transaction.method == "INVITE" and transaction.state in _LIVE_INVITE_STATES:
+            self._transactions.detach(transaction, now)
+        else:
+            self._abandon(transaction)
+
+    def _build_ack_for(
+        self, leg: Leg, cseq: int, auth_headers: tuple[tuple[str, str], ...] = ()
+    ) -> bytes:
+        """The ACK of a 2xx to our INVITE or re-INVITE with CSeq `cseq` (§13.2.2.4)."""
+        dialog = self._dialog_for(leg)
         hop = dialog.next_hop
         request = dialog.build_request(
             "ACK",
             via=self._via_for(hop.transport, self._ids.branch()),
-            cseq=leg.invite_cseq,
-            extra_headers=list(leg.auth_headers),
+            cseq=cseq,
+            extra_headers=list(auth_headers),
         )
         return request.to_bytes()
+
+    def _build_ack(self, leg: Leg) -> bytes:
+        """The ACK for the 2xx (§13.2.2.4): its own branch, the INVITE's CSeq number and creds."""
+        return self._build_ack_for(leg, leg.invite_cseq, leg.auth_headers)
+
+    def _send_ack_for(self, leg: Leg, data: bytes) -> None:
+        hop = self._dialog_for(leg).next_hop
+        self._send(data, hop.transport, hop.address)
 
     def _send_ack(self, leg: Leg) -> None:
         dialog = leg.dialog
@@ -165,8 +206,7 @@ class CoreBase:
         if leg.state is LegState.ANSWERED:
             self._send_ack(leg)  # never leave a 2xx unacknowledged, even when hanging up
         leg.stop_timers()
-        self._abandon(leg.refresh_tx)
-        leg.refresh_tx = None
+        self._stop_refresh(leg, now)
         leg.state = LegState.ENDING
         value = reason_value or reason_for_local_hangup(hangup)
         leg.ending = Ending(
@@ -189,19 +229,31 @@ class CoreBase:
         if values:
             headers.append(("Reason", render_reason_header(values)))
         headers.append(("User-Agent", self.config.user_agent))
+        dialog = self._dialog_for(leg)
+        leg.bye_auth_headers = self._credentials(
+            leg, method="BYE", uri=dialog.request_uri_and_routes()[0]
+        )
         headers.extend(leg.bye_auth_headers)
         leg.bye_tx = self._send_in_dialog(leg, "BYE", headers, now)
 
     # -- digest -------------------------------------------------------------------------------
 
-    def _authorize(
-        self, leg: Leg, response: Response, *, method: str, uri: str, body: bytes = b""
-    ) -> tuple[str, str] | str:
-        """(header name, value) answering a 401/407 challenge, or the error text to record."""
+    def _answer_challenge(
+        self, leg: Leg, response: Response, *, carried: tuple[tuple[str, str], ...], tries: int
+    ) -> str | None:
+        """Take a 401/407 to a request that `carried` these credentials: None when the request
+        may go again (the challenge is kept for it and later requests), else the error text.
+
+        A challenge of a kind the request already answered means rejected credentials, unless
+        it says stale=true (§22.2, RFC 7616 §3.3); stale loops stop after MAX_AUTH_TRIES.
+        """
+        code = response.status_code
         credentials = leg.credentials
         if credentials is None:
-            return f"authentication failed: {response.status_code} challenge and no credentials"
-        proxy = response.status_code == 407
+            return f"authentication failed: {code} challenge and no credentials"
+        if tries >= MAX_AUTH_TRIES:
+            return f"authentication failed: still challenged ({code}) after {tries} answers"
+        proxy = code == 407
         challenge_header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         answer_header = "Proxy-Authorization" if proxy else "Authorization"
         try:
@@ -210,11 +262,25 @@ class CoreBase:
             )
         except SipParseError as exc:
             return f"authentication failed: {exc}"
-        if answer_header in leg.auth_kinds_answered and not challenge.stale:
+        if any(name == answer_header for name, _ in carried) and not challenge.stale:
             return (
                 f"authentication failed: credentials for realm {challenge.realm!r} "
-                f"were rejected ({response.status_code} again)"
+                f"were rejected ({code} again)"
             )
+        if leg.auth_challenges is None:
+            leg.auth_challenges = {}
+        leg.auth_challenges[answer_header] = challenge
+        self.stats.auth_retries += 1
+        return None
+
+    def _credentials(
+        self, leg: Leg, *, method: str, uri: str, body: bytes = b""
+    ) -> tuple[tuple[str, str], ...]:
+        """Fresh credentials (next nc) for every challenge the leg has answered, if any."""
+        challenges = leg.auth_challenges
+        credentials = leg.credentials
+        if not challenges or credentials is None:
+            return ()
         if leg.auth is None:
             leg.auth = DigestSession(
                 credentials.username,
@@ -222,12 +288,15 @@ class CoreBase:
                 realm=credentials.realm,
                 random_bytes=self._random_bytes,
             )
-        try:
-            value = leg.auth.authorize(challenge, method=method, uri=uri, body=body)
-        except (LocalProtocolError, SipParseError) as exc:
-            return f"authentication failed: {exc}"
-        leg.auth_kinds_answered = leg.auth_kinds_answered | {answer_header}
-        return (answer_header, value)
+        answers: list[tuple[str, str]] = []
+        for header, challenge in challenges.items():
+            try:
+                answers.append(
+                    (header, leg.auth.authorize(challenge, method=method, uri=uri, body=body))
+                )
+            except (LocalProtocolError, SipParseError):
+                continue  # the request goes without; its challenge then ends the retries
+        return tuple(answers)
 
     # -- the end of a leg ---------------------------------------------------------------------
 
@@ -250,9 +319,10 @@ class CoreBase:
         leg.stop_timers()
         invite_tx = leg.invite_tx
         if invite_tx is not None and invite_tx.state in _LIVE_INVITE_STATES:
-            self._abandon(invite_tx)  # no more INVITE retransmissions for a leg that is gone
-        self._abandon(leg.refresh_tx)
-        leg.refresh_tx = None
+            # No more retransmissions for a leg that is gone, but a late final still gets
+            # its ACK (§17.1.1.3) and a late 2xx its ACK and BYE.
+            self._transactions.detach(invite_tx, now)
+        self._stop_refresh(leg, now)
         if self._legs.get(leg.call_id) is leg:
             del self._legs[leg.call_id]
         leg.free_invite_parts()

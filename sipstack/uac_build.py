@@ -269,12 +269,14 @@ def build_failure_ack(
     from_header: str,
     call_id: str,
     response: Response,
+    routes: list[str] | None = None,
 ) -> bytes:
-    """ACK for a non-2xx final response (§17.1.1.3): same branch, To from the response."""
+    """ACK for a non-2xx final response (§17.1.1.3): the request's URI, top Via, From, Call-ID
+    and Route, To from the response."""
     cseq_number = response.cseq[0]
-    headers = [
-        ("Via", via),
-        ("Max-Forwards", MAX_FORWARDS),
+    headers = [("Via", via), ("Max-Forwards", MAX_FORWARDS)]
+    headers.extend(("Route", route) for route in routes or ())
+    headers += [
         ("From", from_header),
         ("To", response.header("to") or ""),
         ("Call-ID", call_id),

@@ -5,15 +5,20 @@ from __future__ import annotations
 from sipstack.cdr import HangupBy
 from sipstack.errors import SipParseError
 from sipstack.events import LegEnded
+from sipstack.headers.split import split_header_values
 from sipstack.headers.via import Via
-from sipstack.leg import Leg, LegState, PendingReinviteAnswer
+from sipstack.leg import Leg, LegState, UnackedResponse
 from sipstack.message import Request, make_response
 from sipstack.reason import LocalHangup, classify_reason, primary_reason
 from sipstack.transport import Address, Transport
 from sipstack.uac_base import ResponseKey
 from sipstack.uac_build import ALLOW, ALLOWED_METHODS, SDP_CONTENT_TYPE, SUPPORTED
-from sipstack.uac_invite import response_reasons
+from sipstack.uac_invite import is_sdp, response_reasons
+from sipstack.uac_sdp import answer_reoffer
 from sipstack.uac_session_timer import SessionTimers
+
+# Option tags we implement (RFC 3261 §8.2.2.3): a Require naming anything else gets 420.
+_SUPPORTED_OPTIONS = frozenset({"timer"})
 
 
 class IncomingRequests(SessionTimers):
@@ -33,11 +38,18 @@ class IncomingRequests(SessionTimers):
             self.stats.absorbed_retransmissions += 1
             self._send(*sent)
             return
-        if method not in ALLOWED_METHODS:
-            self.stats.unsupported_requests += 1
-            self._respond(request, 501, source, transport, now, [("Allow", ALLOW)])
-            return
         to_tag = request.to_tag
+        refusal: tuple[int, list[tuple[str, str]]] | None = None
+        if method not in ALLOWED_METHODS:
+            refusal = (501, [("Allow", ALLOW)])
+        elif method != "CANCEL" and (unsupported := _unsupported_options(request)):
+            refusal = (420, [("Unsupported", unsupported)])
+        if refusal is not None:
+            self.stats.unsupported_requests += 1
+            # §8.2.6.2: a response to a request without a To tag gets ours.
+            tag = self._ids.tag() if to_tag is None else None
+            self._respond(request, refusal[0], source, transport, now, refusal[1], to_tag=tag)
+            return
         if to_tag is None:
             self._on_out_of_dialog(request, source, transport, now)
             return
@@ -96,20 +108,60 @@ class IncomingRequests(SessionTimers):
         to_tag: str | None = None,
         body: bytes = b"",
     ) -> bytes:
-        """Send a response (§18.2.2 destination) and keep it for retransmitted requests."""
+        """Send a response (§18.2.2 destination, RFC 3581 received/rport) and keep it for
+        retransmitted requests; a failure to an INVITE over UDP is resent until its ACK."""
         extra = list(headers or ())
         extra.append(("Server", self.config.user_agent))
-        data = make_response(
-            request, status, reason, to_tag=to_tag, headers=extra, body=body
-        ).to_bytes()
-        destination = _response_destination(request, source, transport)
+        response = make_response(request, status, reason, to_tag=to_tag, headers=extra, body=body)
+        destination = _stamp_top_via(response.headers, source, transport)
+        data = response.to_bytes()
         self._send(data, transport, destination)
         if not transport.is_connection_oriented:
             key = _response_key(request)
             self._sent_responses[key] = (data, transport, destination)
             # Timer J: a retransmitted request may arrive for 64*T1 (§17.2.2).
             self._schedule(now + self._timer_config.timer_b, self._forget_response, key)
+            if request.method == "INVITE" and status >= 300:
+                self._resend_failure_until_acked(key[:2], data, transport, destination, now)
         return data
+
+    def _resend_failure_until_acked(
+        self,
+        key: tuple[str, str],
+        data: bytes,
+        transport: Transport,
+        destination: Address,
+        now: float,
+    ) -> None:
+        """§17.2.1: Timer G resends at T1 doubling to T2, Timer H gives up after 64*T1."""
+        t1 = self._timer_config.t1
+        unacked = UnackedResponse(
+            cseq=0,
+            data=data,
+            transport=transport,
+            address=destination,
+            interval=t1,
+            until=now + self._timer_config.timer_b,
+        )
+        previous = self._unacked_failures.get(key)
+        if previous is not None and previous.timer is not None:
+            previous.timer.cancel()
+        unacked.timer = self._schedule(now + t1, self._on_timer_g, key)
+        self._unacked_failures[key] = unacked
+
+    def _on_timer_g(self, key: tuple[str, str], now: float) -> None:
+        unacked = self._unacked_failures.get(key)
+        if unacked is None:
+            return
+        unacked.timer = None
+        if now >= unacked.until:
+            del self._unacked_failures[key]  # Timer H: the peer never ACKed; nothing to undo
+            return
+        self.stats.retransmissions += 1
+        self._send(unacked.data, unacked.transport, unacked.address)
+        unacked.interval = min(unacked.interval * 2, self._timer_config.t2)
+        when = min(now + unacked.interval, unacked.until)
+        unacked.timer = self._schedule(when, self._on_timer_g, key)
 
     def _forget_response(self, key: ResponseKey, now: float) -> None:
         self._sent_responses.pop(key, None)
@@ -138,30 +190,47 @@ class IncomingRequests(SessionTimers):
     def _on_remote_update(
         self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
+        if request.body and _offer_pending(leg):
+            self._respond(request, 491, source, transport, now)  # offers crossing (RFC 3311)
+            return
+        answer, failure = self._answer_to(leg, request)
+        if failure is not None:
+            self._respond(request, failure[0], source, transport, now, failure[1])
+            return
         status, headers = self._on_peer_refresh(leg, request, now)
         if status != 200:
             self._respond(request, status, source, transport, now, headers)
             return
-        self._refresh_remote_target(leg, request)
+        self._refresh_target(leg, request)
         headers.append(("Contact", leg.contact))
-        body = b""
-        if request.body:
-            # An offer in UPDATE: our session is unchanged, so the answer is our offer as is.
+        if answer:
             headers.append(("Content-Type", SDP_CONTENT_TYPE))
-            body = leg.offer_body
-        self._respond(request, 200, source, transport, now, headers, body=body)
+            leg.local_sdp = answer
+        self._respond(request, 200, source, transport, now, headers, body=answer)
 
     def _on_reinvite(
         self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
-        if leg.state is not LegState.ESTABLISHED or leg.pending_reinvite is not None:
+        if (
+            leg.state is not LegState.ESTABLISHED
+            or leg.pending_reinvite is not None
+            or _offer_pending(leg)
+        ):
+            # §14.2: a re-INVITE while one of ours (or our answer to theirs) is pending.
             self._respond(request, 491, source, transport, now)
+            return
+        answer, failure = self._answer_to(leg, request)
+        if failure is not None:
+            self._respond(request, failure[0], source, transport, now, failure[1])
             return
         status, headers = self._on_peer_refresh(leg, request, now)
         if status != 200:
             self._respond(request, status, source, transport, now, headers)
             return
-        self._refresh_remote_target(leg, request)
+        self._refresh_target(leg, request)
+        # Without an offer in the re-INVITE, our 2xx offers our session as it is (RFC 3264 §8).
+        body = answer or leg.local_sdp
+        leg.local_sdp = body
         headers.extend(
             [
                 ("Contact", leg.contact),
@@ -170,10 +239,10 @@ class IncomingRequests(SessionTimers):
                 ("Content-Type", SDP_CONTENT_TYPE),
             ]
         )
-        data = self._respond(request, 200, source, transport, now, headers, body=leg.offer_body)
+        data = self._respond(request, 200, source, transport, now, headers, body=body)
         if not transport.is_connection_oriented:
             t1 = self._timer_config.t1
-            pending = PendingReinviteAnswer(
+            pending = UnackedResponse(
                 cseq=request.cseq[0],
                 data=data,
                 transport=transport,
@@ -183,6 +252,25 @@ class IncomingRequests(SessionTimers):
             )
             pending.timer = self._schedule(now + t1, self._on_reinvite_retransmit, leg)
             leg.pending_reinvite = pending
+
+    def _answer_to(
+        self, leg: Leg, request: Request
+    ) -> tuple[bytes, tuple[int, list[tuple[str, str]]] | None]:
+        """(our SDP answer or b"" without an offer, None) or (b"", (failure status, headers))."""
+        if not request.body:
+            return b"", None
+        if not is_sdp(request):
+            return b"", (415, [("Accept", SDP_CONTENT_TYPE)])
+        keep = leg.session_codec
+        if keep is None:
+            return b"", (488, [])
+        try:
+            answer = answer_reoffer(request.body, leg.local_sdp, keep)
+        except SipParseError:
+            return b"", (400, [])
+        if answer is None:
+            return b"", (488, [])
+        return answer, None
 
     def _on_reinvite_retransmit(self, leg: Leg, now: float) -> None:
         """§13.3.1.4: resend our 2xx at T1 doubling to T2 until the ACK, for 64*T1 at most."""
@@ -207,6 +295,13 @@ class IncomingRequests(SessionTimers):
         pending.timer = self._schedule(when, self._on_reinvite_retransmit, leg)
 
     def _on_ack(self, request: Request) -> None:
+        unacked = self._unacked_failures.pop(
+            (request.call_id or "", request.via_branch or ""), None
+        )
+        if unacked is not None:
+            if unacked.timer is not None:
+                unacked.timer.cancel()
+            return
         leg = self._legs.get(request.call_id or "")
         pending = leg.pending_reinvite if leg is not None else None
         if leg is not None and pending is not None and request.cseq[0] == pending.cseq:
@@ -215,10 +310,44 @@ class IncomingRequests(SessionTimers):
             leg.pending_reinvite = None
         # Any other ACK (to a 2xx we retransmit no more, or to a non-2xx) needs nothing.
 
-    def _refresh_remote_target(self, leg: Leg, request: Request) -> None:
-        contact = request.header("contact")
-        if contact is not None and leg.dialog is not None:
-            leg.dialog.update_remote_target(contact, self._fallback_hop(leg))
+
+def _offer_pending(leg: Leg) -> bool:
+    """Our re-INVITE (with its offer) still waits for its final response."""
+    refresh = leg.refresh_tx
+    return refresh is not None and refresh.method == "INVITE"
+
+
+def _unsupported_options(request: Request) -> str:
+    """The Require option tags of a request we do not implement, comma-separated."""
+    values = request.headers_all("require")
+    if not values:
+        return ""
+    return ", ".join(tag for tag in values if tag.strip().lower() not in _SUPPORTED_OPTIONS)
+
+
+def _stamp_top_via(
+    headers: list[tuple[str, str]], source: Address, transport: Transport
+) -> Address:
+    """Add received/rport to the response's top Via (§18.2.1, RFC 3581 §4); where it goes."""
+    for index, (name, value) in enumerate(headers):
+        if name != "Via":
+            continue
+        try:
+            elements = split_header_values(value)
+            via = Via.parse(elements[0])
+        except (SipParseError, IndexError):
+            return source
+        stamped = via
+        if via.has_rport:
+            stamped = stamped.with_param("received", source[0])
+            stamped = stamped.with_param("rport", str(source[1]))
+        elif via.host != source[0]:
+            stamped = stamped.with_param("received", source[0])
+        if stamped is not via:
+            elements[0] = stamped.render()
+            headers[index] = ("Via", ", ".join(elements))
+        return _destination(via, source, transport)
+    return source
 
 
 def _capabilities() -> list[tuple[str, str]]:
@@ -231,9 +360,7 @@ def _response_key(request: Request) -> ResponseKey:
 
 
 def _response_destination(request: Request, source: Address, transport: Transport) -> Address:
-    """§18.2.2 with RFC 3581: connections and rport answer the source; else the Via port."""
-    if transport.is_connection_oriented:
-        return source
+    """Where a response to `request` goes (§18.2.2 with RFC 3581)."""
     top = request.header("via")
     if top is None:
         return source
@@ -241,6 +368,11 @@ def _response_destination(request: Request, source: Address, transport: Transpor
         via = Via.parse_first(top)
     except SipParseError:
         return source
-    if via.has_rport or via.port is None:
-        return source if via.has_rport else (source[0], 5060)
-    return (source[0], via.port)
+    return _destination(via, source, transport)
+
+
+def _destination(via: Via, source: Address, transport: Transport) -> Address:
+    """Connections and rport answer the source; else the source IP and the Via port."""
+    if transport.is_connection_oriented or via.has_rport:
+        return source
+    return (source[0], via.port if via.port is not None else 5060)

@@ -12,6 +12,7 @@ from sipstack.events import (
     LegFailed,
     ProvisionalReceived,
 )
+from sipstack.headers.name_addr import NameAddr
 from sipstack.headers.session_timer import MinSE, SessionExpires
 from sipstack.leg import Leg, LegState
 from sipstack.message import Request, Response
@@ -33,7 +34,7 @@ from sipstack.uac_build import SDP_CONTENT_TYPE, build_cancel, build_failure_ack
 UNUSABLE_SDP = "unusable SDP answer"
 
 
-def is_sdp(message: Response) -> bool:
+def is_sdp(message: Request | Response) -> bool:
     if not message.body:
         return False
     content_type = message.header("content-type")
@@ -49,6 +50,17 @@ def response_reasons(message: Request | Response) -> list[ReasonValue]:
         except SipParseError:
             continue
     return values
+
+
+def redirect_targets(response: Response) -> str:
+    """The Contact URIs of a 3xx, comma-separated in the order given; unreadable ones skipped."""
+    targets: list[str] = []
+    for value in response.headers_all("contact"):
+        try:
+            targets.append(NameAddr.parse(value).uri.render())
+        except SipParseError:
+            continue
+    return ", ".join(targets)
 
 
 class InviteHandling(CoreBase):
@@ -81,6 +93,16 @@ class InviteHandling(CoreBase):
 
     def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
         leg: Leg = transaction.owner
+        reinvite = leg.reinvite_request
+        if transaction is leg.reinvite_tx and reinvite is not None:
+            return build_failure_ack(
+                request_uri=reinvite.uri,
+                via=reinvite.header("via") or "",
+                from_header=reinvite.header("from") or "",
+                call_id=reinvite.call_id or leg.call_id,
+                response=response,
+                routes=reinvite.headers_all("route"),
+            )
         via = (
             leg.invite_via
             if transaction.branch in leg.invite_via
@@ -90,7 +112,7 @@ class InviteHandling(CoreBase):
             request_uri=leg.request_uri,
             via=via,
             from_header=leg.from_header,
-            call_id=response.call_id or leg.call_id,
+            call_id=leg.call_id,  # the INVITE's (Call-IDs are only adopted from a 2xx)
             response=response,
         )
 
@@ -187,6 +209,7 @@ class InviteHandling(CoreBase):
             )
             return
         leg.codec = answer.codec_name
+        leg.session_codec = answer.codec
         leg.remote_rtp = answer.remote_rtp
         leg.srtp = answer.is_srtp and answer.crypto is not None
         leg.answer_timer = self._schedule(
@@ -223,6 +246,7 @@ class InviteHandling(CoreBase):
         del self._legs[old]
         self._legs[new_call_id] = leg
         leg.call_id = new_call_id
+        leg.call_id_adopted = True
         if leg.dialog is not None:
             leg.dialog.call_id = new_call_id
         self._emit(
@@ -253,19 +277,13 @@ class InviteHandling(CoreBase):
         error: str | None = None
         if not leg.cancel_requested:
             if code in (401, 407):
-                outcome = self._authorize(
-                    leg, response, method="INVITE", uri=leg.request_uri, body=leg.offer_body
+                error = self._answer_challenge(
+                    leg, response, carried=leg.auth_headers, tries=leg.invite_auth_tries
                 )
-                if not isinstance(outcome, str):
-                    self.stats.auth_retries += 1
-                    name = outcome[0]
-                    leg.auth_headers = (
-                        *(h for h in leg.auth_headers if h[0] != name),
-                        outcome,
-                    )
+                if error is None:
+                    leg.invite_auth_tries += 1
                     self._resend_invite(leg, now)
                     return
-                error = outcome
             elif code == 422 and self._retry_after_422(leg, response, now):
                 return
         reasons = response_reasons(response)
@@ -284,11 +302,17 @@ class InviteHandling(CoreBase):
         hangup_reason = (
             classify_reason(reasons) if reasons else classify_reason([ReasonValue(SIP, code)])
         )
+        event_reason = response.reason
+        if 300 <= code < 400:
+            # We do not follow redirects (a new target is the scheduler's decision); say where.
+            targets = redirect_targets(response) or "no Contact"
+            event_reason = f"{response.reason}; redirected to {targets}"
+            error = error or f"redirect not followed: {targets}"
         self._finish(
             leg,
             LegFailed,
             now,
-            event_reason=response.reason,
+            event_reason=event_reason,
             hangup_reason=hangup_reason,
             hangup_by=HangupBy.REMOTE,
             error=error,
@@ -306,19 +330,23 @@ class InviteHandling(CoreBase):
             min_se = MinSE.parse(value).delta
         except SipParseError:
             return False
-        interval = max(min_se, leg.offer_session_expires or 0)
+        leg.min_se = max(leg.min_se, min_se)
+        interval = max(leg.min_se, leg.offer_session_expires or 0)
         leg.invite_422_retried = True
         leg.offer_session_expires = interval
         tail = [h for h in leg.invite_tail if h[0] not in ("Session-Expires", "Min-SE")]
         at = next((i for i, h in enumerate(tail) if h[0] == "User-Agent"), len(tail))
-        tail[at:at] = [("Session-Expires", str(interval)), ("Min-SE", str(min_se))]
+        tail[at:at] = [("Session-Expires", str(interval)), ("Min-SE", str(leg.min_se))]
         leg.invite_tail = tuple(tail)
         self._resend_invite(leg, now)
         return True
 
     def _resend_invite(self, leg: Leg, now: float) -> None:
-        """The same INVITE with CSeq + 1 and a new branch (new credentials or interval)."""
+        """The same INVITE with CSeq + 1, a new branch and fresh credentials (or interval)."""
         leg.invite_cseq += 1
+        leg.auth_headers = self._credentials(
+            leg, method="INVITE", uri=leg.request_uri, body=leg.offer_body
+        )
         leg.state = LegState.CALLING
         self._send_invite(leg, now)
 
@@ -433,6 +461,9 @@ class InviteHandling(CoreBase):
 
     def _negotiate_session_timer(self, leg: Leg, response: Response) -> None:
         """RFC 4028 §7.2: the 2xx says the interval and who refreshes (absent: we do)."""
+        allowed = response.headers_all("allow")
+        if allowed and "UPDATE" not in {method.strip().upper() for method in allowed}:
+            leg.refresh_method = "INVITE"  # RFC 4028 §7.4: UPDATE only where it is allowed
         value = response.header("session-expires")
         if value is None:
             return

@@ -9,10 +9,8 @@ from sipstack.message import Request, Response
 from sipstack.reason import LocalHangup
 from sipstack.transactions import ClientTransaction
 from sipstack.uac_base import CoreBase
-from sipstack.uac_build import SUPPORTED
+from sipstack.uac_build import ALLOW, SDP_CONTENT_TYPE, SUPPORTED
 
-# RFC 3261 §14.1: after a 491 the UAC that does not own the Call-ID waits 0 to 2 s; we wait 2 s.
-_GLARE_RETRY_DELAY = 2.0
 # RFC 4028 §10: the side that is not the refresher gives up at expiry minus min(32, SE/3).
 _WATCHDOG_MARGIN_CAP = 32.0
 
@@ -51,19 +49,62 @@ class SessionTimers(CoreBase):
         self._send_refresh(leg, now)
 
     def _send_refresh(self, leg: Leg, now: float) -> None:
+        """Our refresh: UPDATE, or a re-INVITE with the unchanged SDP when the peer takes no
+        UPDATE (RFC 4028 §7.4; RFC 3264 §8: same SDP, same o= version)."""
         interval = leg.session_interval
         if interval is None:
             return
+        method = leg.refresh_method
         headers = [
             ("Contact", leg.contact),
             ("Supported", SUPPORTED),
             ("Session-Expires", f"{interval};refresher=uac"),
-            ("Min-SE", str(self.config.min_se)),
+            ("Min-SE", str(leg.min_se)),
             ("User-Agent", self.config.user_agent),
-            *leg.refresh_auth_headers,
         ]
+        body = b""
+        if method == "INVITE":
+            body = leg.local_sdp
+            headers += [("Allow", ALLOW), ("Content-Type", SDP_CONTENT_TYPE)]
+        leg.refresh_auth_headers = self._credentials(
+            leg, method=method, uri=self._dialog_for(leg).request_uri_and_routes()[0], body=body
+        )
+        headers.extend(leg.refresh_auth_headers)
         self.stats.session_refreshes_sent += 1
-        leg.refresh_tx = self._send_in_dialog(leg, "UPDATE", headers, now)
+        transaction, request = self._start_in_dialog(leg, method, headers, now, body)
+        leg.refresh_tx = transaction
+        if method == "INVITE":
+            leg.reinvite_tx = transaction
+            leg.reinvite_request = request
+            leg.reinvite_ack = None
+
+    def _on_reinvite_response(
+        self, leg: Leg, transaction: ClientTransaction, response: Response, now: float
+    ) -> None:
+        """A response to our re-INVITE: every 2xx is ACKed (the same ACK for retransmissions),
+        even once the leg is ending; failures were ACKed by the transaction."""
+        code = response.status_code
+        if code < 200:
+            return
+        if code < 300:
+            if leg.reinvite_ack is None:
+                self._refresh_target(leg, response)  # the ACK goes to the new target
+                leg.reinvite_ack = self._build_ack_for(
+                    leg, response.cseq[0], leg.refresh_auth_headers
+                )
+            else:
+                self.stats.absorbed_retransmissions += 1
+            self._send_ack_for(leg, leg.reinvite_ack)
+        if transaction is leg.refresh_tx:
+            self._on_refresh_response(leg, transaction, response, now)
+
+    def _glare_delay(self, leg: Leg) -> float:
+        """§14.1 after a 491: 2.1-4 s for the Call-ID's owner (us, unless an SBC replaced it),
+        else 0-2 s, in steps of 10 ms."""
+        steps = int.from_bytes(self._random_bytes(2), "big")
+        if leg.call_id_adopted:
+            return (steps % 201) / 100
+        return 2.1 + (steps % 191) / 100
 
     def _on_session_expired(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
@@ -96,28 +137,37 @@ class SessionTimers(CoreBase):
             leg.refresh_422_retried = True
             self._send_refresh(leg, now)
             return
-        if code in (401, 407) and not leg.refresh_auth_headers:
-            outcome = self._authorize(
-                leg, response, method="UPDATE", uri=self._dialog_for(leg).remote_target
+        if code in (401, 407):
+            carried = leg.refresh_auth_headers if leg.refresh_auth_tries else ()
+            rejection = self._answer_challenge(
+                leg, response, carried=carried, tries=leg.refresh_auth_tries
             )
-            if not isinstance(outcome, str):
-                leg.refresh_auth_headers = (outcome,)
+            if rejection is None:
+                leg.refresh_auth_tries += 1
                 self._send_refresh(leg, now)
                 return
         if code in (405, 501):
-            # The peer cannot take UPDATE refreshes; without them it cannot police the session
-            # either, so we keep the call and stop refreshing rather than drop it.
+            if leg.refresh_method == "UPDATE":
+                leg.refresh_method = "INVITE"  # RFC 4028 §7.4: refresh with re-INVITE instead
+                self._send_refresh(leg, now)
+                return
+            # Neither works: the peer cannot police the session either, so we keep the call
+            # and stop refreshing rather than drop it.
             leg.session_interval = None
             return
         if code == 491 and not leg.refresh_retry_used:
             leg.refresh_retry_used = True
-            leg.session_timer = self._schedule(now + _GLARE_RETRY_DELAY, self._on_refresh_due, leg)
+            leg.session_timer = self._schedule(
+                now + self._glare_delay(leg), self._on_refresh_due, leg
+            )
             return
         self._fail_refresh(leg, now, f"session refresh failed: {code} {response.reason}")
 
     def _on_refresh_accepted(self, leg: Leg, response: Response, now: float) -> None:
         leg.refresh_422_retried = False
         leg.refresh_retry_used = False
+        leg.refresh_auth_tries = 0
+        self._refresh_target(leg, response)
         value = response.header("session-expires")
         if value is not None:
             try:
@@ -140,7 +190,8 @@ class SessionTimers(CoreBase):
             min_se = MinSE.parse(value).delta
         except SipParseError:
             return False
-        leg.session_interval = max(leg.session_interval or 0, min_se)
+        leg.min_se = max(leg.min_se, min_se)
+        leg.session_interval = max(leg.session_interval or 0, leg.min_se)
         return True
 
     def _on_refresh_timeout(self, leg: Leg, transaction: ClientTransaction, now: float) -> None:
@@ -165,9 +216,14 @@ class SessionTimers(CoreBase):
         """A re-INVITE/UPDATE from the peer: (status, session headers) for our answer."""
         value = request.header("session-expires")
         if value is None:
-            if leg.session_interval is not None and not leg.we_refresh:
-                self._arm_session_timer(leg, now)  # any refresh restarts the watchdog
-            return 200, []
+            interval = leg.session_interval
+            if interval is None or leg.state is not LegState.ESTABLISHED:
+                return 200, []
+            # RFC 4028 §9: without Session-Expires the peer stops refreshing; rather than BYE a
+            # healthy call at the old expiry, we take over the refreshes and say so.
+            leg.we_refresh = True
+            self._arm_session_timer(leg, now)
+            return 200, [("Session-Expires", f"{interval};refresher=uas")]
         try:
             offered = SessionExpires.parse(value)
         except SipParseError:

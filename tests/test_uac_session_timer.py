@@ -115,17 +115,6 @@ def test_unanswered_refresh_ends_the_call_after_timer_f() -> None:
     assert h.terminal(call_id).cdr.error == "session refresh got no response"
 
 
-def test_update_not_supported_keeps_the_call_and_stops_refreshing() -> None:
-    h = Harness(config=core_config(session_expires=600))
-    far = FarEnd()
-    call_id, _, start = _established(h, far, "600;refresher=uac")
-    h.advance(300)
-    h.deliver(far.respond(h.last("UPDATE"), 501))
-    h.advance(3000)
-    assert _update_times(h, start) == [300]
-    assert h.core.is_established(call_id)
-
-
 def test_uas_refresher_without_refresh_is_byed_before_expiry() -> None:
     h = Harness()
     far = FarEnd()
