@@ -9,10 +9,12 @@ import click
 # name -> module under workers.commands exposing a click command called `command`
 SUBCOMMANDS: dict[str, str] = {
     "call": "call",
+    "cancel": "cancel",
     "carrier": "carrier",
     "demo": "demo",
     "dial": "dial",
     "events": "events",
+    "hangup": "hangup",
     "migrate": "migrate",
     "report": "report",
     "trunks": "trunks",

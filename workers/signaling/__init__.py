@@ -1,0 +1,1 @@
+"""The asyncio signaling service: transports and the LegManager around sipstack.UacCore."""

@@ -120,8 +120,7 @@ class LegManager:
         await self.transports.start()
         config = self._core_config
         if self._advertise_bound:
-            bound = self.transports.local_address()
-            addresses = {kind: bound for kind in Transport}
+            addresses = {kind: self.transports.local_address(kind) for kind in Transport}
             config = dataclasses.replace(config, local_addresses=addresses)
         self._core = UacCore(config)
 

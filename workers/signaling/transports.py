@@ -1,8 +1,10 @@
-"""SIP transports on asyncio: one shared UDP socket and a TCP/TLS connection pool per peer."""
+"""SIP transports on asyncio: one shared UDP socket, TCP/TLS listeners and a pool of
+connections per peer (dialled out or accepted)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
@@ -31,6 +33,11 @@ _UDP_MAX_DATAGRAM = 65_535
 _PONG = b"\r\n"
 _UDP_KEEPALIVES = frozenset({b"", b"\r\n", b"\r\n\r\n"})
 
+# Connections accepted per listener wake-up, for the same reason as _UDP_BATCH.
+_ACCEPT_BATCH = 64
+# An ephemeral UDP port whose number is taken for TCP: pick another UDP port this many times.
+_BIND_ATTEMPTS = 16
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransportConfig:
@@ -38,6 +45,12 @@ class TransportConfig:
 
     `tls_ca_file` None trusts the system store. TLS always verifies the server's certificate
     against the host part of the address sent to: a name is checked as a name (never its IP).
+
+    Listeners (RFC 3261 §18.2.1: a peer may open its own connection to send us a request or a
+    response): TCP on the UDP port number unless `tcp_port` says otherwise; TLS only when
+    `tls_server_cert_file` is set, on `tls_port`, by default the UDP port + 1 (5061 beside
+    5060) or any free port when the UDP port is chosen by the system. Peers' certificates are
+    not asked for. Beyond `max_inbound_connections` open at once, new ones are refused.
     """
 
     bind_host: str = "127.0.0.1"
@@ -49,6 +62,13 @@ class TransportConfig:
     tls_key_file: str | None = None
     max_message: int = DEFAULT_MAX_MESSAGE
     udp_receive_buffer: int = 4 * 1024 * 1024
+    listen_tcp: bool = True
+    tcp_port: int | None = None  # None: the UDP port number
+    tls_server_cert_file: str | None = None  # the TLS listener's certificate chain (PEM)
+    tls_server_key_file: str | None = None  # None: the key is in the certificate file
+    tls_port: int | None = None  # None: see above
+    max_inbound_connections: int = 1024
+    listen_backlog: int = 128
 
 
 @dataclass(slots=True)
@@ -70,6 +90,10 @@ class TransportStats:
     idle_sweeps: int = 0
     callback_errors: int = 0
     resolve_failures: int = 0
+    inbound_accepted: int = 0
+    inbound_refused: int = 0  # over max_inbound_connections
+    inbound_handshake_failures: int = 0
+    accept_errors: int = 0
 
 
 class Transports:
@@ -78,6 +102,8 @@ class Transports:
     `send` never blocks and never raises for network trouble: stream connections open in the
     background, their queued bytes go out once connected, and a failure to connect or a loss
     of a connection is reported through `on_connection_lost(transport, address)`.
+    A connection a peer opens to our listener joins the pool under the peer's address, so
+    what we send to that address (say the 200 to its BYE) goes back on it.
     """
 
     def __init__(
@@ -100,6 +126,14 @@ class Transports:
         self._udp_backlog: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._udp_address: Address | None = None
         self._connections: dict[tuple[Transport, Address], _StreamConnection] = {}
+        # Every live connection; one displaced from the pool by a newer connection to the same
+        # peer address still delivers what arrives on it until it closes.
+        self._streams: set[_StreamConnection] = set()
+        self._listeners: dict[Transport, socket.socket] = {}
+        self._listen_addresses: dict[Transport, Address] = {}
+        self._server_tls_context: ssl.SSLContext | None = None
+        self._inbound_open = 0
+        self._adopting: set[asyncio.Task[None]] = set()
         self._users: dict[tuple[Transport, Address], int] = {}
         self._resolved: dict[str, str] = {}
         self._resolving: dict[str, list[tuple[bytes, int]]] = {}
@@ -110,11 +144,42 @@ class Transports:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the UDP socket (the address is `local_address(Transport.UDP)`)."""
+        """Bind the UDP socket and the listeners (see `local_address`); OSError names what
+        could not be bound or loaded."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        family = socket.AF_INET6 if ":" in self.config.bind_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if self.config.tls_server_cert_file:
+            self._server_tls_context = self._server_tls()
+        for attempt in range(_BIND_ATTEMPTS):
+            udp = self._bind_udp()
+            udp_port = int(udp.getsockname()[1])
+            try:
+                listeners = self._bind_listeners(udp_port)
+            except _PortTaken:
+                udp.close()
+                if attempt + 1 < _BIND_ATTEMPTS:
+                    continue
+                raise
+            except OSError:
+                udp.close()
+                raise
+            break
+        self._udp = udp
+        loop.add_reader(udp.fileno(), self._read_udp)
+        bound = udp.getsockname()
+        self._udp_address = (bound[0], bound[1])
+        for kind, listener in listeners.items():
+            self._listeners[kind] = listener
+            name = listener.getsockname()
+            self._listen_addresses[kind] = (name[0], name[1])
+            loop.add_reader(listener.fileno(), self._accept, kind, listener)
+        self._schedule_sweep()
+
+    def _family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.config.bind_host else socket.AF_INET
+
+    def _bind_udp(self) -> socket.socket:
+        sock = socket.socket(self._family(), socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.udp_receive_buffer)
             sock.bind((self.config.bind_host, self.config.udp_port))
@@ -124,25 +189,87 @@ class Transports:
                 exc.errno, f"cannot bind UDP {self.config.bind_host}:{self.config.udp_port}: {exc}"
             ) from exc
         sock.setblocking(False)
-        self._udp = sock
-        loop.add_reader(sock.fileno(), self._read_udp)
-        bound = sock.getsockname()
-        self._udp_address = (bound[0], bound[1])
-        self._schedule_sweep()
+        return sock
+
+    def _bind_listeners(self, udp_port: int) -> dict[Transport, socket.socket]:
+        """Listening sockets for TCP and TLS; _PortTaken when a port derived from a
+        system-chosen UDP port is in use (another UDP port may do)."""
+        config = self.config
+        wanted: list[tuple[Transport, int, bool]] = []  # (kind, port, derived from UDP's)
+        ephemeral = config.udp_port == 0
+        if config.listen_tcp:
+            if config.tcp_port is None:
+                wanted.append((Transport.TCP, udp_port, ephemeral))
+            else:
+                wanted.append((Transport.TCP, config.tcp_port, False))
+        if config.tls_server_cert_file:
+            if config.tls_port is not None:
+                wanted.append((Transport.TLS, config.tls_port, False))
+            else:
+                wanted.append((Transport.TLS, 0 if ephemeral else udp_port + 1, False))
+        bound: dict[Transport, socket.socket] = {}
+        try:
+            for kind, port, derived in wanted:
+                bound[kind] = self._bind_listener(kind, port, derived)
+        except OSError:
+            for sock in bound.values():
+                sock.close()
+            raise
+        return bound
+
+    def _bind_listener(self, kind: Transport, port: int, derived: bool) -> socket.socket:
+        sock = socket.socket(self._family(), socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.config.bind_host, port))
+            sock.listen(self.config.listen_backlog)
+        except OSError as exc:
+            sock.close()
+            what = f"cannot listen on {kind} {self.config.bind_host}:{port}: {exc}"
+            if derived and exc.errno == errno.EADDRINUSE:
+                raise _PortTaken(exc.errno, what) from exc
+            raise OSError(exc.errno, what) from exc
+        sock.setblocking(False)
+        return sock
+
+    def _server_tls(self) -> ssl.SSLContext:
+        cert, key = self.config.tls_server_cert_file, self.config.tls_server_key_file
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(str(cert), key)
+        except (OSError, ssl.SSLError) as exc:
+            raise OSError(
+                errno.EINVAL, f"cannot load the TLS server certificate {cert} (key {key}): {exc}"
+            ) from exc
+        return context
 
     def local_address(self, transport: Transport = Transport.UDP) -> Address:
-        """The bound UDP address; TCP/TLS advertise the same host and port (no listener)."""
+        """Where peers reach us over `transport`: its listener's address, else the UDP one."""
         if self._udp_address is None:
             raise RuntimeError("Transports.start() has not been awaited")
-        return self._udp_address
+        return self._listen_addresses.get(transport, self._udp_address)
+
+    def is_listening(self, transport: Transport) -> bool:
+        return transport in self._listeners
 
     async def close(self) -> None:
-        """Close the UDP socket and every pooled connection; nothing is reported as lost."""
+        """Close the sockets and every connection; nothing is reported as lost."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        connections = list(self._connections.values())
+        for listener in self._listeners.values():
+            if self._loop is not None:
+                self._loop.remove_reader(listener.fileno())
+            listener.close()
+        self._listeners.clear()
+        adopting = list(self._adopting)
+        for task in adopting:
+            task.cancel()
+        if adopting:
+            await asyncio.gather(*adopting, return_exceptions=True)
+        connections = list(self._streams)
         self._connections.clear()
+        self._streams.clear()
         for connection in connections:
             connection.close_quietly()
         if self._udp is not None and self._loop is not None:
@@ -186,7 +313,12 @@ class Transports:
             self._users.pop(key, None)
 
     def connection_count(self) -> int:
+        """Pooled connections, dialled out or accepted."""
         return len(self._connections)
+
+    def inbound_connection_count(self) -> int:
+        """Accepted connections open now (those still in their TLS handshake included)."""
+        return self._inbound_open
 
     def has_connection(self, transport: Transport, address: Address) -> bool:
         return (transport, address) in self._connections
@@ -307,6 +439,7 @@ class Transports:
     def _open(self, key: tuple[Transport, Address]) -> _StreamConnection:
         connection = _StreamConnection(self, key)
         self._connections[key] = connection
+        self._streams.add(connection)
         assert self._loop is not None
         self._loop.create_task(self._connect(connection))
         return connection
@@ -346,6 +479,66 @@ class Transports:
             self._tls_context = context
         return self._tls_context
 
+    # -- accepting -------------------------------------------------------------------------
+
+    def _accept(self, kind: Transport, listener: socket.socket) -> None:
+        assert self._loop is not None
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: leave it in the backlog
+                self.stats.accept_errors += 1
+                self._log.warning("accepting a %s connection failed: %s", kind, exc)
+                return
+            if self._inbound_open >= self.config.max_inbound_connections:
+                self.stats.inbound_refused += 1
+                self._log.warning(
+                    "refused a %s connection from %s:%s: %d inbound connections already open",
+                    kind, peer[0], peer[1], self._inbound_open,
+                )
+                sock.close()
+                continue
+            self._inbound_open += 1
+            self.stats.inbound_accepted += 1
+            connection = _StreamConnection(self, (kind, (peer[0], peer[1])), inbound=True)
+            task = self._loop.create_task(self._adopt(connection, sock))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, connection: _StreamConnection, sock: socket.socket) -> None:
+        """Wrap an accepted socket (TLS handshake first); the connection joins the pool in
+        its connection_made."""
+        assert self._loop is not None
+        kind, (host, port) = connection.key
+        tls = self._server_tls_context if kind.is_tls else None
+        try:
+            await self._loop.connect_accepted_socket(
+                lambda: connection,
+                sock,
+                ssl=tls,
+                ssl_handshake_timeout=self.config.connect_timeout if tls is not None else None,
+            )
+        except asyncio.CancelledError:
+            connection.free_inbound_slot()
+            raise
+        except Exception as exc:  # handshake failed or timed out, peer reset, ...
+            self.stats.inbound_handshake_failures += 1
+            why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            self._log.warning("inbound %s connection from %s:%s failed: %s", kind, host, port, why)
+            sock.close()
+            connection.free_inbound_slot()
+
+    def _pool_inbound(self, connection: _StreamConnection) -> None:
+        """The newest connection to a peer address is the one we send on (§18.2.2: the
+        response goes back on the connection its request came on)."""
+        displaced = self._connections.get(connection.key)
+        if displaced is not None:
+            self._log.info("%s connection from %s replaces the pooled one", *connection.key)
+        self._connections[connection.key] = connection
+        self._streams.add(connection)
+
     # -- receiving and loss ----------------------------------------------------------------
 
     def _deliver(self, data: bytes, source: Address, transport: Transport) -> None:
@@ -363,8 +556,11 @@ class Transports:
             self._log.exception("connection-lost callback failed for %s %s", transport, address)
 
     def _forget(self, connection: _StreamConnection, *, report: bool) -> None:
-        if self._connections.get(connection.key) is connection:
-            del self._connections[connection.key]
+        self._streams.discard(connection)
+        connection.free_inbound_slot()
+        if self._connections.get(connection.key) is not connection:
+            return  # displaced or already dropped: the pooled connection speaks for the peer
+        del self._connections[connection.key]
         if report and not self._closed:
             self.stats.connections_lost += 1
             self._report_lost(*connection.key)
@@ -378,21 +574,35 @@ class Transports:
     def _sweep_idle(self) -> None:
         self.stats.idle_sweeps += 1
         deadline = time.monotonic() - self.config.idle_timeout
-        for key, connection in list(self._connections.items()):
-            if key not in self._users and connection.last_activity < deadline:
-                self.stats.connections_closed_idle += 1
-                self._log.debug("closing idle %s connection to %s", *key)
-                self._connections.pop(key, None)
-                connection.close_quietly()
+        for connection in list(self._streams):
+            key = connection.key
+            pooled = self._connections.get(key) is connection
+            if connection.last_activity >= deadline or (pooled and key in self._users):
+                continue
+            self.stats.connections_closed_idle += 1
+            self._log.debug("closing idle %s connection with %s", *key)
+            if pooled:
+                del self._connections[key]
+            self._streams.discard(connection)
+            connection.close_quietly()
         self._schedule_sweep()
 
 
-class _StreamConnection(asyncio.Protocol):
-    """One pooled TCP/TLS connection: queues bytes until connected, frames what arrives."""
+class _PortTaken(OSError):
+    """A listener's port, derived from a system-chosen UDP port, is already in use."""
 
-    def __init__(self, owner: Transports, key: tuple[Transport, Address]) -> None:
+
+class _StreamConnection(asyncio.Protocol):
+    """One TCP/TLS connection (dialled or accepted): queues bytes until connected, frames
+    what arrives."""
+
+    def __init__(
+        self, owner: Transports, key: tuple[Transport, Address], *, inbound: bool = False
+    ) -> None:
         self.owner = owner
         self.key = key
+        self.inbound = inbound
+        self._holds_inbound_slot = inbound
         self.framer = StreamFramer(owner.config.max_message)
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []
@@ -411,9 +621,11 @@ class _StreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self.quiet:  # closed while the handshake was in flight
-            transport.close()
+        if self.quiet or (self.inbound and self.owner._closed):
+            transport.close()  # closed while the handshake was in flight
             return
+        if self.inbound:
+            self.owner._pool_inbound(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -431,7 +643,8 @@ class _StreamConnection(asyncio.Protocol):
             messages = exc.framed
             owner.stats.stream_framing_errors += 1
             owner._log.warning(
-                "closing %s connection to %s: unframeable stream: %s", transport_kind, address, exc
+                "closing %s connection with %s: unframeable stream: %s",
+                transport_kind, address, exc,
             )
             self._deliver_all(messages)
             if self.transport is not None:
@@ -472,6 +685,12 @@ class _StreamConnection(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
         self.owner._forget(self, report=not self.quiet)
+
+    def free_inbound_slot(self) -> None:
+        """Count this accepted connection out of the open ones (once)."""
+        if self._holds_inbound_slot:
+            self._holds_inbound_slot = False
+            self.owner._inbound_open -= 1
 
     def close_quietly(self) -> None:
         self.quiet = True
