@@ -1,6 +1,7 @@
 """The repository for code that awaits the database on an asyncio loop (psycopg 3 async).
 
-Same methods and guarantees as models.repository.Repository, as coroutines; the operations
+The leg and CDR methods of models.repository.Repository, as coroutines (the outbox is the
+workers' business: workers.events_stream), with the same guarantees; the operations
 run through `AsyncSession.run_sync`, so both share one implementation. An AsyncRepository
 belongs to the event loop that first uses it (its engine's connections do).
 """
@@ -21,8 +22,7 @@ from models.db import make_async_engine, make_async_session_factory
 from models.dial_fields import DialFields, validate_dial_fields
 from models.enums import SIGNALING_STATES, LegState
 from models.legs import Leg
-from models.operations import PendingCdr, PendingOutboxEvent, Transition
-from models.outbox import OutboxEvent
+from models.operations import PendingCdr, Transition
 from models.times import to_datetime, utc_now
 from models.transient import retry_policy
 from sipstack.cdr import CdrRecord
@@ -128,15 +128,3 @@ class AsyncRepository:
     async def write_cdrs(self, pending: Sequence[PendingCdr]) -> int:
         return await self.run(operations.insert_cdrs, pending)
 
-    async def add_outbox_event(self, trunk: str, event_id: str, payload: Mapping[str, Any]) -> bool:
-        event = PendingOutboxEvent(trunk, event_id, payload)
-        return await self.run(operations.insert_outbox_events, [event]) == 1
-
-    async def fetch_unpublished(
-        self, limit: int = 100, trunk: str | None = None
-    ) -> list[OutboxEvent]:
-        return await self.run(operations.fetch_unpublished, limit, trunk)
-
-    async def mark_published(self, ids: Sequence[int], at: float | datetime | None = None) -> int:
-        when = to_datetime(at) if at is not None else utc_now()
-        return await self.run(operations.mark_published, list(ids), when)

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipstack.dial import Credentials, DialRequest, DialTarget, Scenario
+from sipstack.errors import SipParseError
 from sipstack.headers.history import Diversion, HistoryInfoEntry
 from sipstack.sdp import DEFAULT_CODECS, Codec
+from sipstack.target import parse_hostport, uri_transport
 from sipstack.transport import Transport
+from sipstack.uri import SipUri, parse_uri
 
 
 class InvalidDialRequest(ValueError):
@@ -37,14 +40,12 @@ MIN_SESSION_EXPIRES = 90  # RFC 4028 §5: Min-SE is never below 90 s
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRUNK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_URI = re.compile(r"^(sips?):([^\s<>\"]+)$|^(tel):(\+?[0-9A-Fa-f*#().\-]+(;[^\s<>\"]*)?)$", re.I)
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved )
 _SIP_USER = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+$")
 # RFC 3261 §25.1: Call-ID = word [ "@" word ]
 _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID = re.compile(rf"^{_WORD}(@{_WORD})?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(:(\d{1,5}))?$")
 
 KNOWN_CODECS: dict[str, Codec] = {codec.name.lower(): codec for codec in DEFAULT_CODECS}
 
@@ -168,19 +169,28 @@ def _trunk(value: Any) -> str:
 
 
 def _uri(value: Any, *, required: bool = False) -> str:
+    """A sip:, sips: or tel: URI as sipstack parses it, with a transport it can dial."""
     text = _text(value, max_length=MAX_URI_LENGTH, required=required)
-    return _pattern(text, _URI, "a sip:, sips: or tel: URI")
+    if not text:
+        return text
+    try:
+        uri = parse_uri(text)
+        if isinstance(uri, SipUri):
+            uri_transport(uri)
+    except SipParseError as error:
+        raise _Problem(str(error)) from None
+    return text
 
 
 def _signaling_addr(value: Any) -> str:
+    """host, host:port, [ipv6] or [ipv6]:port, as the UAC will parse it."""
     text = _text(value, max_length=300)
     if not text:
         return ""
-    match = _HOST.match(text)
-    if not match:
-        raise _Problem(f"{text!r} is not host, host:port or [ipv6]:port")
-    if match.group(3) is not None and not 1 <= int(match.group(3)) <= 65535:
-        raise _Problem(f"port {match.group(3)} is outside 1-65535")
+    try:
+        parse_hostport(text, 5060)
+    except SipParseError as error:
+        raise _Problem(str(error)) from None
     return text
 
 

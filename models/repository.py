@@ -156,24 +156,16 @@ class Repository:
     def write_cdrs(self, pending: Sequence[PendingCdr]) -> int:
         return self.run(operations.insert_cdrs, pending)
 
-    # --- outbox -------------------------------------------------------------------------------
+    # --- outbox (the workers write and publish it through workers.events_stream) ------------
 
     def add_outbox_event(self, trunk: str, event_id: str, payload: Mapping[str, Any]) -> bool:
         """Queue an event for the stream; False when `event_id` was already queued."""
         event = PendingOutboxEvent(trunk, event_id, payload)
         return self.run(operations.insert_outbox_events, [event]) == 1
 
-    def add_outbox_events(self, events: Sequence[PendingOutboxEvent]) -> int:
-        return self.run(operations.insert_outbox_events, events)
-
     def fetch_unpublished(self, limit: int = 100, trunk: str | None = None) -> list[OutboxEvent]:
-        """The oldest unpublished events. Publishing may repeat one after a crash: consumers
-        dedupe on event_id."""
+        """The oldest events not yet on the stream, oldest first."""
         return self.run(operations.fetch_unpublished, limit, trunk)
-
-    def mark_published(self, ids: Sequence[int], at: float | datetime | None = None) -> int:
-        when = to_datetime(at) if at is not None else utc_now()
-        return self.run(operations.mark_published, list(ids), when)
 
     def purge_published(self, before: float | datetime) -> int:
         return self.run(operations.purge_published, to_datetime(before))

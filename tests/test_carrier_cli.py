@@ -59,7 +59,7 @@ def test_background_carrier_answers_and_its_metrics_show_the_outcomes() -> None:
                 "Content-Length: 0\r\n\r\n".encode(),
                 ("127.0.0.1", carrier.port),
             )
-            statuses = []
+            statuses: list[int] = []
             while not statuses or statuses[-1] < 200:
                 statuses.append(int(caller.recv(4096)[8:11]))
         assert statuses == [100, 180, 486]

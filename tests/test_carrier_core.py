@@ -10,7 +10,7 @@ from sipstack.auth import build_authorization, parse_challenge
 from sipstack.config import TimerConfig
 from sipstack.message import Request, Response
 from sipstack.transport import Transport
-from tests.test_carrier_support import (
+from tests.carrier_support import (
     OFFER,
     Caller,
     Dialog,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.carrier_support import CarrierProcess
 from tests.sipp.harness import Sipp, SippResult, free_ports, requires_sipp
-from tests.test_carrier_support import CarrierProcess
 
 pytestmark = [pytest.mark.sipp, requires_sipp]
 

@@ -29,10 +29,14 @@ def test_worker_refuses_a_bad_trunks_file_naming_key_and_reason(tmp_path: Path) 
     bad = tmp_path / "trunks.toml"
     bad.write_text('[trunks.t1]\nproxy = "127.0.0.1:5060"\ncps = -3\n')
     result = outbound("worker", "--trunk", "t1", "--trunks", str(bad))
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
     assert f"{bad}: trunks.t1.cps: must be a number >= 0.001, got -3" in result.stderr
-    result = outbound("worker", "--trunk", "t9", "--trunks", str(bad.with_name("none.toml")))
-    assert result.returncode != 0 and "cannot read trunks file" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = bad.with_name("none.toml")
+    result = outbound("worker", "--trunk", "t9", "--trunks", str(missing))
+    assert result.returncode == 2, result.stderr
+    assert f"{missing}: cannot read trunks file" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture

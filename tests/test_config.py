@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from models.dial_fields import validate_dial_fields
+from models.dial_fields import InvalidDialRequest, validate_dial_fields
 from sipstack.transport import Transport
-from workers.config import ConfigError, Settings, load_trunks, resolve_trunks
+from workers.config import ConfigError, Settings, hide_password, load_trunks, resolve_trunks
 
 GOOD = """
 [defaults]
@@ -62,6 +62,36 @@ def test_good_file_is_read_with_defaults_applied(tmp_path: Path) -> None:
     assert backup.request_uri("+4930123") == "sips:+4930123@backup.example"
 
 
+def test_proxy_address_and_request_uris_from_numbers(tmp_path: Path) -> None:
+    trunks = load_trunks(write(tmp_path, GOOD))
+    a, backup = trunks.get("carrier-a"), trunks.get("backup")
+    assert a.proxy_address == ("127.0.0.1", 5080)
+    assert backup.proxy_address == ("::1", 5061)
+    assert a.request_uri("+1 (555) 010-0199") == "sip:+15550100199@127.0.0.1"
+    assert a.request_uri(" sip:bob@elsewhere.test ") == "sip:bob@elsewhere.test"
+    path = write(tmp_path, '[trunks.v6]\nproxy = "[2001:db8::5]"\ntransport = "tcp"\n'
+                           '[trunks.v6-domain]\nproxy = "h"\ndomain = "[2001:db8::7]"\n')
+    v6 = load_trunks(path).get("v6")
+    assert v6.proxy_address == ("2001:db8::5", 5060)
+    assert v6.request_uri("1234") == "sip:1234@[2001:db8::5]"
+    assert load_trunks(path).get("v6-domain").request_uri("1234") == "sip:1234@[2001:db8::7]"
+
+
+@pytest.mark.parametrize(("to", "message"), [
+    ("", "to: empty destination"),
+    ("not-a-uri", "to: 'not-a-uri' is neither a sip:, sips: or tel: URI nor a phone number"),
+    ("+1555#22", "nor a phone number"),
+    ("++1555", "nor a phone number"),
+])
+def test_a_destination_that_is_no_uri_and_no_number_is_refused(
+    tmp_path: Path, to: str, message: str
+) -> None:
+    trunk = load_trunks(write(tmp_path, GOOD)).get("carrier-a")
+    with pytest.raises(InvalidDialRequest, match=message) as caught:
+        trunk.request_uri(to)
+    assert caught.value.field == "to"
+
+
 def test_unknown_trunk_lists_the_known_ones(tmp_path: Path) -> None:
     trunks = load_trunks(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match=r"no \[trunks.nope\] table .*backup, carrier-a"):
@@ -72,8 +102,13 @@ def test_unknown_trunk_lists_the_known_ones(tmp_path: Path) -> None:
     ("table", "message"),
     [
         ('transport = "udp"', r"trunks\.t\.proxy: missing"),
-        ('proxy = "h:99999"', r"trunks\.t\.proxy: .*port must be 1-65535"),
-        ('proxy = "::1:5060"', r"trunks\.t\.proxy: .*IPv6"),
+        ('proxy = "h:99999"', r"trunks\.t\.proxy: .*port 99999 out of range 1\.\.65535"),
+        ('proxy = "bad host:5060"', r"trunks\.t\.proxy: .*invalid host 'bad host'"),
+        ('proxy = "[::1:5060"', r"trunks\.t\.proxy: .*unclosed '\['"),
+        ('proxy = "::1:5060"', r"trunks\.t\.proxy: .*write an IPv6 address as \[addr\]:port"),
+        ('proxy = "h"\ndomain = "bad domain"', r"trunks\.t\.domain: .*invalid host 'bad domain'"),
+        ('proxy = "h"\nasserted_identity = "mailto:a@b"',
+         r"trunks\.t\.asserted_identity: .*unsupported scheme 'mailto'"),
         ('proxy = "h:5060"\ntransport = "sctp"', r"trunks\.t\.transport: unknown SIP transport"),
         ('proxy = "h:5060"\ncps = 0', r"trunks\.t\.cps: must be a number >= "),
         ('proxy = "h:5060"\ncps = "ten"', r"trunks\.t\.cps: must be a number, got str"),
@@ -165,3 +200,41 @@ def test_settings_from_env_and_flags() -> None:
         Settings.from_env({}, drain_timeout=-1)
     with pytest.raises(ConfigError, match="pass --trunks FILE or set OUTBOUND_TRUNKS_FILE"):
         resolve_trunks(Settings.from_env({}))
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"OUTBOUND_DATABASE_URL": "not a url"},
+     r"OUTBOUND_DATABASE_URL='not a url': not a usable database URL"),
+    ({"OUTBOUND_DATABASE_URL": "bogus://x"},
+     r"OUTBOUND_DATABASE_URL='bogus://x': not a usable database URL .*bogus"),
+    ({"OUTBOUND_DATABASE_URL": "postgresql://u:secret@h:notaport/x"},
+     r"OUTBOUND_DATABASE_URL='postgresql://u:\*\*\*@h:notaport/x': not a usable database URL"),
+    ({"OUTBOUND_DATABASE_URL": "mysql://u@h/x"},
+     r"OUTBOUND_DATABASE_URL=.*driver .* not installed"),
+    ({"OUTBOUND_REDIS_URL": "nope://"}, r"OUTBOUND_REDIS_URL='nope://': not a Redis URL"),
+    ({"OUTBOUND_REDIS_URL": "redis://:secret@h:99999/0"},
+     r"OUTBOUND_REDIS_URL='redis://:\*\*\*@h:99999/0': not a Redis URL \(Port out of range"),
+    ({"OUTBOUND_BROKER_URL": "bogus://x"}, r"OUTBOUND_BROKER_URL='bogus://x': not a broker URL"),
+    ({"OUTBOUND_DRAIN_TIMEOUT": "-1"}, r"OUTBOUND_DRAIN_TIMEOUT: must be a positive number"),
+])
+def test_a_malformed_variable_is_named_with_its_password_hidden(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        Settings.from_env(env)
+    assert "secret" not in str(caught.value)
+
+
+def test_any_installed_kombu_transport_is_a_broker() -> None:
+    assert Settings.from_env({"OUTBOUND_BROKER_URL": "memory://"}).broker_url == "memory://"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+psycopg://app:s3cr%40t@db:5432/outbound",
+     "postgresql+psycopg://app:***@db:5432/outbound"),
+    ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://user@host/0", "redis://user@host/0"),
+])
+def test_hide_password(url: str, shown: str) -> None:
+    assert hide_password(url) == shown

@@ -46,16 +46,29 @@ def test_missing_required_fields_are_all_named() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("request_uri", "mailto:bob@example.com", "sip:, sips: or tel: URI"),
+        ("request_uri", "mailto:bob@example.com", "unsupported scheme 'mailto'"),
+        ("request_uri", "sip:bob@host:99999", "port 99999 out of range 1..65535"),
+        ("request_uri", "sip:bob@host:0", "port 0 out of range"),
+        ("request_uri", "sip:bob@bad host", "invalid host 'bad host'"),
+        ("request_uri", "sip:bob@[::1", "malformed host or port"),
+        ("request_uri", "sip:@carrier.test", "empty user"),
+        ("request_uri", "sip:", "missing host"),
+        ("request_uri", "not-a-uri", "missing scheme"),
+        ("request_uri", "tel:", "missing number"),
+        ("request_uri", "sip:bob@host;transport=sctp", "unsupported transport 'sctp'"),
+        ("request_uri", "sips:bob@host;transport=udp", "cannot use transport=udp"),
         ("request_uri", "sip:bob@host\r\nX-Injected: 1", "control character"),
         ("request_uri", 42, "must be a string"),
+        ("asserted_identity_uri", "sip:alice@:5060", "missing host"),
         ("trunk", "bad trunk", "trunk name"),
         ("caller_display_name", "Alice\nBob", "control character"),
         ("caller_user", "alice bob", "SIP user part"),
         ("transport", "sctp", "unknown SIP transport"),
         ("scenario", "robocall", "not one of"),
-        ("signaling_addr", "proxy.test:70000", "outside 1-65535"),
-        ("signaling_addr", "proxy test", "host:port"),
+        ("signaling_addr", "proxy.test:70000", "port 70000 out of range 1..65535"),
+        ("signaling_addr", "proxy test", "invalid host 'proxy test'"),
+        ("signaling_addr", "proxy.test:", "bad port ''"),
+        ("signaling_addr", "[2001:db8::1", "unclosed '['"),
         ("rtp_port", True, "must be an integer"),
         ("rtp_port", 70000, "outside 0-65535"),
         ("ring_timeout", -1, "0 < seconds"),
@@ -68,6 +81,7 @@ def test_missing_required_fields_are_all_named() -> None:
         ("privacy_tokens", ["id", "bad token"], "Privacy token"),
         ("call_id", "has space@host", "Call-ID"),
         ("history_info", [{"uri": "sip:a@b"}], "lacks index"),
+        ("history_info", [{"uri": "sip:a@b:99999", "index": "1"}], "port 99999 out of range"),
         ("history_info", [{"uri": "sip:a@b", "index": "1", "colour": "red"}], "unknown keys"),
         ("diversion", [{"uri": "sip:a@b", "counter": -1}], "outside 0-1000"),
         ("correlation_id", "x" * 300, "longer than 255"),
@@ -77,6 +91,18 @@ def test_malformed_field_is_named(field: str, value: Any, message: str) -> None:
     errors = problems(**{field: value})
     assert list(errors) == [field]
     assert message in errors[field]
+
+
+@pytest.mark.parametrize("uri", [
+    "sip:+15550002@carrier.test;user=phone",
+    "sips:bob@carrier.test:5061;transport=tcp",
+    "sip:bob@[2001:db8::1]:5070",
+    "sip:carrier.test",
+    "tel:+15550002",
+    "SIP:Bob@Carrier.Test",
+])
+def test_request_uris_sipstack_parses_are_accepted(uri: str) -> None:
+    assert validate_dial_fields({**GOOD, "request_uri": uri}).request_uri == uri
 
 
 def test_unknown_field_is_rejected() -> None:

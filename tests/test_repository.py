@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from models.repository import Repository
 from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason
 from sipstack.dial import Scenario
 from sipstack.transport import Transport
+from workers.events_stream import mark_published
 
 T0 = 1_700_000_000.0
 
@@ -92,6 +94,10 @@ def test_bad_request_is_rejected_before_anything_is_stored(repository: Repositor
     assert caught.value.field == "trunk"
     with pytest.raises(InvalidDialRequest, match="request_uri"):
         repository.create_leg(dial_fields(request_uri="http://example.com"))
+    with pytest.raises(InvalidDialRequest, match=r"request_uri: .*port 99999 out of range"):
+        repository.create_leg(dial_fields(request_uri="sip:bob@host:99999"))
+    with pytest.raises(InvalidDialRequest, match=r"signaling_addr: .*port 70000 out of range"):
+        repository.create_leg(dial_fields(signaling_addr="proxy.test:70000"))
     assert count(repository, Leg) == 0
 
 
@@ -368,7 +374,7 @@ def test_the_database_refuses_values_outside_the_enumerations(repository: Reposi
 # --- outbox -----------------------------------------------------------------------------------
 
 
-def test_outbox_add_fetch_and_mark_published(repository: Repository) -> None:
+def test_outbox_add_fetch_and_purge_what_the_publisher_marked(repository: Repository) -> None:
     assert repository.add_outbox_event("carrier-a", "leg1:1", {"state": "invited"})
     assert not repository.add_outbox_event("carrier-a", "leg1:1", {"state": "invited"})
     assert repository.add_outbox_event("carrier-b", "leg2:1", {"state": "invited"})
@@ -380,7 +386,8 @@ def test_outbox_add_fetch_and_mark_published(repository: Repository) -> None:
     only_a = repository.fetch_unpublished(limit=1, trunk="carrier-a")
     assert [event.event_id for event in only_a] == ["leg1:1"]
 
-    assert repository.mark_published([pending[0].id, pending[1].id], at=T0) == 2
-    assert repository.mark_published([pending[0].id]) == 0
+    # The workers' publisher marks what reached the stream; the repository purges it later.
+    assert repository.run(mark_published, ["leg1:1", "leg2:1"]) == 2
     assert [event.event_id for event in repository.fetch_unpublished()] == ["leg1:2"]
-    assert repository.purge_published(T0 + 1) == 2
+    assert repository.purge_published(time.time() + 60) == 2
+    assert [event.event_id for event in repository.fetch_unpublished()] == ["leg1:2"]

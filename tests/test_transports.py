@@ -12,6 +12,8 @@ import pytest
 
 from sipstack.transport import Address, Transport
 from tests.sipp.harness import TestPki
+from tests.transport_recorder import Recorder
+from tests.waiting import eventually
 from workers.signaling.transports import TransportConfig, Transports
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,33 +34,6 @@ RESPONSE_200 = (
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout=20))
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-class Recorder:
-    """Collects what Transports delivers and reports."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, Address, Transport]] = []
-        self.lost: list[tuple[Transport, Address]] = []
-
-    def on_receive(self, data: bytes, source: Address, transport: Transport) -> None:
-        self.received.append((data, source, transport))
-
-    def on_lost(self, transport: Transport, address: Address) -> None:
-        self.lost.append((transport, address))
-
-    async def transports(self, **config: Any) -> Transports:
-        transports = Transports(TransportConfig(**config), self.on_receive, self.on_lost)
-        await transports.start()
-        return transports
 
 
 class StreamServer:

@@ -9,7 +9,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,8 +20,10 @@ from sipstack.message import Request, Response, parse_message
 from sipstack.transport import Address, Transport
 from tests.fakes import FarEnd
 from tests.sipp.harness import TestPki, free_ports
+from tests.transport_recorder import Recorder
+from tests.waiting import eventually
 from workers.signaling.manager import LegManager, ManagerHooks
-from workers.signaling.transports import TransportConfig, Transports
+from workers.signaling.transports import TransportConfig
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,34 +44,6 @@ def ok(tag: str) -> bytes:
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout=20))
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-class Recorder:
-    """Collects what Transports delivers and reports."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, Address, Transport]] = []
-        self.lost: list[tuple[Transport, Address]] = []
-
-    def on_receive(self, data: bytes, source: Address, transport: Transport) -> None:
-        self.received.append((data, source, transport))
-
-    def on_lost(self, transport: Transport, address: Address) -> None:
-        self.lost.append((transport, address))
-
-    async def transports(self, **config: Any) -> Transports:
-        transports = Transports(TransportConfig(**config), self.on_receive, self.on_lost)
-        await transports.start()
-        return transports
 
 
 class Peer:
@@ -390,7 +363,8 @@ def test_a_fixed_udp_port_puts_tcp_on_the_same_number_and_tls_on_the_next(pki: T
 
     async def scenario() -> None:
         transports = await Recorder().transports(
-            udp_port=port, tls_server_cert_file=str(pki.cert_file),
+            udp_port=port,
+            tls_server_cert_file=str(pki.cert_file),
             tls_server_key_file=str(pki.key_file),
         )
         assert transports.local_address(Transport.UDP) == ("127.0.0.1", port)

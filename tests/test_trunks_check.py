@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.sipp.harness import free_ports
-from tests.test_carrier_support import CarrierProcess
+from tests.carrier_support import CarrierProcess
 from workers.cli import main
 
 

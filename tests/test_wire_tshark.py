@@ -19,7 +19,8 @@ from sipstack.dial import DialRequest, DialTarget
 from sipstack.events import AnswerReceived, DialogEstablished, LegEnded, LegEvent
 from sipstack.transport import Transport
 from sipstack.uac import UacCore
-from tests.sipp.harness import LOOPBACK, Sipp, free_ports, wait_until
+from tests.sipp.harness import LOOPBACK, Sipp, free_ports
+from tests.waiting import wait_until
 
 TSHARK = shutil.which("tshark")
 CAPTURE_PROBE = b"\x00outbound capture probe"  # no SIP dissector takes a NUL first byte

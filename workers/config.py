@@ -26,23 +26,33 @@ applies to every trunk:
     password = "secret"
     realm = "carrier.example"    # optional: answer any realm
 
-A wrong file is refused at start with the file, the key and the reason.
+A wrong file is refused at start with the file, the key and the reason; a malformed
+`OUTBOUND_*_URL` is refused naming the variable (its password hidden).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from models.dial_fields import DialFields
+from models.dial_fields import DialFields, InvalidDialRequest
 from sipstack.dial import Credentials, DialRequest
+from sipstack.errors import SipParseError
 from sipstack.sdp import DEFAULT_CODECS, Codec
-from sipstack.transport import Transport
+from sipstack.target import parse_hostport
+from sipstack.transport import Address, Transport
+from sipstack.uri import format_host, parse_host, parse_uri
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbound"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -50,6 +60,90 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 class ConfigError(ValueError):
     """A setting or the trunks file is wrong; the message names the key and the reason."""
+
+
+_URL_PASSWORD = re.compile(r"(://[^/?#@:]*):[^/?#@]*@")
+
+
+def hide_password(url: object) -> str:
+    """A URL fit to print: the password of `scheme://user:password@host` becomes `***`."""
+    return _URL_PASSWORD.sub(r"\1:***@", str(url))
+
+
+def check_database_url(text: str, setting: str) -> URL:
+    """`text` as a SQLAlchemy URL whose driver is installed (`postgresql://` means psycopg 3);
+    ConfigError naming `setting` otherwise. Nothing is connected."""
+    from sqlalchemy.exc import ArgumentError
+
+    from models.db import database_url
+
+    shown = f"{setting}={hide_password(text)!r}"
+    try:
+        url = database_url(text)
+        url.get_dialect().import_dbapi()
+    except ArgumentError as error:  # unparsable, or an unknown dialect
+        raise ConfigError(f"{shown}: not a usable database URL ({error})") from None
+    except ValueError as error:  # a port that is not a number
+        raise ConfigError(f"{shown}: not a usable database URL ({error})") from None
+    except ImportError as error:
+        raise ConfigError(f"{shown}: its driver {error.name!r} is not installed") from None
+    return url
+
+
+def check_redis_url(text: str, setting: str) -> str:
+    """`text` as a redis://, rediss:// or unix:// URL; ConfigError naming `setting` otherwise."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(text)
+    except ValueError as error:
+        raise ConfigError(
+            f"{setting}={hide_password(text)!r}: not a Redis URL ({error})"
+        ) from None
+    return text
+
+
+def check_broker_url(text: str, setting: str) -> str:
+    """`text` as a URL of a Celery broker transport that is installed (Redis URLs are checked
+    as such); ConfigError naming `setting` otherwise."""
+    from kombu.transport import resolve_transport
+    from kombu.utils.url import url_to_parts
+
+    shown = f"{setting}={hide_password(text)!r}"
+    try:
+        scheme = url_to_parts(text).scheme
+        resolve_transport(scheme)
+    except KeyError as error:  # kombu: "No such transport: x"
+        raise ConfigError(f"{shown}: not a broker URL ({error.args[0]})") from None
+    except ValueError as error:
+        raise ConfigError(f"{shown}: not a broker URL ({error})") from None
+    except ImportError as error:
+        raise ConfigError(f"{shown}: its transport library {error.name!r} is not installed") \
+            from None
+    if scheme in ("redis", "rediss", "unix"):
+        check_redis_url(text, setting)
+    return text
+
+
+_VARIABLES = {  # Settings field -> environment variable
+    "database_url": "OUTBOUND_DATABASE_URL",
+    "redis_url": "OUTBOUND_REDIS_URL",
+    "broker_url": "OUTBOUND_BROKER_URL",  # default: the Redis URL
+    "trunks_file": "OUTBOUND_TRUNKS_FILE",
+    "key_prefix": "OUTBOUND_KEY_PREFIX",
+    "events_maxlen": "OUTBOUND_EVENTS_MAXLEN",
+    "heartbeat_ttl": "OUTBOUND_HEARTBEAT_TTL",
+    "drain_timeout": "OUTBOUND_DRAIN_TIMEOUT",
+    "visibility_timeout": "OUTBOUND_VISIBILITY_TIMEOUT",
+    "control_expires": "OUTBOUND_CONTROL_EXPIRES",
+}
+_NUMBERS: dict[str, Callable[[str], float]] = {  # each must be positive
+    "events_maxlen": int,
+    "heartbeat_ttl": float,
+    "drain_timeout": float,
+    "visibility_timeout": float,
+    "control_expires": float,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,44 +167,48 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read `OUTBOUND_*`; keyword overrides (from flags) win when not None."""
+        """Read `OUTBOUND_*`; keyword overrides (from flags) win when not None. A bad value is
+        a ConfigError naming the variable it came from."""
         source = os.environ if env is None else env
-        redis_url = source.get("OUTBOUND_REDIS_URL") or DEFAULT_REDIS_URL
-        values: dict[str, Any] = {
-            "database_url": source.get("OUTBOUND_DATABASE_URL") or DEFAULT_DATABASE_URL,
-            "redis_url": redis_url,
-            "broker_url": source.get("OUTBOUND_BROKER_URL") or redis_url,
-            "trunks_file": source.get("OUTBOUND_TRUNKS_FILE") or None,
-            "key_prefix": source.get("OUTBOUND_KEY_PREFIX") or "outbound",
-        }
-        numeric = {
-            "events_maxlen": ("OUTBOUND_EVENTS_MAXLEN", int),
-            "heartbeat_ttl": ("OUTBOUND_HEARTBEAT_TTL", float),
-            "drain_timeout": ("OUTBOUND_DRAIN_TIMEOUT", float),
-            "visibility_timeout": ("OUTBOUND_VISIBILITY_TIMEOUT", float),
-            "control_expires": ("OUTBOUND_CONTROL_EXPIRES", float),
-        }
-        for name, (variable, kind) in numeric.items():
+        values: dict[str, Any] = {}
+        names: dict[str, str] = {}  # field -> the variable it was read from
+        for name, variable in _VARIABLES.items():
             raw = source.get(variable)
-            if raw:
+            if not raw:
+                continue
+            names[name] = variable
+            values[name] = raw
+            if name in _NUMBERS:
                 try:
-                    values[name] = kind(raw)
+                    values[name] = _NUMBERS[name](raw)
                 except ValueError:
                     raise ConfigError(f"{variable}={raw!r}: not a number") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "broker_url" not in values and "redis_url" in values:
+            values["broker_url"] = values["redis_url"]
+            names["broker_url"] = names["redis_url"]
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+                names.pop(name, None)
         settings = cls(**values)
-        settings.check()
+        settings.check(names)
         return settings
 
-    def check(self) -> None:
-        positive = ("events_maxlen", "heartbeat_ttl", "drain_timeout", "visibility_timeout",
-                    "control_expires")
-        for name in positive:
+    def check(self, names: Mapping[str, str] | None = None) -> None:
+        """Refuse bad values; `names` maps a field to the variable it was read from, which the
+        error then names instead of the field. Nothing is connected."""
+        names = names or {}
+        check_database_url(self.database_url, names.get("database_url", "database_url"))
+        check_redis_url(self.redis_url, names.get("redis_url", "redis_url"))
+        check_broker_url(self.broker_url, names.get("broker_url", "broker_url"))
+        for name in _NUMBERS:
             value = getattr(self, name)
             if not value > 0 or not math.isfinite(value):
-                raise ConfigError(f"{name}: must be a positive number, got {value!r}")
+                setting = names.get(name, name)
+                raise ConfigError(f"{setting}: must be a positive number, got {value!r}")
         if not self.key_prefix or any(ch.isspace() for ch in self.key_prefix):
-            raise ConfigError(f"key_prefix: must be non-empty without spaces: {self.key_prefix!r}")
+            setting = names.get("key_prefix", "key_prefix")
+            raise ConfigError(f"{setting}: must be non-empty without spaces: {self.key_prefix!r}")
 
     def key(self, *parts: str) -> str:
         """A Redis key under our prefix: key('events', 'T') -> 'outbound:events:T'."""
@@ -144,22 +242,27 @@ class TrunkConfig:
     rtp_port: int = 0
 
     @property
-    def proxy_host(self) -> str:
-        host, _, _ = _split_hostport(self.proxy)
-        return host
+    def proxy_address(self) -> Address:
+        """(host, port) of the proxy; the transport's default port when the file gives none."""
+        return parse_hostport(self.proxy, self.transport.default_port)
 
     def request_uri(self, to: str) -> str:
-        """`to` as a Request-URI: a sip:/sips:/tel: URI stays, a bare number goes to the domain."""
+        """`to` as a Request-URI: a sip:/sips:/tel: URI stays (checked when the request is
+        validated), a phone number goes to the trunk's domain; InvalidDialRequest otherwise."""
         text = to.strip()
         if not text:
-            raise ConfigError("to: empty destination")
+            raise InvalidDialRequest({"to": "empty destination"})
         if text.lower().startswith(("sip:", "sips:", "tel:")):
             return text
+        number = _VISUAL_SEPARATORS.sub("", text)
+        if not _PHONE_NUMBER.fullmatch(number):
+            raise InvalidDialRequest({
+                "to": f"{text[:80]!r} is neither a sip:, sips: or tel: URI nor a phone number "
+                      "(digits, an optional leading '+')"
+            })
         scheme = "sips" if self.transport is Transport.TLS else "sip"
-        host = self.domain or self.proxy_host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{scheme}:{text}@{host}"
+        host = format_host(self.domain or self.proxy_address[0])
+        return f"{scheme}:{number}@{host}"
 
     def build_request(self, fields: DialFields) -> DialRequest:
         """The DialRequest for a stored request: the request's own values, the trunk's
@@ -196,6 +299,11 @@ class TrunkConfig:
             max_duration=max_duration,
             session_expires=request.session_expires or self.session_expires,
         )
+
+
+# RFC 3966 visual separators, and the spaces people type between digit groups.
+_VISUAL_SEPARATORS = re.compile(r"[\s\-.()]")
+_PHONE_NUMBER = re.compile(r"\+?[0-9]{1,32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,16 +384,22 @@ def _parse_trunk(name: str, table: Mapping[str, Any], where: str) -> TrunkConfig
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key")
     reader = _Reader(table, where)
-    proxy = reader.text("proxy", required=True)
-    try:
-        _split_hostport(proxy)
-    except ValueError as exc:
-        raise ConfigError(f"{where}.proxy: {exc}") from None
     transport_text = reader.text("transport", default="udp")
     try:
         transport = Transport.parse(transport_text)
     except ValueError as exc:
         raise ConfigError(f"{where}.transport: {exc}") from None
+    proxy = reader.text("proxy", required=True)
+    if proxy.count(":") > 1 and not proxy.startswith("["):
+        # "::1:5060" is itself an IPv6 address: only brackets say where the port begins.
+        raise ConfigError(f"{where}.proxy: {proxy!r}: write an IPv6 address as [addr]:port")
+    _parsed(where, "proxy", lambda: parse_hostport(proxy, transport.default_port))
+    domain = reader.text("domain", default="")
+    if domain:  # kept without IPv6 brackets, as a host is everywhere else
+        domain = _parsed(where, "domain", lambda: parse_host(domain, "host"))
+    asserted_identity = reader.text("asserted_identity", default="")
+    if asserted_identity:
+        _parsed(where, "asserted_identity", lambda: parse_uri(asserted_identity))
     session_expires = reader.integer("session_expires", default=0, minimum=0)
     if 0 < session_expires < 90:
         raise ConfigError(
@@ -298,10 +412,10 @@ def _parse_trunk(name: str, table: Mapping[str, Any], where: str) -> TrunkConfig
         transport=transport,
         cps=reader.number("cps", default=10.0, minimum=0.001),
         max_concurrent=reader.integer("max_concurrent", default=100, minimum=1),
-        domain=reader.text("domain", default=""),
+        domain=domain,
         caller_user=reader.text("caller_user", default=""),
         caller_display_name=reader.text("caller_display_name", default=""),
-        asserted_identity=reader.text("asserted_identity", default=""),
+        asserted_identity=asserted_identity,
         asserted_identity_display_name=reader.text("asserted_identity_display_name", default=""),
         privacy=reader.words("privacy"),
         credentials=_parse_credentials(table.get("credentials"), f"{where}.credentials"),
@@ -312,6 +426,14 @@ def _parse_trunk(name: str, table: Mapping[str, Any], where: str) -> TrunkConfig
         max_call_duration=reader.number("max_call_duration", default=3600.0, minimum=0.001),
         rtp_port=reader.integer("rtp_port", default=0, minimum=0, maximum=65535),
     )
+
+
+def _parsed(where: str, key: str, parse: Callable[[], T]) -> T:
+    """Run a sipstack parser on a key's value; its SipParseError becomes the key's ConfigError."""
+    try:
+        return parse()
+    except SipParseError as exc:
+        raise ConfigError(f"{where}.{key}: {exc}") from None
 
 
 def _parse_credentials(value: Any, where: str) -> Credentials | None:
@@ -407,35 +529,6 @@ class _Reader:
 
 def _is_trunk_name(name: str) -> bool:
     return bool(name) and all(ch.isalnum() or ch in "-_." for ch in name)
-
-
-def _split_hostport(text: str) -> tuple[str, int | None, str]:
-    """'host:port', '[v6]:port', 'host' -> (host, port or None, text); ValueError when bad."""
-    value = text.strip()
-    if not value:
-        raise ValueError("empty address (expected host:port)")
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: unclosed '[' in IPv6 address")
-        host, rest = value[1:end], value[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"{text!r}: unexpected text after ']'")
-        port_text = rest[1:] if rest else ""
-    elif value.count(":") > 1:
-        raise ValueError(f"{text!r}: write IPv6 addresses as [addr]:port")
-    else:
-        host, _, port_text = value.partition(":")
-    if not host or any(ch.isspace() for ch in host):
-        raise ValueError(f"{text!r}: missing or bad host")
-    if port_text == "" and value.endswith(":"):
-        raise ValueError(f"{text!r}: empty port")
-    port: int | None = None
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-            raise ValueError(f"{text!r}: port must be 1-65535")
-        port = int(port_text)
-    return host, port, value
 
 
 def with_overrides(trunk: TrunkConfig, **changes: Any) -> TrunkConfig:

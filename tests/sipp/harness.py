@@ -12,12 +12,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until
 
 SCENARIO_DIR = Path(__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
@@ -53,15 +54,6 @@ def free_ports(count: int = 1) -> int:
         if all(_port_is_free(base + offset) for offset in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free loopback ports found")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` until true; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _udp_port_bound(port: int) -> bool:

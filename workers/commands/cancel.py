@@ -8,6 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from workers.commands._errors import (
+    exit_status_help,
+    quiet_repository,
+    reports_errors,
+    watch_services,
+)
+
 if TYPE_CHECKING:
     from workers.client import DialClient
     from workers.control import ControlResult
@@ -30,7 +37,11 @@ DESCRIPTIONS = {
 def control_command(action: str) -> click.Command:
     """The click command for one control action ("cancel" or "hangup")."""
 
-    @click.command(action, help=DESCRIPTIONS[action] + _EXIT_CODES)
+    @click.command(action, help=DESCRIPTIONS[action], epilog=exit_status_help(
+        "done",
+        not_done="the leg is unknown, finished, not in a state for this action, or its worker "
+                 "did not answer in time (the message says which)",
+    ))
     @click.option("--correlation-id", default=None, metavar="ID", help="The scheduler's id.")
     @click.option("--call-id", default=None, metavar="ID", help="The leg's SIP Call-ID.")
     @click.option("--trunk", default=None, help="Act only when the leg is on this trunk.")
@@ -38,6 +49,7 @@ def control_command(action: str) -> click.Command:
                   type=click.FloatRange(min=0, min_open=True),
                   help="Seconds to wait for the owner worker's answer.")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+    @reports_errors
     def command(correlation_id: str | None, call_id: str | None, trunk: str | None,
                 timeout: float, as_json: bool) -> None:
         key = _leg_key(correlation_id, call_id)
@@ -46,12 +58,6 @@ def control_command(action: str) -> click.Command:
         raise SystemExit(EXIT_DONE if result.ok else EXIT_NOT_DONE)
 
     return command
-
-
-_EXIT_CODES = (
-    "\n\nExit status: 0 done; 1 the leg is unknown, finished, not in a state for this action, "
-    "or its worker did not answer in time (the message says which); 2 usage error."
-)
 
 
 def _leg_key(correlation_id: str | None, call_id: str | None) -> dict[str, str]:
@@ -66,25 +72,14 @@ def _leg_key(correlation_id: str | None, call_id: str | None) -> dict[str, str]:
 
 
 def _run(action: str, key: dict[str, str], trunk: str | None, timeout: float) -> ControlResult:
-    import kombu.exceptions
-    import redis.exceptions
-    import sqlalchemy.exc
-
     from workers.client import DialClient
-    from workers.config import ConfigError, Settings
+    from workers.config import Settings
 
-    try:
-        client = DialClient(Settings.from_env())
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+    settings = Settings.from_env()
+    watch_services(settings)
+    client = DialClient(settings, repository=quiet_repository(settings.database_url))
     try:
         return _control(client, action, key, trunk, timeout)
-    except sqlalchemy.exc.SQLAlchemyError as error:
-        raise click.ClickException(f"cannot read the legs from PostgreSQL: {error}") from None
-    except kombu.exceptions.OperationalError as error:
-        raise click.ClickException(f"cannot reach the broker: {error}") from None
-    except redis.exceptions.RedisError as error:
-        raise click.ClickException(f"cannot reach Redis: {error}") from None
     finally:
         client.close()
 

@@ -19,6 +19,7 @@ from workers.carrier import CarrierServer, format_summary, run_carrier
 from workers.carrier_auth import DigestAuthenticator
 from workers.carrier_config import CarrierConfig, Outcome
 from workers.carrier_state import CarrierStats
+from workers.commands._errors import exit_status_help, reports_errors
 from workers.logging_setup import LOG_FORMATS, configure_logging
 
 DEFAULT_LISTEN = "127.0.0.1:5080"
@@ -70,7 +71,9 @@ def _check_reason(text: str | None) -> str | None:
     return text
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]},
+               epilog=exit_status_help("stopped by Ctrl-C or SIGTERM (the summary is printed)",
+                                       services=False))
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               envvar="OUTBOUND_CARRIER_LISTEN", help="Address to listen on (UDP and TCP).")
 @click.option("--transport", "transport_name", type=click.Choice(sorted(TRANSPORT_CHOICES)),
@@ -114,6 +117,7 @@ def _check_reason(text: str | None) -> str | None:
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
               envvar="OUTBOUND_LOG_FORMAT")
 @click.option("--log-level", default="INFO", show_default=True, envvar="OUTBOUND_LOG_LEVEL")
+@reports_errors
 def command(
     listen: str, transport_name: str, advertise: str | None, answer: float | None, busy: float,
     no_answer: float, reject: float, ring: float, hold: float | None,

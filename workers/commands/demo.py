@@ -9,6 +9,8 @@ import click
 
 from workers.carrier import format_summary
 from workers.carrier_config import Outcome
+from workers.commands._errors import reports_errors, setting_of
+from workers.config import check_database_url, check_redis_url
 from workers.demo_backends import BackendError
 
 EXIT_OK = 0
@@ -16,7 +18,12 @@ EXIT_INCOMPLETE = 1
 EXIT_BACKEND = 2
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=(
+    "Exit status: 0 every call ended and the report was printed; 1 some calls had not ended "
+    "by --timeout, or the run failed (the message says how); 2 usage or configuration error "
+    "(the message names the flag or the environment variable), or a configured PostgreSQL or "
+    "Redis cannot be used (the message names which, at which URL); never a traceback."
+))
 @click.option("--calls", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="Calls in the campaign.")
 @click.option("--cps", type=click.FloatRange(min=0, min_open=True), default=10.0,
@@ -45,6 +52,7 @@ EXIT_BACKEND = 2
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, metavar="S", help="Give up when calls have not ended by then.")
 @click.option("--quiet-events", is_flag=True, help="Show only the progress line, not events.")
+@reports_errors
 def command(
     calls: int, cps: float, answer: float, busy: float, no_answer: float, reject: float,
     ring: float, hold: float, ring_timeout: float, workdir: Path, database_url: str | None,
@@ -63,6 +71,10 @@ def command(
                Outcome.REJECT: reject}
     if sum(weights.values()) <= 0:
         raise click.UsageError("--answer, --busy, --no-answer and --reject are all 0")
+    if database_url:
+        check_database_url(database_url, setting_of("database_url", "OUTBOUND_DATABASE_URL"))
+    if redis_url:
+        check_redis_url(redis_url, setting_of("redis_url", "OUTBOUND_REDIS_URL"))
     options = DemoOptions(
         calls=calls, weights=weights, ring=ring, hold=hold, cps=cps, ring_timeout=ring_timeout,
         workdir=workdir, database_url=database_url, redis_url=redis_url, seed=seed,

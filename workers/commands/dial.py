@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from workers.config import ConfigError
+from workers.commands._errors import (
+    exit_status_help,
+    quiet_repository,
+    reports_errors,
+    watch_services,
+)
+
+if TYPE_CHECKING:
+    from workers.client import DialClient, QueuedDial
 
 CDR_COLUMNS = (
     "call_id", "correlation_id", "scenario", "trunk", "from_uri", "to_uri", "started_at",
@@ -17,7 +25,10 @@ CDR_COLUMNS = (
 )
 
 
-@click.command("dial")
+@click.command("dial", epilog=exit_status_help(
+    "queued (with --wait: the call was answered)",
+    not_done="with --wait: the call was not answered, or no terminal event came in time",
+))
 @click.option("--trunk", required=True, help="Trunk to dial through (queue dial.<trunk>).")
 @click.option("--to", "to", required=True,
               help="sip:/sips:/tel: URI, or a number (needs the trunks file for the domain).")
@@ -30,27 +41,39 @@ CDR_COLUMNS = (
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @click.option("--trunks", "trunks_file", default=None, metavar="FILE",
               help="Trunks TOML file (default: $OUTBOUND_TRUNKS_FILE).")
+@reports_errors
 def command(
     trunk: str, to: str, correlation_id: str | None, scenario: str, wait: bool, timeout: float,
     as_json: bool, trunks_file: str | None,
 ) -> None:
-    """Queue a dial; exit 0 when queued (with --wait: when the call was answered)."""
-    from models.dial_fields import InvalidDialRequest
+    """Queue a dial: store the leg (every field checked first), put it on `dial.<trunk>`.
+
+    Redis and the broker must answer before anything is stored."""
     from workers.client import DialClient
+    from workers.commands._preflight import check_broker, check_redis
     from workers.config import Settings
 
+    settings = Settings.from_env(trunks_file=trunks_file)
+    watch_services(settings)
+    client = DialClient(settings, repository=quiet_repository(settings.database_url))
     try:
-        client = DialClient(Settings.from_env(trunks_file=trunks_file))
+        check_redis(settings.redis_url)
+        check_broker(client.app)
         queued = client.enqueue_dial(trunk, to, correlation_id=correlation_id, scenario=scenario)
-    except (ConfigError, InvalidDialRequest) as error:
-        raise click.ClickException(str(error)) from None
-    summary = {
-        "leg_id": queued.leg_id, "correlation_id": queued.correlation_id, "trunk": trunk,
-        "state": queued.state, "created": queued.created, "published": queued.published,
-    }
-    _print("queued", summary, as_json)
-    if not wait:
-        return
+        summary = {
+            "leg_id": queued.leg_id, "correlation_id": queued.correlation_id, "trunk": trunk,
+            "state": queued.state, "created": queued.created, "published": queued.published,
+        }
+        _print("queued", summary, as_json)
+        if wait:
+            answered = _follow(client, queued, timeout, as_json)
+            raise SystemExit(0 if answered else 1)
+    finally:
+        client.close()
+
+
+def _follow(client: DialClient, queued: QueuedDial, timeout: float, as_json: bool) -> bool:
+    """Print the leg's events and then its CDR; True when the call was answered."""
     answered = False
     try:
         for event in client.follow(queued, timeout=timeout):
@@ -62,8 +85,7 @@ def command(
     if cdr is None:
         raise click.ClickException(f"no CDR stored for leg {queued.leg_id}")
     _print("cdr", {name: _plain(getattr(cdr, name)) for name in CDR_COLUMNS}, as_json)
-    client.close()
-    raise SystemExit(0 if answered else 1)
+    return answered
 
 
 def _plain(value: Any) -> Any:

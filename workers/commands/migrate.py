@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import click
 
+from workers.commands._errors import (
+    ConfigFailure,
+    checked_database_url,
+    exit_status_help,
+    reports_errors,
+)
 
-@click.command("migrate")
+
+@click.command("migrate", epilog=exit_status_help("the schema is at the revision asked for"))
 @click.option(
     "--database-url",
     envvar="OUTBOUND_DATABASE_URL",
@@ -21,25 +28,23 @@ import click
     metavar="REVISION",
     help="Downgrade to REVISION ('base' drops everything) instead of upgrading.",
 )
+@reports_errors
 def command(database_url: str | None, sql: bool, revision: str, downgrade_to: str | None) -> None:
     """Upgrade the database schema to REVISION (head), or downgrade with --downgrade."""
     from alembic.util import CommandError
-    from sqlalchemy.exc import OperationalError
 
     from migrations import runner
-    from models.db import database_url as resolve_url
 
-    url = resolve_url(database_url)
+    url = checked_database_url(database_url)
     target = url.render_as_string(hide_password=True)
     try:
         if downgrade_to is not None:
             runner.downgrade(url, downgrade_to, sql=sql)
         else:
             runner.upgrade(url, revision, sql=sql)
-    except OperationalError as error:
-        raise click.ClickException(f"cannot reach the database {target}: {error.orig}") from None
-    except CommandError as error:
-        raise click.ClickException(str(error)) from None
+    except CommandError as error:  # the revision asked for is unknown or out of reach
+        option = "--downgrade" if downgrade_to is not None else "--revision"
+        raise ConfigFailure(f"{option}: {error}") from None
     if not sql:
         now = runner.current_revision(url)
         click.echo(f"{target}: schema at revision {now or 'base'}", err=True)

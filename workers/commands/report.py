@@ -6,6 +6,8 @@ from datetime import datetime
 
 import click
 
+from workers.commands._errors import checked_database_url, exit_status_help, reports_errors
+
 
 def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     from models.times import parse_when
@@ -18,7 +20,7 @@ def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> dat
         raise click.BadParameter(str(error), param=param) from None
 
 
-@click.command("report")
+@click.command("report", epilog=exit_status_help("the report was printed"))
 @click.option(
     "--since",
     callback=_when,
@@ -45,6 +47,7 @@ def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> dat
     default=None,
     help="Database to read (default: $OUTBOUND_DATABASE_URL or the local PostgreSQL).",
 )
+@reports_errors
 def command(
     since: datetime | None,
     until: datetime | None,
@@ -54,26 +57,15 @@ def command(
 ) -> None:
     """Print attempts, answered, ASR, ACD, NER (ITU-T E.425), mean PDD, and counts per
     disposition and hangup_reason for CDRs started in [--since, --until)."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    from models.db import database_url as resolve_url
     from models.db import make_engine
     from models.report_output import render
     from models.reporting import build_report
 
     if since is not None and until is not None and until <= since:
         raise click.BadParameter("--until must be later than --since", param_hint="--until")
-    url = resolve_url(database_url)
-    engine = make_engine(url)
+    engine = make_engine(checked_database_url(database_url))
     try:
         rows = build_report(engine, since=since, until=until, by=by)
-    except OperationalError as error:
-        target = url.render_as_string(hide_password=True)
-        raise click.ClickException(f"cannot reach the database {target}: {error.orig}") from None
-    except ProgrammingError as error:
-        raise click.ClickException(
-            f"cannot read the CDRs ({error.orig}); has `outbound migrate` been run?"
-        ) from None
     finally:
         engine.dispose()
     click.echo(render(rows, fmt, by=by, since=since, until=until), nl=False)

@@ -12,24 +12,16 @@ import click
 
 from sipstack.errors import SipParseError
 from sipstack.message import Request, Response, parse_message
-from sipstack.target import parse_hostport
 from sipstack.transport import Address, Transport
 from sipstack.uri import format_hostport
 from workers.carrier import advertised_host
-from workers.config import ConfigError, Settings, TrunkConfig, resolve_trunks
+from workers.commands._errors import exit_status_help, reports_errors
+from workers.config import Settings, TrunkConfig, resolve_trunks
 from workers.signaling.transports import TransportConfig, Transports
 
 EXIT_ALL_REACHABLE = 0
 EXIT_SOME_UNREACHABLE = 1
-EXIT_CONFIG = 2
 T1, T2 = 0.5, 4.0
-
-
-class ConfigFailure(click.ClickException):
-    """A configuration error: the message names the key and the file; exit status 2."""
-
-    exit_code = EXIT_CONFIG
-
 
 @dataclass(frozen=True, slots=True)
 class PingResult:
@@ -90,7 +82,7 @@ class OptionsPinger:
             await self._transports.close()
 
     def _start(self, trunk: TrunkConfig) -> _Probe:
-        address = parse_hostport(trunk.proxy, trunk.transport.default_port)
+        address = trunk.proxy_address
         probe = _Probe(trunk, address, f"z9hG4bK{secrets.token_hex(8)}")
         probe.data = self._options(trunk, address, probe.branch).to_bytes()
         self._probes[probe.branch] = probe
@@ -183,7 +175,9 @@ def command() -> None:
     """Inspect the trunks defined in the trunks TOML file."""
 
 
-@command.command("check")
+@command.command("check", epilog=exit_status_help(
+    "every trunk answered", not_done="some trunk did not answer", services=False,
+))
 @click.option("--trunk", "names", multiple=True, metavar="T",
               help="Check only this trunk (repeatable; default: every trunk in the file).")
 @click.option("--trunks", "trunks_file", default=None, metavar="FILE",
@@ -193,6 +187,7 @@ def command() -> None:
 @click.option("--bind", "bind_host", default="0.0.0.0", show_default=True, metavar="HOST",
               help="Local address to send from.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trunk.")
+@reports_errors
 def check(
     names: tuple[str, ...], trunks_file: str | None, timeout: float, bind_host: str,
     as_json: bool,
@@ -200,20 +195,15 @@ def check(
     """Send SIP OPTIONS to each trunk's proxy; print reachability and round-trip time.
 
     Any final response counts as reachable (a 401/403/404/405 still proves the proxy answers).
-    Exit status: 0 all reachable, 1 some unreachable, 2 configuration error.
     """
-    try:
-        trunks_config = resolve_trunks(Settings.from_env(), trunks_file)
-        trunks = [trunks_config.get(n) for n in names] if names else \
-            list(trunks_config.trunks.values())
-        for trunk in trunks:
-            parse_hostport(trunk.proxy, trunk.transport.default_port)
-    except (ConfigError, SipParseError) as error:
-        raise ConfigFailure(str(error)) from None
+    trunks_config = resolve_trunks(Settings.from_env(), trunks_file)
+    trunks = [trunks_config.get(n) for n in names] if names else \
+        list(trunks_config.trunks.values())
     try:
         results = asyncio.run(OptionsPinger(bind_host=bind_host, timeout=timeout).ping(trunks))
     except OSError as error:
-        raise click.ClickException(f"cannot send from {bind_host}: {error}") from None
+        raise click.BadParameter(f"cannot send from {bind_host}: {error}",
+                                 param_hint="--bind") from None
     if as_json:
         for result in results:
             click.echo(json.dumps({**asdict(result), "reachable": result.reachable}))

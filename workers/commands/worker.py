@@ -7,10 +7,14 @@ import sys
 
 import click
 
-from workers.config import ConfigError, Settings, resolve_trunks
+from workers.commands._errors import exit_status_help, reports_errors, watch_services
+from workers.config import Settings, resolve_trunks
 
 
-@click.command("worker")
+@click.command("worker", epilog=exit_status_help(
+    "stopped cleanly (SIGTERM: ringing calls cancelled, answered ones drained)",
+    not_done="the worker stopped on an error",
+))
 @click.option("--trunk", "trunk_name", required=True, help="The trunk this worker dials for.")
 @click.option("--trunks", "trunks_file", default=None, metavar="FILE",
               help="Trunks TOML file (default: $OUTBOUND_TRUNKS_FILE).")
@@ -31,6 +35,7 @@ from workers.config import ConfigError, Settings, resolve_trunks
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@reports_errors
 def command(
     trunk_name: str, trunks_file: str | None, node: str | None, sip_host: str, sip_port: int,
     concurrency: int, prefetch: int, drain_timeout: float | None, loglevel: str,
@@ -38,20 +43,23 @@ def command(
 ) -> None:
     """Run one pinned worker for TRUNK: it consumes `dial.<trunk>` and its own direct queue,
     and runs the SIP UAC with its socket on one asyncio thread (threads pool: nothing forks
-    after the socket exists)."""
-    try:
-        settings = Settings.from_env(trunks_file=trunks_file, drain_timeout=drain_timeout)
-        trunk = resolve_trunks(settings).get(trunk_name)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+    after the socket exists). Redis, the broker and PostgreSQL (with its schema) must answer
+    before it starts."""
+    settings = Settings.from_env(trunks_file=trunks_file, drain_timeout=drain_timeout)
+    trunk = resolve_trunks(settings).get(trunk_name)
+    watch_services(settings)
 
     from workers import bootstep
     from workers.app import app, configure, dial_queue_name
+    from workers.commands._preflight import check_broker, check_database_schema, check_redis
     from workers.logging_setup import configure_logging
     from workers.service import WorkerOptions
 
-    configure_logging(log_format, loglevel)
     configure(app, settings, worker_prefetch_multiplier=prefetch)
+    check_redis(settings.redis_url)
+    check_broker(app)
+    check_database_schema(settings.database_url)
+    configure_logging(log_format, loglevel)
     import workers.tasks  # noqa: F401  (registers the tasks on the app)
 
     node_name = node or f"outbound.{trunk.name}@{socket.gethostname()}"

@@ -1,23 +1,28 @@
-"""Support for the carrier tests (no tests here): a scripted caller and a fake clock."""
+"""Support for the carrier tests: a scripted caller driving a CarrierCore on a fake clock,
+and `outbound carrier` as a subprocess."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import queue
 import re
 import signal
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipstack.message import Request, Response, make_response, parse_message
 from sipstack.transport import Address, Transport
+from tests.clock import FakeClock
 from tests.sipp.harness import free_ports
+from tests.waiting import wait_until
 from workers.carrier_core import CarrierCore
+
+__all__ = ["CALLER", "OFFER", "Caller", "CarrierProcess", "Dialog", "FakeClock", "only_request",
+           "only_response", "statuses"]
 
 REPO = Path(__file__).resolve().parent.parent
 CALLER: Address = ("127.0.0.1", 5062)
@@ -29,15 +34,6 @@ OFFER = (
 )
 
 _counter = itertools.count(1)
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 @dataclass
@@ -93,7 +89,7 @@ class Caller:
             hdrs.append(("Content-Type", "application/sdp"))
         return Request(method, "sip:+15551234567@carrier.test", hdrs, body)
 
-    def send(self, request: Request | bytes) -> list[Request | Response]:
+    def send(self, request: Request | Response | bytes) -> list[Request | Response]:
         data = request if isinstance(request, bytes) else request.to_bytes()
         self.core.receive(data, CALLER, self.transport, self.clock.now)
         return self.drain()
@@ -176,17 +172,17 @@ class Caller:
         return self.send(make_response(request, status))
 
 
-def statuses(messages: list[Request | Response]) -> list[int]:
+def statuses(messages: Sequence[Request | Response]) -> list[int]:
     return [m.status_code for m in messages if isinstance(m, Response)]
 
 
-def only_response(messages: list[Request | Response], status: int) -> Response:
+def only_response(messages: Sequence[Request | Response], status: int) -> Response:
     found = [m for m in messages if isinstance(m, Response) and m.status_code == status]
     assert len(found) == 1, f"expected one {status}, got {statuses(messages)}"
     return found[0]
 
 
-def only_request(messages: list[Request | Response], method: str) -> Request:
+def only_request(messages: Sequence[Request | Response], method: str) -> Request:
     found = [m for m in messages if isinstance(m, Request) and m.method == method]
     assert len(found) == 1, f"expected one {method}, got {messages}"
     return found[0]
@@ -199,33 +195,37 @@ class CarrierProcess:
         self.port = port if port is not None else free_ports(1)
         self.flags = flags
         self.process: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str] = queue.Queue()
         self.log_lines: list[str] = []
+        self._listening = threading.Event()
 
     def start(self, timeout: float = 20.0) -> CarrierProcess:
         command = [sys.executable, "-m", "workers.cli", "carrier",
                    "--listen", f"127.0.0.1:{self.port}", "--log-format", "json", *self.flags]
-        self.process = subprocess.Popen(
+        process = self.process = subprocess.Popen(
             command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             stdin=subprocess.DEVNULL,
         )
-        stderr = self.process.stderr
-        assert stderr is not None
-        threading.Thread(target=lambda: [self._lines.put(line) for line in stderr],
-                         daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
+        assert process.stderr is not None
+        threading.Thread(target=self._read_log, args=(process.stderr,), daemon=True).start()
+        try:
+            wait_until(lambda: self._listening.is_set() or process.poll() is not None,
+                       timeout, f"the carrier to listen on port {self.port}")
+        finally:
+            if not self._listening.is_set():  # it exited, or the wait timed out
+                self.kill()
+        if not self._listening.is_set():
+            raise RuntimeError(f"carrier did not start: {''.join(self.log_lines)[-3000:]}")
+        return self
+
+    def _read_log(self, lines: Iterable[str]) -> None:
+        for line in lines:
             self.log_lines.append(line)
-            if json.loads(line).get("listen_port") == self.port:
-                return self
-        self.kill()
-        raise RuntimeError(f"carrier did not start: {''.join(self.log_lines)[-3000:]}")
+            try:
+                announced = json.loads(line).get("listen_port") == self.port
+            except (ValueError, AttributeError):
+                continue  # not a JSON log record (a warning printed by a library)
+            if announced:
+                self._listening.set()
 
     def stop(self, timeout: float = 10.0) -> dict[str, int]:
         """SIGTERM, then the calls-by-outcome summary it prints as it exits."""
