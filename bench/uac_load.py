@@ -6,7 +6,8 @@
 
 Without --proxy a `sipp -sn uas` is started on a free loopback port (and stopped afterwards).
 The same N calls at rate R are then placed by SIPp's own UAC (`sipp -sn uac`) against a fresh
-`sipp -sn uas` for comparison. Figures go to stdout (one JSON object per line with --json).
+`sipp -sn uas` for comparison. Figures go to stdout: with --json one JSON object, our figures
+with SIPp's under "sipp_uac" and "cps_ratio_to_sipp" (ours / SIPp's calls per second).
 """
 
 from __future__ import annotations
@@ -386,19 +387,18 @@ def main(argv: list[str] | None = None) -> int:
     if result.errors:
         ours["errors"] = result.errors
     ours.update(report)
-    lines = [ours]
     if not args.no_sipp_uac and not args.established and SIPP is not None:
         with sipp_uas(args.transport, workdir) as uas:
             theirs = run_sipp_uac(uas, calls, args.rate, args.hold, args.transport, workdir)
-        theirs["ratio_ours_to_sipp"] = (
-            round(ours["cps"] / theirs["cps"], 2) if theirs["cps"] else None
-        )
-        lines.append(theirs)
-    for line in lines:
-        if args.json:
-            print(json.dumps(line))
-        else:
-            print("  ".join(f"{k}={v}" for k, v in line.items()))
+        ours["sipp_uac"] = theirs
+        ours["cps_ratio_to_sipp"] = round(ours["cps"] / theirs["cps"], 2) if theirs["cps"] else None
+    if args.json:
+        print(json.dumps(ours))
+    else:
+        theirs = ours.pop("sipp_uac", None)
+        print("  ".join(f"{k}={v}" for k, v in ours.items()))
+        if theirs is not None:
+            print("sipp_uac:  " + "  ".join(f"{k}={v}" for k, v in theirs.items()))
     return 0 if result.failed == 0 else 1
 
 

@@ -8,7 +8,8 @@ from enum import StrEnum
 
 
 class HangupReason(StrEnum):
-    """The bounded class taken from RFC 3326 Reason headers (see sipstack.reason)."""
+    """Why a leg ended, bounded. The far end's: from its RFC 3326 Reason header only, none
+    meaning normal (sipstack.reason). Ours: the local cause (docs/cdr.md has the table)."""
 
     NORMAL = "normal"
     USER_HANGUP = "user_hangup"
@@ -68,10 +69,14 @@ def classify_disposition(
 
 
 def billable_seconds(answered_at: float | None, ended_at: float) -> int:
-    """Answered time in whole seconds, every started second counted; 0 when never answered."""
+    """Answered time to the nearest whole second (half up); 0 when never answered.
+
+    Nearest, not every started second, so ACD is not inflated (1.02 s is 1 s); the rounding
+    to microseconds first keeps float noise (2.4999999 for 2.5) from deciding.
+    """
     if answered_at is None or ended_at <= answered_at:
         return 0
-    return math.ceil(round(ended_at - answered_at, 6))
+    return math.floor(round(ended_at - answered_at, 6) + 0.5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +90,7 @@ class CdrRecord:
     from_uri: str
     to_uri: str
     started_at: float
-    first_provisional_at: float | None
+    first_provisional_at: float | None  # the first 1xx other than 100 Trying (hop-by-hop)
     answered_at: float | None
     ended_at: float
     final_status_code: int | None

@@ -123,6 +123,7 @@ class Leg:
         "invite_tx",
         "invite_via",
         "local_sdp",
+        "lost_connection",
         "max_duration",
         "min_se",
         "offer_body",
@@ -198,6 +199,8 @@ class Leg:
         self.state = LegState.CALLING
         self.ended = False
         self.recovered = False
+        # The connection the leg relied on broke: its CANCEL or BYE went again on a new one.
+        self.lost_connection = False
 
         self.invite_cseq = 1
         self.invite_via = ""

@@ -300,16 +300,31 @@ class TransactionLayer:
     ) -> None:
         self.feed(transaction, input_for_status(response.status_code), now, response, source)
 
-    def transport_failed(self, transport: Transport, address: Address, now: float) -> int:
-        """Feed TRANSPORT_ERROR to every live transaction using that connection; return count."""
-        hit = [
+    def using(self, transport: Transport, address: Address) -> list[ClientTransaction]:
+        """Every live transaction that sends over `transport` to `address`."""
+        return [
             tx
             for tx in self._by_key.values()
             if tx.transport is transport and tx.address == address
         ]
-        for transaction in hit:
-            self.feed(transaction, TxInput.TRANSPORT_ERROR, now)
-        return len(hit)
+
+    def transport_failed(self, transport: Transport, address: Address, now: float) -> int:
+        """Feed TRANSPORT_ERROR to every live transaction using that connection; return count."""
+        return self.fail(self.using(transport, address), now)
+
+    def fail(self, transactions: list[ClientTransaction], now: float) -> int:
+        """Feed TRANSPORT_ERROR to each of these still live; return how many there were.
+
+        Taking the list lets the TU pick the transactions of a broken connection before it
+        sends anything new to the same address (which must not fail with them).
+        """
+        failed = 0
+        for transaction in transactions:
+            # Checked one by one: the TU may end others of the list while it hears of one.
+            if transaction.state is not TxState.TERMINATED:
+                failed += 1
+                self.feed(transaction, TxInput.TRANSPORT_ERROR, now)
+        return failed
 
     def detach(self, transaction: ClientTransaction, now: float) -> bool:
         """The TU no longer waits for this INVITE: stop retransmitting, keep ACKing finals."""

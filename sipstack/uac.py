@@ -42,11 +42,22 @@ Decisions where the brief or the RFCs leave room:
   Via is dropped (§8.1.3.3).
 - In-dialog requests go to the first Route, else the remote target; host names are passed to
   the shell as they are (it resolves them), since the core does no I/O.
+- A lost TCP/TLS connection (uac_connection): an INVITE with no response yet fails; a ringing
+  leg gets its CANCEL again and ends when that CANCEL is answered or fails (a 487 is only
+  ACKed, a 2xx ACKed and BYEd); an answered leg gets a BYE with Reason Q.850 31 "connection
+  lost" and ends on its outcome. The shell opens a new connection to send them. An answered
+  leg whose in-dialog next hop is another address keeps its call.
+- hangup_reason: a far end's end is classified from its Reason header only (none: normal),
+  never from the status code; our own ends keep the local cause's class (ring timeout and
+  session timer: timer_expired; our errors: error; a normal hangup: normal).
+- The CDR's first_provisional_at ignores 100 Trying (hop-by-hop); any 1xx, 100 included,
+  still releases a queued CANCEL and is reported as ProvisionalReceived.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.config import CoreConfig
@@ -67,23 +78,33 @@ from sipstack.message import Request, Response, parse_message
 from sipstack.reason import Q850, LocalHangup, ReasonValue
 from sipstack.transactions import ClientTransaction, TxState
 from sipstack.transport import Address, Transport
+from sipstack.uac_base import CONNECTION_LOST
 from sipstack.uac_build import RandomBytes, plan_invite
+from sipstack.uac_connection import ConnectionLoss
 from sipstack.uac_incoming import IncomingRequests
-from sipstack.uac_invite import InviteHandling
 from sipstack.uac_io import Outgoing
 
 RECOVERED_REASON = ReasonValue(Q850, 16, "Call ended by recovery after a worker restart")
-_CONNECTION_LOST = "connection lost"
+
+BadInputHook = Callable[[Address, Transport, ValueError], None]
+"""Told of each message `receive` drops as unreadable: its source, transport and the error
+(SipParseError for bytes that are not SIP; a ValueError for a header value we could not use).
+It runs inside `receive`, so it must not raise."""
 
 
-class UacCore(IncomingRequests, InviteHandling):
+class UacCore(IncomingRequests, ConnectionLoss):
     """All outbound legs of one signaling process. Not thread-safe: one loop drives it."""
 
     def __init__(
-        self, config: CoreConfig | None = None, *, random_bytes: RandomBytes = os.urandom
+        self,
+        config: CoreConfig | None = None,
+        *,
+        random_bytes: RandomBytes = os.urandom,
+        on_bad_input: BadInputHook | None = None,
     ) -> None:
         super().__init__(config, random_bytes=random_bytes)
         self._now = 0.0  # the latest `now` we were given: the clock of drop()
+        self._on_bad_input = on_bad_input
 
     # -- the shell's side ---------------------------------------------------------------------
 
@@ -117,41 +138,27 @@ class UacCore(IncomingRequests, InviteHandling):
         self.stats.messages_received += 1
         try:
             message = parse_message(data)
-        except SipParseError:
+        except SipParseError as exc:
             self.stats.parse_errors += 1
+            if self._on_bad_input is not None:
+                self._on_bad_input(source, transport, exc)
             return
         try:
             if isinstance(message, Response):
                 self._on_response(message, source, transport, now)
             else:
                 self._on_request(message, source, transport, now)
-        except ValueError:
+        except ValueError as exc:
             # SipParseError / RemoteProtocolError from a header value only read here.
             self.stats.rejected_messages += 1
+            if self._on_bad_input is not None:
+                self._on_bad_input(source, transport, exc)
 
     def connection_lost(self, transport: Transport, address: Address, now: float) -> None:
-        """The TCP/TLS connection to `address` is gone: end every leg that relied on it."""
+        """The TCP/TLS connection to `address` is gone. A leg whose INVITE has no response yet
+        fails; a ringing leg is CANCELled and an answered one BYEd over a new connection."""
         self._now = now
-        for leg in list(self._legs.values()):
-            if not _uses_connection(leg, transport, address):
-                continue
-            self._abandon_transactions(leg, keep_invite=False)
-            if leg.state.answered:
-                event_type: type[LegEnded] | type[LegCancelled] | type[LegFailed] = LegEnded
-            elif leg.cancel_requested:
-                event_type = LegCancelled
-            else:
-                event_type = LegFailed
-            self._finish(
-                leg,
-                event_type,
-                now,
-                event_reason=_CONNECTION_LOST,
-                hangup_reason=HangupReason.ERROR,
-                hangup_by=HangupBy.LOCAL,
-                error=_CONNECTION_LOST,
-            )
-        self._transactions.transport_failed(transport, address, now)
+        self._lose_connection(transport, address, now)
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -457,8 +464,10 @@ class UacCore(IncomingRequests, InviteHandling):
             self._on_bye_response(leg, transaction, response, now)
         elif method == "UPDATE":
             self._on_refresh_response(leg, transaction, response, now)
-        # CANCEL: a 200 only stops its retransmissions; a 481 means the INVITE already has
-        # (or will have) its final response, which is what ends the leg.
+        elif leg.lost_connection and transaction is leg.cancel_tx and response.status_code >= 200:
+            self._end_recancelled(leg, now, f"answered {response.status_code}")
+        # Other CANCELs: a 200 only stops its retransmissions; a 481 means the INVITE already
+        # has (or will have) its final response, which is what ends the leg.
 
     def on_transaction_timeout(self, transaction: ClientTransaction, now: float) -> None:
         self._on_transaction_failure(transaction, now, transport_error=False)
@@ -549,11 +558,14 @@ class UacCore(IncomingRequests, InviteHandling):
             self._on_invite_timeout(leg, transaction, now, transport_error=transport_error)
         elif method == "BYE":
             if transaction is leg.bye_tx:
-                problem = _CONNECTION_LOST if transport_error else "no response to BYE (Timer F)"
+                problem = CONNECTION_LOST if transport_error else "no response to BYE (Timer F)"
                 self._finish_ending(leg, now, problem=problem)
         elif method == "UPDATE":
             self._on_refresh_timeout(leg, transaction, now)
-        # CANCEL: the 64*T1 cancel deadline of the leg decides.
+        elif leg.lost_connection and transaction is leg.cancel_tx:
+            outcome = "its new connection failed too" if transport_error else "no response"
+            self._end_recancelled(leg, now, outcome)
+        # Other CANCELs: the 64*T1 cancel deadline of the leg decides.
 
     def _ack_forgotten_reinvite_answer(self, leg: Leg, response: Response) -> None:
         """A 2xx to a re-INVITE of ours whose transaction is gone: ACK it all the same."""
@@ -575,15 +587,6 @@ class UacCore(IncomingRequests, InviteHandling):
             self._start_bye(
                 leg, now, LocalHangup.MAX_DURATION, event_reason="maximum duration reached"
             )
-
-    def _abandon_transactions(self, leg: Leg, *, keep_invite: bool = True) -> None:
-        """Stop the leg's transactions; INVITEs (ours, re-INVITE) are left to `_finish` to
-        detach unless the connection they need is gone."""
-        transactions = [leg.cancel_tx, leg.bye_tx]
-        if not keep_invite:
-            transactions += [leg.invite_tx, leg.refresh_tx]
-        for transaction in transactions:
-            self._abandon(transaction)
 
     def _end_without_signalling(
         self,
@@ -610,7 +613,7 @@ class UacCore(IncomingRequests, InviteHandling):
                 LegCancelled,
                 now,
                 event_reason=event_reason,
-                hangup_reason=HangupReason.NORMAL,
+                hangup_reason=self._cancelled_class(leg),
                 hangup_by=HangupBy.LOCAL,
             )
         else:
@@ -645,17 +648,6 @@ def _leg_transaction(leg: Leg, method: str, number: int) -> ClientTransaction | 
     if method in ("INVITE", "CANCEL") and number != leg.invite_cseq:
         return None
     return transaction
-
-
-def _uses_connection(leg: Leg, transport: Transport, address: Address) -> bool:
-    if leg.transport is transport and leg.address == address:
-        return True
-    dialog = leg.dialog
-    return (
-        dialog is not None
-        and dialog.next_hop.transport is transport
-        and dialog.next_hop.address == address
-    )
 
 
 def _uri_text(header: str) -> str:

@@ -15,6 +15,7 @@ from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
 from sipstack.leg import Ending, Leg, LegState, UnackedResponse
 from sipstack.message import Request, Response
 from sipstack.reason import (
+    Q850,
     SESSION_TIMER_SIP_REASON,
     LocalHangup,
     ReasonValue,
@@ -33,11 +34,15 @@ TerminalEventType = type[LegFailed] | type[LegCancelled] | type[LegEnded]
 
 HANGUP_CLASS: dict[LocalHangup, HangupReason] = {
     LocalHangup.NORMAL: HangupReason.NORMAL,
-    LocalHangup.RING_TIMEOUT: HangupReason.NORMAL,
+    LocalHangup.RING_TIMEOUT: HangupReason.TIMER_EXPIRED,
     LocalHangup.MAX_DURATION: HangupReason.NORMAL,
     LocalHangup.SESSION_TIMER_EXPIRED: HangupReason.TIMER_EXPIRED,
     LocalHangup.ERROR: HangupReason.ERROR,
 }
+
+CONNECTION_LOST = "connection lost"
+# On the BYE (or CANCEL) we send again over a new connection after the old one broke.
+CONNECTION_LOST_REASON = ReasonValue(Q850, 31, CONNECTION_LOST)
 
 MAX_AUTH_TRIES = 3  # answers to challenges per request before giving up (stale loops)
 _LIVE_INVITE_STATES = frozenset({TxState.CALLING, TxState.PROCEEDING})
@@ -98,6 +103,15 @@ class CoreBase:
     def _abandon(self, transaction: ClientTransaction | None) -> None:
         if transaction is not None and transaction.state is not TxState.TERMINATED:
             self._transactions.abandon(transaction)
+
+    def _abandon_transactions(self, leg: Leg, *, keep_invite: bool = True) -> None:
+        """Stop the leg's transactions; INVITEs (ours, re-INVITE) are left to `_finish` to
+        detach unless the connection they need is gone."""
+        transactions = [leg.cancel_tx, leg.bye_tx]
+        if not keep_invite:
+            transactions += [leg.invite_tx, leg.refresh_tx]
+        for transaction in transactions:
+            self._abandon(transaction)
 
     # -- in-dialog requests -------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from sipstack.headers.session_timer import MinSE, SessionExpires
 from sipstack.leg import Leg, LegState
 from sipstack.message import Request, Response
 from sipstack.reason import (
-    SIP,
     LocalHangup,
     ReasonValue,
     classify_reason,
@@ -28,7 +27,7 @@ from sipstack.reason import (
 from sipstack.sdp import SdpAnswer, parse_answer
 from sipstack.transactions import ClientTransaction
 from sipstack.transport import Address
-from sipstack.uac_base import CoreBase
+from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON, CoreBase
 from sipstack.uac_build import SDP_CONTENT_TYPE, build_cancel, build_failure_ack, build_invite
 
 UNUSABLE_SDP = "unusable SDP answer"
@@ -139,9 +138,10 @@ class InviteHandling(CoreBase):
     def _on_provisional(self, leg: Leg, response: Response, now: float) -> None:
         if leg.state is not LegState.CALLING and leg.state is not LegState.RINGING:
             return
-        if leg.first_provisional_at is None:
+        if leg.first_provisional_at is None and response.status_code != 100:
+            # 100 Trying is hop-by-hop: only the far end's 18x measures post-dial delay.
             leg.first_provisional_at = now
-        leg.state = LegState.RINGING
+        leg.state = LegState.RINGING  # any 1xx, 100 included, lets a CANCEL go (§9.1)
         has_sdp = is_sdp(response)
         if has_sdp:
             leg.early_sdp = response.body  # the 2xx may omit the answer it already gave
@@ -195,11 +195,21 @@ class InviteHandling(CoreBase):
         leg.state = LegState.ANSWERED
         body = response.body if is_sdp(response) else (leg.early_sdp or b"")
         leg.free_invite_parts()
+        if leg.lost_connection:
+            # The 2xx crossed the CANCEL sent again after the connection broke: hang up.
+            self._start_bye(
+                leg,
+                now,
+                LocalHangup.ERROR,
+                error=CONNECTION_LOST,
+                event_reason=f"answered after its {CONNECTION_LOST}",
+                reason_value=CONNECTION_LOST_REASON,
+            )
+            return
         if leg.cancel_requested:
             # The 2xx crossed our CANCEL: the call exists now, so ACK it and hang up at once.
-            self._start_bye(
-                leg, now, LocalHangup.NORMAL, event_reason="answered while being cancelled"
-            )
+            hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
+            self._start_bye(leg, now, hangup, event_reason="answered while being cancelled")
             return
         self._negotiate_session_timer(leg, response)
         answer = _usable_answer(body)
@@ -294,14 +304,14 @@ class InviteHandling(CoreBase):
                 LegCancelled,
                 now,
                 event_reason=response.reason,
-                hangup_reason=HangupReason.NORMAL,
+                hangup_reason=self._cancelled_class(leg),
                 hangup_by=HangupBy.LOCAL,
                 reason_value=primary,
             )
             return
-        hangup_reason = (
-            classify_reason(reasons) if reasons else classify_reason([ReasonValue(SIP, code)])
-        )
+        # The far end's Reason says why (none: normal); the status code is the disposition's.
+        # A challenge we could not answer is our error.
+        hangup_reason = HangupReason.ERROR if error else classify_reason(reasons)
         event_reason = response.reason
         if 300 <= code < 400:
             # We do not follow redirects (a new target is the scheduler's decision); say where.
@@ -361,19 +371,19 @@ class InviteHandling(CoreBase):
                 LegCancelled,
                 now,
                 event_reason="no final response after CANCEL",
-                hangup_reason=HangupReason.NORMAL,
+                hangup_reason=self._cancelled_class(leg),
                 hangup_by=HangupBy.LOCAL,
-                error="connection lost" if transport_error else None,
+                error=CONNECTION_LOST if transport_error else None,
             )
             return
         self._finish(
             leg,
             LegFailed,
             now,
-            event_reason="connection lost" if transport_error else "no response (Timer B)",
-            hangup_reason=HangupReason.ERROR if transport_error else HangupReason.TIMER_EXPIRED,
+            event_reason=CONNECTION_LOST if transport_error else "no response (Timer B)",
+            hangup_reason=HangupReason.ERROR,
             hangup_by=HangupBy.LOCAL,
-            error="connection lost" if transport_error else "no response to INVITE (Timer B)",
+            error=CONNECTION_LOST if transport_error else "no response to INVITE (Timer B)",
         )
 
     # -- CANCEL -------------------------------------------------------------------------------
@@ -387,7 +397,7 @@ class InviteHandling(CoreBase):
         if leg.ring_timer is not None:
             leg.ring_timer.cancel()
             leg.ring_timer = None
-        if leg.first_provisional_at is not None:
+        if leg.state is LegState.RINGING:
             self._send_cancel(leg, now)
         else:
             leg.cancel_timer = self._schedule(
@@ -405,7 +415,27 @@ class InviteHandling(CoreBase):
         leg.cancel_sent = True
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
+        if self._transactions.find(invite_tx.branch, "CANCEL") is None:
+            leg.cancel_tx = self._start_cancel(leg, invite_tx, self._cancel_reason(leg), now)
+        # §9.1: without a final response 64*T1 after the CANCEL, the INVITE counts as cancelled.
+        leg.cancel_timer = self._schedule(
+            now + self._timer_config.timer_b, self._on_cancel_expired, leg
+        )
+
+    @staticmethod
+    def _cancel_reason(leg: Leg) -> ReasonValue:
         hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
+        return reason_for_local_hangup(hangup)
+
+    @staticmethod
+    def _cancelled_class(leg: Leg) -> HangupReason:
+        """The hangup class of a leg we cancelled: our ring timer's expiry, else normal."""
+        return HangupReason.TIMER_EXPIRED if leg.cancel_by_ring_timeout else HangupReason.NORMAL
+
+    def _start_cancel(
+        self, leg: Leg, invite_tx: ClientTransaction, reason: ReasonValue, now: float
+    ) -> ClientTransaction:
+        """The CANCEL transaction of the INVITE in flight (§9.1: its branch, URI and CSeq)."""
         data = build_cancel(
             request_uri=leg.request_uri,
             invite_via=leg.invite_via,
@@ -413,22 +443,17 @@ class InviteHandling(CoreBase):
             to_header=leg.to_header,
             call_id=leg.call_id,
             cseq=leg.invite_cseq,
-            reason=reason_for_local_hangup(hangup).render(),
+            reason=reason.render(),
             user_agent=self.config.user_agent,
         )
-        if self._transactions.find(invite_tx.branch, "CANCEL") is None:
-            leg.cancel_tx = self._transactions.start(
-                method="CANCEL",
-                branch=invite_tx.branch,
-                data=data,
-                transport=leg.transport,
-                address=leg.address,
-                owner=leg,
-                now=now,
-            )
-        # §9.1: without a final response 64*T1 after the CANCEL, the INVITE counts as cancelled.
-        leg.cancel_timer = self._schedule(
-            now + self._timer_config.timer_b, self._on_cancel_expired, leg
+        return self._transactions.start(
+            method="CANCEL",
+            branch=invite_tx.branch,
+            data=data,
+            transport=leg.transport,
+            address=leg.address,
+            owner=leg,
+            now=now,
         )
 
     def _on_cancel_expired(self, leg: Leg, now: float) -> None:
@@ -440,7 +465,7 @@ class InviteHandling(CoreBase):
             LegCancelled,
             now,
             event_reason="no final response after CANCEL",
-            hangup_reason=HangupReason.NORMAL,
+            hangup_reason=self._cancelled_class(leg),
             hangup_by=HangupBy.LOCAL,
         )
 

@@ -25,7 +25,8 @@ def run_call(*args: str) -> subprocess.CompletedProcess[str]:
     ("args", "message"),
     [
         (["not a uri", "--proxy", "127.0.0.1:5060"], "TARGET_URI"),
-        (["tel:+15551234567", "--proxy", "127.0.0.1:5060"], "is not a sip: or sips: URI"),
+        (["mailto:bob@example.com", "--proxy", "127.0.0.1:5060"], "unsupported scheme 'mailto'"),
+        (["tel:", "--proxy", "127.0.0.1:5060"], "missing number"),
         (["sip:bob@example.com;transport=sctp", "--proxy", "127.0.0.1:5060"], "transport"),
         (["sips:bob@example.com", "--proxy", "127.0.0.1", "--transport", "udp"], "demands tls"),
         (["sip:b@example.com;transport=tcp", "--proxy", "127.0.0.1", "--transport", "udp"], "tcp"),

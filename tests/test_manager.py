@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
 from sipstack.config import CoreConfig, TimerConfig
 from sipstack.dial import DialRequest, DialTarget
+from sipstack.errors import SipParseError
+from sipstack.message import parse_message
 from sipstack.transport import Transport
+from tests.waiting import eventually
 from workers.signaling.manager import LegManager, ManagerHooks
 from workers.signaling.transports import TransportConfig
 
 pytestmark = pytest.mark.timeout(30)
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 def ringing_for(invite: bytes) -> bytes:
@@ -90,13 +84,56 @@ def test_responses_waiting_in_the_socket_are_seen_before_a_retransmission_timer(
             far_end.sendto(ringing_for(invites[0]), ours)
             time.sleep(3 * timers.t1)
             stats = manager.core.stats
-            await eventually(lambda: stats.messages_received >= 401, "every datagram read")
-            await asyncio.sleep(4 * timers.t1)  # let any (wrong) retransmission go out
+            # The loop timer armed for Timer A is overdue by now, so it fires once the loop
+            # runs again: by then the core has either retransmitted or (right) seen the 180.
+            await eventually(
+                lambda: stats.messages_received >= 401 and manager.stats.timer_fires >= 1,
+                "every datagram read and the overdue timer fired",
+            )
             assert stats.parse_errors == 400
             assert stats.retransmissions == 0
+            # And none can come later: the 180 stopped Timers A and B, so the next deadline
+            # is the ring timeout (CoreConfig.max_ring_time after the dial).
+            next_deadline = manager.core.next_deadline()
+            assert next_deadline is not None
+            assert next_deadline - time.time() > CoreConfig().max_ring_time - 10
             assert received(far_end) == []
             assert not manager.is_leg_established(call_id)
             manager.send_cancel(call_id)
         await manager.close(timeout=0.5)
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_unreadable_messages_are_logged_with_source_and_error_first_few_then_sampled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    garbage = [b"junk %d\r\n\r\n" % index for index in range(12)]
+    errors = []
+    for data in garbage:
+        with pytest.raises(SipParseError) as caught:
+            parse_message(data)
+        errors.append(str(caught.value))
+
+    async def scenario() -> None:
+        manager = LegManager(
+            CoreConfig(), TransportConfig(), bad_input_log_first=3, bad_input_log_every=5
+        )
+        await manager.start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.1", 0))
+            for data in garbage:
+                sender.sendto(data, manager.local_address)
+            stats = manager.core.stats
+            await eventually(lambda: stats.parse_errors == len(garbage), "every datagram")
+            source = f"127.0.0.1:{sender.getsockname()[1]}"
+        await manager.close(timeout=0.5)
+        logged = [r.getMessage() for r in caplog.records if " dropped: " in r.getMessage()]
+        numbers = [1, 2, 3, 5, 10]  # the first 3, then every 5th
+        assert len(logged) == len(numbers), logged
+        for number, line in zip(numbers, logged, strict=True):
+            head = f"unreadable message #{number} from {source} over udp dropped: "
+            assert line.startswith(head + errors[number - 1]), line
+
+    with caplog.at_level(logging.WARNING, logger="workers.signaling.manager"):
+        asyncio.run(asyncio.wait_for(scenario(), 20))

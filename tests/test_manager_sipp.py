@@ -25,6 +25,7 @@ from tests.sipp.harness import (  # noqa: F401  (sip_peers, test_pki: fixtures)
     sip_peers,
     test_pki,
 )
+from tests.waiting import eventually
 from workers.signaling.manager import LegManager, ManagerHooks, SignalingService
 from workers.signaling.transports import TransportConfig
 
@@ -88,15 +89,6 @@ async def finished(manager: LegManager, call_id: str, timeout: float = 20) -> Te
     terminal = await asyncio.wait_for(manager.leg_finished(call_id), timeout)
     assert terminal is not None
     return terminal
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def test_answered_call_then_our_bye_runs_every_hook_once(
@@ -221,7 +213,9 @@ def test_close_cancels_a_ringing_leg_and_waits_for_its_end(
     assert peer.wait(10).successful_calls == 1
 
 
-def test_a_lost_tcp_connection_fails_its_legs(sip_peers: SipPeerFactory) -> None:  # noqa: F811
+def test_a_ringing_leg_whose_far_end_died_fails_once_its_cancel_cannot_reach_it(
+    sip_peers: SipPeerFactory,  # noqa: F811
+) -> None:
     peer = sip_peers.start("uas_ring_cancel.xml", "tcp")
     journal = Journal()
 
@@ -232,7 +226,13 @@ def test_a_lost_tcp_connection_fails_its_legs(sip_peers: SipPeerFactory) -> None
         peer.sipp.process.kill()  # type: ignore[union-attr]
         terminal = await finished(manager, call_id)
         assert terminal.state == "failed"
-        assert manager.transports.stats.connections_lost == 1
+        assert terminal.cdr.error == (
+            "connection lost while ringing; CANCEL sent again, its new connection failed too"
+        )
+        # The CANCEL tried a new connection; refused or reset by the dying process, it is the
+        # second loss, which ends the leg.
+        assert manager.transports.stats.connections_lost == 2
+        assert journal.sent_methods() == ["INVITE", "CANCEL"]
         assert journal.removed == [call_id]
         await manager.close()
 
@@ -276,7 +276,9 @@ def test_many_legs_each_removed_exactly_once(sip_peers: SipPeerFactory) -> None:
     async def scenario() -> None:
         manager = await started(journal)
         ids = [await manager.dial(request_to(peer)) for _ in range(calls)]
-        await eventually(lambda: all(manager.is_leg_established(i) for i in ids), "all answers")
+        await eventually(
+            lambda: all(manager.is_leg_established(i) for i in ids), "all answers", timeout=10
+        )
         for call_id in ids:
             manager.send_bye(call_id)
         await asyncio.gather(*(finished(manager, i) for i in ids))

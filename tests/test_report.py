@@ -60,12 +60,12 @@ def check_totals(row: ReportRow, pdd_tolerance_ms: float = 1e-6) -> None:
     assert row.attempts == 7
     assert row.answered == 2
     assert row.asr == pytest.approx(2 / 7)
-    assert row.acd_seconds == pytest.approx((30 + 61) / 2)  # billsec: 30 and ceil(60.2) = 61
+    assert row.acd_seconds == pytest.approx((30 + 60) / 2)  # billsec: 30 and round(60.2) = 60
     assert row.ner == pytest.approx(5 / 7)  # answered 2 + busy + no_answer + rejected
     assert row.mean_pdd_ms == pytest.approx(
         (500 + 1500 + 2000 + 1000 + 500 + 250) / 6, abs=pdd_tolerance_ms
     )
-    assert row.billsec_total == 91
+    assert row.billsec_total == 90
     assert row.dispositions == {
         "answered": 2,
         "busy": 1,
@@ -85,7 +85,7 @@ def check_by_trunk(rows: list[ReportRow], pdd_tolerance_ms: float = 1e-6) -> Non
     assert (t1.attempts, t1.answered, t1.acd_seconds) == (4, 1, 30.0)
     assert t1.ner == pytest.approx(1.0)
     assert t1.mean_pdd_ms == pytest.approx((500 + 1500 + 2000 + 250) / 4, abs=pdd_tolerance_ms)
-    assert (t2.attempts, t2.answered, t2.acd_seconds) == (3, 1, 61.0)
+    assert (t2.attempts, t2.answered, t2.acd_seconds) == (3, 1, 60.0)
     assert t2.ner == pytest.approx(1 / 3)
     assert t2.mean_pdd_ms == pytest.approx(750.0, abs=pdd_tolerance_ms)
 
@@ -181,7 +181,7 @@ def test_report_command_formats(
     document = json.loads(run_report(migrated_database_url, "--by", "trunk", "--format", "json"))
     assert document["by"] == "trunk"
     assert [row["group"] for row in document["rows"]] == ["t1", "t2"]
-    assert document["rows"][1]["acd_seconds"] == 61.0
+    assert document["rows"][1]["acd_seconds"] == 60.0
     assert document["rows"][0]["dispositions"]["busy"] == 1
 
     out = run_report(migrated_database_url, "--since", "2024-05-02", "--format", "csv")

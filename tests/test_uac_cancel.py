@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipstack.cdr import Disposition, HangupBy
+from sipstack.cdr import Disposition, HangupBy, HangupReason
 from sipstack.errors import LocalProtocolError, UnknownLegError
 from sipstack.events import AnswerReceived, LegCancelled, LegEnded
 from sipstack.message import Request
@@ -110,6 +110,7 @@ def test_cancel_retransmits_at_t1_doubling_to_t2_until_its_final_response() -> N
     assert cancelled.status_code == 487
     assert cancelled.cdr.disposition is Disposition.CANCELLED
     assert cancelled.cdr.hangup_by is HangupBy.LOCAL
+    assert cancelled.cdr.hangup_reason is HangupReason.NORMAL  # the scheduler's cancel
     assert h.core.leg_count == 0
 
 
@@ -136,6 +137,8 @@ def test_ring_timeout_cancels_and_counts_as_no_answer() -> None:
     cancelled = h.terminal(call_id)
     assert isinstance(cancelled, LegCancelled)
     assert cancelled.cdr.disposition is Disposition.NO_ANSWER
+    assert cancelled.cdr.hangup_reason is HangupReason.TIMER_EXPIRED  # our ring timer expired
+    assert cancelled.cdr.hangup_by is HangupBy.LOCAL
 
 
 def test_max_ring_time_applies_when_the_request_has_no_ring_timeout() -> None:
@@ -166,6 +169,20 @@ def test_200_crossing_the_cancel_is_acked_and_byed_and_cancel_stops() -> None:
     assert isinstance(ended, LegEnded)
     assert ended.cdr.disposition is Disposition.ANSWERED
     assert ended.cdr.hangup_by is HangupBy.LOCAL
+
+
+def test_200_crossing_a_ring_timeout_cancel_is_byed_as_the_ring_timeout() -> None:
+    h = Harness()
+    far = FarEnd()
+    call_id, invite = _ringing(h, far, ring_timeout=20.0)
+    h.advance(20)
+    h.deliver(far.answer(invite))
+    bye = h.last("BYE")
+    assert (bye.header("reason") or "").startswith("Q.850;cause=19")
+    h.deliver(far.respond(bye, 200))
+    ended = h.terminal(call_id)
+    assert ended.cdr.disposition is Disposition.ANSWERED
+    assert ended.cdr.hangup_reason is HangupReason.TIMER_EXPIRED
 
 
 def test_answer_before_a_queued_cancel_means_no_cancel_at_all() -> None:

@@ -180,7 +180,7 @@ def test_unanswered_invite_is_retransmitted_then_timer_b_fails_the_leg() -> None
     assert failed.at == start + 32.0
     assert failed.cdr.final_status_code is None
     assert failed.cdr.disposition is Disposition.CONGESTION
-    assert failed.cdr.hangup_reason is HangupReason.TIMER_EXPIRED
+    assert failed.cdr.hangup_reason is HangupReason.ERROR  # our error: nothing answered
     assert "Timer B" in (failed.cdr.error or "")
     assert h.core.leg_count == 0
     assert h.core.next_deadline() is None
@@ -216,15 +216,65 @@ def test_non_2xx_is_acked_with_the_invite_branch_and_uri() -> None:
     assert len([e for e in h.all_events if isinstance(e, LegFailed)]) == 1
 
 
-def test_failure_without_reason_header_is_classified_from_the_status() -> None:
+@pytest.mark.parametrize(
+    ("status", "disposition"),
+    [
+        (486, Disposition.BUSY),
+        (480, Disposition.NO_ANSWER),
+        (408, Disposition.NO_ANSWER),
+        (603, Disposition.REJECTED),
+        (503, Disposition.CONGESTION),
+        (404, Disposition.FAILED),
+    ],
+)
+def test_a_failure_without_reason_header_is_normal_and_its_status_gives_the_disposition(
+    status: int, disposition: Disposition
+) -> None:
     h = Harness()
     far = FarEnd()
     call_id = h.dial()
-    h.deliver(far.respond(h.last("INVITE"), 503))
+    h.deliver(far.respond(h.last("INVITE"), status))
     failed = h.terminal(call_id)
-    assert failed.cdr.disposition is Disposition.CONGESTION
+    assert failed.cdr.disposition is disposition
+    assert failed.cdr.hangup_reason is HangupReason.NORMAL  # RFC 3326: no Reason, normal
+    assert failed.cdr.hangup_by is HangupBy.REMOTE
+    assert failed.cdr.reason_protocol is None and failed.cdr.error is None
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "hangup_reason"),
+    [
+        (486, "Q.850;cause=17", HangupReason.NORMAL),
+        (480, "Q.850;cause=19", HangupReason.NORMAL),
+        (603, 'Q.850;cause=21;text="Call rejected"', HangupReason.USER_HANGUP),
+        (503, "Q.850;cause=34", HangupReason.ERROR),
+        (480, "SIP;cause=408", HangupReason.TIMER_EXPIRED),
+        (500, "SIP;cause=500, Q.850;cause=16", HangupReason.NORMAL),  # Q.850 wins
+    ],
+)
+def test_a_failure_with_a_reason_header_is_classified_by_that_reason(
+    status: int, reason: str, hangup_reason: HangupReason
+) -> None:
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial()
+    h.deliver(far.respond(h.last("INVITE"), status, headers=[("Reason", reason)]))
+    failed = h.terminal(call_id)
+    assert failed.cdr.hangup_reason is hangup_reason
+    assert failed.cdr.final_status_code == status
+
+
+def test_a_challenge_we_cannot_answer_is_our_error_whatever_its_reason_says() -> None:
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial()  # no credentials
+    challenge = _challenge(far, h.last("INVITE"), 401, "n1")
+    challenge.set_header("Reason", "Q.850;cause=16")
+    h.deliver(challenge)
+    failed = h.terminal(call_id)
+    assert failed.cdr.error == "authentication failed: 401 challenge and no credentials"
     assert failed.cdr.hangup_reason is HangupReason.ERROR
-    assert failed.cdr.reason_protocol is None
+    assert failed.cdr.disposition is Disposition.FAILED
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -382,6 +432,47 @@ def test_unusable_sdp_answer_is_acked_byed_and_reported() -> None:
     assert ended.cdr.hangup_by is HangupBy.LOCAL
 
 
+def test_first_provisional_at_is_the_first_1xx_after_100_trying_yet_every_1xx_is_reported() -> (
+    None
+):
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial()
+    started = h.now
+    invite = h.last("INVITE")
+    h.advance(0.02)
+    h.deliver(far.respond(invite, 100))  # the first hop's round trip, not post-dial delay
+    h.advance(2.5)
+    h.deliver(far.respond(invite, 183))
+    rang_at = h.now
+    h.advance(1)
+    h.deliver(far.respond(invite, 180))
+    h.deliver(far.answer(invite))
+    h.core.confirm_answer(call_id, h.now)
+    h.core.bye(call_id, h.now)
+    h.flush()
+    h.deliver(far.respond(h.last("BYE"), 200))
+    assert [e.status_code for e in h.events_of(ProvisionalReceived)] == [100, 183, 180]
+    cdr = h.terminal(call_id).cdr
+    assert cdr.first_provisional_at == rang_at
+    assert cdr.first_provisional_at - started == pytest.approx(2.52)
+
+
+def test_a_call_that_only_got_100_trying_has_no_first_provisional() -> None:
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial()
+    invite = h.last("INVITE")
+    h.deliver(far.respond(invite, 100))
+    h.core.cancel(call_id, h.now)  # a 100 is a provisional response: the CANCEL goes at once
+    assert len(h.flush()) == 1 and h.last("CANCEL").via_branch == invite.via_branch
+    h.deliver(far.respond(h.last("CANCEL"), 200))
+    h.deliver(far.respond(invite, 487))
+    cdr = h.terminal(call_id).cdr
+    assert cdr.first_provisional_at is None
+    assert [e.status_code for e in h.events_of(ProvisionalReceived)] == [100]
+
+
 def test_early_sdp_from_183_serves_a_2xx_without_body() -> None:
     h = Harness()
     far = FarEnd()
@@ -515,6 +606,7 @@ def test_second_challenge_for_the_same_credentials_fails_the_leg() -> None:
     assert isinstance(failed, LegFailed)
     assert failed.status_code == 401
     assert "authentication failed" in (failed.cdr.error or "")
+    assert failed.cdr.hangup_reason is HangupReason.ERROR
     assert len(h.sent_requests("INVITE")) == 2
 
 

@@ -7,9 +7,9 @@ import pytest
 from sipstack.cdr import Disposition, HangupBy, HangupReason
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
-from sipstack.events import LegCancelled, LegEnded, LegFailed
+from sipstack.events import AnswerReceived, LegCancelled, LegEnded, LegFailed
 from sipstack.transport import Transport
-from tests.fakes import TRUNK, FarEnd, Harness, establish
+from tests.fakes import TRUNK, FarEnd, Harness, Sent, describe, establish
 
 
 def test_snapshot_of_an_established_leg_lets_another_core_bye_it() -> None:
@@ -92,24 +92,196 @@ def _fields(snapshot: DialogSnapshot) -> dict[str, object]:
     return {name: getattr(snapshot, name) for name in snapshot.__dataclass_fields__}
 
 
-def test_lost_connection_fails_ringing_legs_and_ends_established_ones() -> None:
+TCP_CONTACT = "<sip:callee@192.0.2.10:5060;transport=tcp>"
+
+
+def tcp_out(h: Harness, method: str) -> list[Sent]:
+    """The requests of `method` the core sent over TCP to the trunk."""
+    return [s for s in h.sent_requests(method) if s.out.transport is Transport.TCP]
+
+
+def test_lost_connection_fails_an_invite_that_has_no_response_yet() -> None:
     h = Harness()
-    far = FarEnd(contact="<sip:callee@192.0.2.10:5060;transport=tcp>")
-    up, _ = establish(h, far, transport=Transport.TCP)
-    ringing = h.dial(transport=Transport.TCP)
-    h.deliver(far.respond(h.last("INVITE"), 180))
+    calling = h.dial(transport=Transport.TCP)
     elsewhere = h.dial(signaling_addr="192.0.2.99:5060", transport=Transport.TCP)
     h.core.connection_lost(Transport.TCP, TRUNK, h.now)
-    h.flush()
-    failed = h.terminal(ringing)
+    assert h.flush() == []  # §9.1: no CANCEL before a provisional response
+    failed = h.terminal(calling)
     assert isinstance(failed, LegFailed)
     assert failed.cdr.error == "connection lost"
+    assert failed.cdr.disposition is Disposition.CONGESTION
+    assert (failed.cdr.hangup_reason, failed.cdr.hangup_by) == (
+        HangupReason.ERROR,
+        HangupBy.LOCAL,
+    )
+    assert h.core.leg_count == 1 and h.core.dialog_snapshot(elsewhere).state == "calling"
+    h.advance(40)
+    assert len(h.sent_requests("INVITE")) == 2  # one each, nothing retransmitted over TCP
+    assert h.terminal(calling) is failed
+
+
+def test_lost_connection_cancels_a_ringing_leg_again_and_it_ends_on_that_cancels_answer() -> None:
+    h = Harness()
+    far = FarEnd()
+    ringing = h.dial(transport=Transport.TCP)
+    invite = h.last("INVITE")
+    h.deliver(far.respond(invite, 180), transport=Transport.TCP)
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    h.flush()
+    [sent] = tcp_out(h, "CANCEL")
+    assert sent.out.address == TRUNK  # the shell opens a new connection for it
+    cancel = sent.request
+    assert cancel.header("via") == invite.header("via") and cancel.cseq == (1, "CANCEL")
+    assert cancel.header("reason") == 'Q.850;cause=31;text="connection lost"'
+    assert h.events_of(LegFailed) == []  # not over until the CANCEL is
+    h.advance(1)
+    h.deliver(far.respond(cancel, 200), transport=Transport.TCP)
+    failed = h.terminal(ringing)
+    assert isinstance(failed, LegFailed)
+    assert failed.reason == "connection lost"
+    assert failed.cdr.error == "connection lost while ringing; CANCEL sent again, answered 200"
+    assert failed.cdr.disposition is Disposition.CONGESTION
+    assert failed.cdr.final_status_code is None
+    assert (failed.cdr.reason_protocol, failed.cdr.reason_cause) == ("Q.850", 31)
+    assert (failed.cdr.hangup_reason, failed.cdr.hangup_by) == (
+        HangupReason.ERROR,
+        HangupBy.LOCAL,
+    )
+    assert failed.at == h.now
+    h.deliver(far.respond(invite, 487), transport=Transport.TCP)
+    ack = h.last("ACK")  # the late 487 still gets the ACK of its transaction
+    assert ack.via_branch == invite.via_branch and ack.cseq == (1, "ACK")
+    assert h.terminal(ringing) is failed and h.core.leg_count == 0
+
+
+def test_a_scheduler_cancel_cut_by_a_lost_connection_is_sent_again_and_reported_cancelled() -> (
+    None
+):
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial(transport=Transport.TCP)
+    invite = h.last("INVITE")
+    h.deliver(far.respond(invite, 183), transport=Transport.TCP)
+    h.core.cancel(call_id, h.now)
+    h.flush()
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    h.flush()
+    first, again = tcp_out(h, "CANCEL")
+    assert again.request.header("reason") == first.request.header("reason")
+    assert again.request.via_branch == invite.via_branch
+    h.advance(32)  # Timer F of the CANCEL sent again: nothing answered it
+    cancelled = h.terminal(call_id)
+    assert isinstance(cancelled, LegCancelled)
+    assert cancelled.cdr.disposition is Disposition.CANCELLED
+    assert cancelled.cdr.error == "connection lost while ringing; CANCEL sent again, no response"
+
+
+def test_lost_connection_byes_an_established_leg_over_a_new_connection() -> None:
+    h = Harness()
+    far = FarEnd(contact=TCP_CONTACT)
+    up, _ = establish(h, far, transport=Transport.TCP)
+    answered_at = h.now
+    h.advance(10)
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    h.flush()
+    [sent] = tcp_out(h, "BYE")
+    assert sent.out.address == TRUNK
+    bye = sent.request
+    assert bye.header("reason") == 'Q.850;cause=31;text="connection lost"'
+    assert bye.cseq == (2, "BYE") and bye.to_tag == far.tag
+    assert h.events_of(LegEnded) == [] and h.core.is_established(up)
+    h.deliver(far.respond(bye, 200), transport=Transport.TCP)
     ended = h.terminal(up)
     assert isinstance(ended, LegEnded)
-    assert ended.cdr.hangup_by is HangupBy.LOCAL
-    assert ended.cdr.hangup_reason is HangupReason.ERROR
+    assert (ended.cdr.hangup_by, ended.cdr.hangup_reason) == (HangupBy.LOCAL, HangupReason.ERROR)
     assert ended.cdr.error == "connection lost"
-    assert h.core.leg_count == 1 and h.core.dialog_snapshot(elsewhere).state == "calling"
+    assert ended.cdr.disposition is Disposition.ANSWERED
+    assert ended.cdr.answered_at == answered_at and ended.cdr.billsec == 10
+    assert (ended.cdr.reason_protocol, ended.cdr.reason_cause) == ("Q.850", 31)
+
+
+def test_an_unanswered_bye_after_a_lost_connection_ends_the_leg_at_timer_f() -> None:
+    h = Harness()
+    far = FarEnd(contact=TCP_CONTACT)
+    up, _ = establish(h, far, transport=Transport.TCP)
+    lost_at = h.now
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    h.flush()
+    h.advance(31.9)
+    assert h.events_of(LegEnded) == []
+    h.advance(0.2)
+    ended = h.terminal(up)
+    assert ended.at == lost_at + 32.0
+    assert ended.cdr.hangup_reason is HangupReason.ERROR and ended.cdr.error == "connection lost"
+    assert len(tcp_out(h, "BYE")) == 1  # reliable transport: no retransmission
+
+
+def test_a_bye_in_flight_when_the_connection_breaks_goes_again_with_its_own_reason() -> None:
+    h = Harness()
+    far = FarEnd(contact=TCP_CONTACT)
+    up, _ = establish(h, far, transport=Transport.TCP)
+    h.core.bye(up, h.now)
+    h.flush()
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    h.flush()
+    first, again = tcp_out(h, "BYE")
+    assert again.request.cseq == (3, "BYE") and again.request.via_branch != first.request.via_branch
+    assert again.request.header("reason") == first.request.header("reason")
+    h.deliver(far.respond(again.request, 200), transport=Transport.TCP)
+    ended = h.terminal(up)
+    assert ended.cdr.hangup_reason is HangupReason.NORMAL and ended.cdr.error is None
+
+
+def test_a_2xx_crossing_the_cancel_sent_again_is_acked_and_byed() -> None:
+    h = Harness()
+    far = FarEnd(contact=TCP_CONTACT)
+    call_id = h.dial(transport=Transport.TCP)
+    invite = h.last("INVITE")
+    h.deliver(far.respond(invite, 180), transport=Transport.TCP)
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    h.flush()
+    h.deliver(far.answer(invite), transport=Transport.TCP)
+    assert [describe(s) for s in h.wire[-2:]] == ["ACK 1", "BYE 2"]
+    bye = h.last("BYE")
+    assert bye.header("reason") == 'Q.850;cause=31;text="connection lost"'
+    assert h.events_of(AnswerReceived) == []  # nobody is asked to confirm a call we end
+    h.deliver(far.respond(bye, 200), transport=Transport.TCP)
+    ended = h.terminal(call_id)
+    assert isinstance(ended, LegEnded)
+    assert ended.cdr.disposition is Disposition.ANSWERED
+    assert ended.cdr.hangup_reason is HangupReason.ERROR and ended.cdr.error == "connection lost"
+
+
+def test_when_the_new_connection_breaks_too_every_rescued_leg_ends_once() -> None:
+    h = Harness()
+    far = FarEnd(contact=TCP_CONTACT)
+    up, _ = establish(h, far, transport=Transport.TCP)
+    ringing = h.dial(transport=Transport.TCP)
+    h.deliver(far.respond(h.last("INVITE"), 180), transport=Transport.TCP)
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    sent = len(h.flush())
+    assert sent == 2  # one BYE, one CANCEL
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)  # the new connection failed as well
+    assert h.flush() == []
+    ended = h.terminal(up)
+    assert isinstance(ended, LegEnded) and ended.cdr.error == "connection lost"
+    failed = h.terminal(ringing)
+    assert isinstance(failed, LegFailed)
+    assert failed.cdr.error == (
+        "connection lost while ringing; CANCEL sent again, its new connection failed too"
+    )
+    assert h.core.leg_count == 0
+    h.run_out()
+    assert len(h.events_of(LegEnded)) == 1 and len(h.events_of(LegFailed)) == 1
+
+
+def test_a_leg_whose_dialog_moved_to_another_hop_keeps_its_call() -> None:
+    h = Harness()
+    far = FarEnd(contact="<sip:callee@192.0.2.20:5060;transport=tcp>")
+    up, _ = establish(h, far, transport=Transport.TCP)
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    assert h.flush() == []
+    assert h.core.is_established(up) and h.events_of(LegEnded) == []
 
 
 def test_drop_forgets_a_leg_silently_but_still_reports_it() -> None:

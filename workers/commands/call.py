@@ -270,13 +270,10 @@ def build_options(
         uri = parse_uri(target_uri)
     except SipParseError as exc:
         raise click.BadParameter(str(exc), param_hint="TARGET_URI") from None
-    if not isinstance(uri, SipUri):
-        raise click.BadParameter(
-            f"{target_uri!r} is not a sip: or sips: URI", param_hint="TARGET_URI"
-        )
     chosen = Transport.parse(transport_name) if transport_name else None
     try:
-        demanded = uri_transport(uri)
+        # A tel: URI names no host or transport: it goes to --proxy, which routes the number.
+        demanded = uri_transport(uri) if isinstance(uri, SipUri) else None
     except SipParseError as exc:
         raise click.BadParameter(str(exc), param_hint="TARGET_URI") from None
     if chosen is not None and demanded is not None and demanded is not chosen:
@@ -322,8 +319,18 @@ def build_options(
 @click.option("--from-display", default="", help="Display name of our From header.")
 @click.option("--auth-user", default=None, help="Digest user name for 401/407 challenges.")
 @click.option("--auth-password", default=None, help="Digest password.")
-@click.option("--ring-timeout", type=float, callback=_non_negative, help="CANCEL after S seconds.")
-@click.option("--cancel-after", type=float, callback=_non_negative, help="CANCEL after S seconds.")
+@click.option(
+    "--ring-timeout",
+    type=float,
+    callback=_non_negative,
+    help="Give up after S s without an answer (CANCEL; recorded as no_answer).",
+)
+@click.option(
+    "--cancel-after",
+    type=float,
+    callback=_non_negative,
+    help="Hang up as the caller S s after dialling if unanswered (CANCEL; cancelled).",
+)
 @click.option(
     "--hold", type=float, default=0.0, callback=_non_negative, help="BYE S s after answer."
 )
@@ -339,7 +346,7 @@ def command(
     as_json: bool,
     **rest: Any,
 ) -> None:
-    """Place one call to TARGET_URI and follow it to the end.
+    """Place one call to TARGET_URI (sip:, sips: or tel:) and follow it to the end.
 
     After the answer the call is hung up after --hold seconds unless the far end hangs up
     first. Exit status: 0 answered (the call was established), 1 not answered, 2 usage error.

@@ -38,6 +38,11 @@ from workers.signaling.transports import TransportConfig, Transports
 _T = TypeVar("_T")
 TransportKey = tuple[Transport, Address]
 
+# Unreadable messages from the network: the first few are logged, then one in every so many,
+# so a flood of garbage cannot flood the log (the core counts every one of them).
+BAD_INPUT_LOG_FIRST = 10
+BAD_INPUT_LOG_EVERY = 1000
+
 
 @dataclass(slots=True)
 class ManagerHooks:
@@ -64,6 +69,23 @@ class ManagerStats:
     timer_fires: int = 0
 
 
+class _Sampler:
+    """Says yes to the first `first` occurrences, then to every `every`-th one."""
+
+    __slots__ = ("count", "every", "first")
+
+    def __init__(self, first: int, every: int) -> None:
+        if first < 0 or every < 1:
+            raise ValueError(f"first must be >= 0 and every >= 1, got {first} and {every}")
+        self.first = first
+        self.every = every
+        self.count = 0
+
+    def take(self) -> bool:
+        self.count += 1
+        return self.count <= self.first or self.count % self.every == 0
+
+
 @dataclass(slots=True, eq=False)
 class _LegRecord:
     call_id: str
@@ -77,6 +99,8 @@ class LegManager:
 
     `core_config.local_addresses` is replaced by the bound socket's address for every
     transport unless `advertise_bound_address` is False (e.g. a fixed public address).
+    Messages the core cannot read are logged with their source and the parse error: the first
+    `bad_input_log_first`, then every `bad_input_log_every`-th (all are counted in core.stats).
     """
 
     def __init__(
@@ -88,8 +112,11 @@ class LegManager:
         advertise_bound_address: bool = True,
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
+        bad_input_log_first: int = BAD_INPUT_LOG_FIRST,
+        bad_input_log_every: int = BAD_INPUT_LOG_EVERY,
     ) -> None:
         self.hooks = hooks or ManagerHooks()
+        self._bad_input_sampler = _Sampler(bad_input_log_first, bad_input_log_every)
         self.stats = ManagerStats()
         self._core_config = core_config
         self._advertise_bound = advertise_bound_address
@@ -122,7 +149,7 @@ class LegManager:
         if self._advertise_bound:
             addresses = {kind: self.transports.local_address(kind) for kind in Transport}
             config = dataclasses.replace(config, local_addresses=addresses)
-        self._core = UacCore(config)
+        self._core = UacCore(config, on_bad_input=self._log_bad_input)
 
     @property
     def core(self) -> UacCore:
@@ -271,6 +298,16 @@ class LegManager:
             self._log.exception(
                 "core failed on %d bytes from %s over %s", len(data), source, transport
             )
+
+    def _log_bad_input(self, source: Address, transport: Transport, error: ValueError) -> None:
+        sampler = self._bad_input_sampler
+        if not sampler.take():
+            return
+        self._log.warning(
+            "unreadable message #%d from %s over %s dropped: %s "
+            "(logged: the first %d, then every %d-th)",
+            sampler.count, _render(source), transport, error, sampler.first, sampler.every,
+        )  # fmt: skip
 
     def _on_connection_lost(self, transport: Transport, address: Address) -> None:
         if self._core is None:
@@ -423,6 +460,11 @@ class LegManager:
         except Exception:
             self.stats.hook_errors += 1
             self._log.exception("hook %s failed", getattr(hook, "__name__", hook))
+
+
+def _render(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SignalingService:
