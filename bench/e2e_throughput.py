@@ -21,8 +21,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -36,7 +38,7 @@ from tests.worker_stack import events_by_leg
 from tests.workers_harness import PYTHON, RedisServer, WorkerProcess, wait_for
 from workers.client import DialClient
 from workers.config import Settings
-from workers.events_stream import EventReader
+from workers.events_stream import EventReader, StreamEvent
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,6 +59,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8, help="worker dial threads")
     parser.add_argument("--prefetch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="queue with enqueue_dials, N legs per dial_batch message "
+                             "(default 0: one enqueue_dial and one message per call)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/outbound-bench"))
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
                         help="record the worker with py-spy (raw format) into FILE")
@@ -95,8 +100,19 @@ def main() -> int:
                     correlation_id=f"bench-{index}-{uuid.uuid4().hex[:6]}",
                 ).leg_id
 
-            with ThreadPoolExecutor(8) as pool:
-                leg_ids = list(pool.map(enqueue, range(calls)))
+            if args.batch > 0:
+                dials = [{"to": f"sip:+1555{index:07d}@{LOOPBACK}:{sipp_port}",
+                          "correlation_id": f"bench-{index}-{uuid.uuid4().hex[:6]}"}
+                         for index in range(calls)]
+                chunks = [dials[i:i + args.batch * 10] for i in range(0, calls, args.batch * 10)]
+                with ThreadPoolExecutor(4) as pool:
+                    leg_ids = [q.leg_id for queued in pool.map(
+                        lambda chunk: client.enqueue_dials("bench", chunk,
+                                                           chunk_size=args.batch), chunks)
+                        for q in queued]
+            else:
+                with ThreadPoolExecutor(8) as pool:
+                    leg_ids = list(pool.map(enqueue, range(calls)))
             enqueue_seconds = time.perf_counter() - started
 
             worker = WorkerProcess(
@@ -114,6 +130,14 @@ def main() -> int:
                     return connection.execute(text(
                         "SELECT 1 FROM legs WHERE state <> 'queued' LIMIT 1")).first() is not None
 
+            def server_pids() -> list[int]:
+                # PostgreSQL backends serving the bench database, and the bench's Redis
+                with engine.connect() as connection:
+                    backends = connection.execute(text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid()")).scalars().all()
+                return [int(pid) for pid in backends]
+
             # The worker's CPU just before its first claim: start-up is not part of a call.
             startup_cpu = 0.0
             deadline = time.monotonic() + 60
@@ -124,6 +148,9 @@ def main() -> int:
                 startup_cpu = sample
                 time.sleep(0.01)
             spy = _start_profiler(worker.pid, args.profile) if args.profile else None
+            servers_before = {pid: _cpu_or_zero(pid) for pid in server_pids()}
+            redis_pid = int(client.redis.info("server")["process_id"])
+            redis_before = _cpu_or_zero(redis_pid)
 
             def count_cdrs() -> int:
                 with engine.connect() as connection:
@@ -132,6 +159,9 @@ def main() -> int:
             wait_for(lambda: count_cdrs() >= calls, 600, f"{calls} CDRs")
             wait_for(lambda: _unpublished(engine) == 0, 60, "the outbox to empty")
             worker_cpu = cpu_seconds(worker.pid) - startup_cpu
+            postgres_cpu = sum(_cpu_or_zero(pid) - servers_before.get(pid, 0.0)
+                               for pid in server_pids())
+            redis_cpu = _cpu_or_zero(redis_pid) - redis_before
             load_after = os.getloadavg()
             if spy is not None:
                 spy.send_signal(2)  # SIGINT: py-spy writes what it has and exits
@@ -148,7 +178,7 @@ def main() -> int:
             recorded = [float(r[4]) for r in legs]
             elapsed = max(recorded) - min(claimed)
             reader = EventReader(client.redis, settings, ["bench"])
-            events = []
+            events: list[StreamEvent] = []
             while batch := reader.read(count=10_000):
                 events.extend(item.event for item in batch)
             histories = events_by_leg(events)
@@ -161,7 +191,9 @@ def main() -> int:
             answered = sum(1 for r in legs if r[6] == "answered")
 
             print(f"calls                      {calls}")
-            print(f"enqueue (8 client threads) {calls / enqueue_seconds:8.0f} dials/s")
+            how = (f"enqueue_dials, {args.batch} per message" if args.batch > 0
+                   else "enqueue_dial, 8 client threads")
+            print(f"enqueue ({how}) {calls / enqueue_seconds:8.0f} dials/s")
             print(f"end to end, one worker     {calls / elapsed:8.0f} calls/s "
                   f"({elapsed:.2f} s from first claim to last CDR)")
             print(f"loss check                 CDRs {len(legs)}/{calls}, distinct correlation "
@@ -175,6 +207,10 @@ def main() -> int:
             print(f"CPU seconds                worker {worker_cpu:.1f}, sipp {sipp_cpu:.1f} "
                   f"({worker_cpu / calls * 1000:.2f} ms of worker CPU per call, "
                   f"start-up {startup_cpu:.1f} s left out)")
+            print(f"server CPU per call        PostgreSQL backends "
+                  f"{postgres_cpu / calls * 1000:.2f}"
+                  f" ms, Redis (broker + streams) {redis_cpu / calls * 1000:.2f} ms, "
+                  f"SIPp {sipp_cpu / calls * 1000:.2f} ms")
             print(f"load average               {load_before[0]:.2f} before, "
                   f"{load_after[0]:.2f} at the end (1 min)")
             if args.profile is not None and args.profile.exists():
@@ -192,6 +228,13 @@ def main() -> int:
         redis_server.close()
 
 
+def _cpu_or_zero(pid: int | None) -> float:
+    try:
+        return cpu_seconds(pid) if pid else 0.0
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # the process ended
+
+
 def _start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
     spy = PYTHON.parent / "py-spy"
     return subprocess.Popen(
@@ -201,7 +244,7 @@ def _start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _f(rows: list[tuple[object, ...]]) -> list[tuple[float, ...]]:
+def _f(rows: Sequence[Any]) -> list[tuple[float, ...]]:
     return [tuple(float(v) for v in row[:5]) for row in rows if all(v is not None for v in row[:5])]
 
 

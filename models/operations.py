@@ -13,7 +13,7 @@ import enum
 import functools
 import json
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -259,7 +259,7 @@ class ClaimedLeg:
 _CLAIM_FOR_DIAL = (
     update(_legs)
     .where(
-        _legs.c.id == bindparam("p_leg_id", type_=_legs.c.id.type),
+        _legs.c.id.in_(bindparam("p_leg_ids", expanding=True)),
         or_(
             _legs.c.state == literal_column(f"'{LegState.QUEUED.value}'"),
             and_(
@@ -281,30 +281,43 @@ _CLAIM_FOR_DIAL = (
     )
 )
 
-_LEG_STATE = select(_legs.c.state, _legs.c.owner_worker).where(
-    _legs.c.id == bindparam("p_leg_id", type_=_legs.c.id.type)
+_LEG_STATES = select(_legs.c.id, _legs.c.state, _legs.c.owner_worker).where(
+    _legs.c.id.in_(bindparam("p_leg_ids", expanding=True))
 )
 
 
 def claim_for_dial(
-    executor: Executor, *, worker: str, token: uuid.UUID, at: datetime, leg_id: uuid.UUID
-) -> ClaimedLeg | None:
-    """`claim_leg` by id for the dial task: one pre-built UPDATE … RETURNING of the columns
-    it dials with. Same rules: only a queued leg (or a retry with the same token) is won."""
-    row = connection_of(executor).execute(
-        _CLAIM_FOR_DIAL, {"p_leg_id": leg_id, "p_token": token, "p_worker": worker, "p_at": at}
-    ).first()
-    if row is None:
-        return None
-    leg, correlation_id, scenario, request_uri, caller_user, request = row
-    return ClaimedLeg(leg, correlation_id, str(scenario.value), request_uri, caller_user or "",
-                      request)
+    executor: Executor,
+    *,
+    worker: str,
+    token: uuid.UUID,
+    at: datetime,
+    leg_ids: Sequence[uuid.UUID],
+) -> list[ClaimedLeg]:
+    """`claim_leg` by id for dial messages, several legs in one pre-built UPDATE … RETURNING
+    of the columns a dial needs. Same rules: only a queued leg (or one claimed with this same
+    token: a retry after a lost commit answer) is won; the legs won come back."""
+    if not leg_ids:
+        return []
+    rows = connection_of(executor).execute(
+        _CLAIM_FOR_DIAL,
+        {"p_leg_ids": list(leg_ids), "p_token": token, "p_worker": worker, "p_at": at},
+    )
+    return [
+        ClaimedLeg(leg, correlation_id, str(scenario.value), request_uri, caller_user or "",
+                   request)
+        for leg, correlation_id, scenario, request_uri, caller_user, request in rows
+    ]
 
 
-def leg_state(executor: Executor, leg_id: uuid.UUID) -> tuple[LegState, str | None] | None:
-    """A leg's state and owner (None: no such leg); the dial task asks only when its claim lost."""
-    row = connection_of(executor).execute(_LEG_STATE, {"p_leg_id": leg_id}).first()
-    return None if row is None else (row[0], row[1])
+def leg_states(
+    executor: Executor, leg_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[LegState, str | None]]:
+    """State and owner of each leg that exists (asked only about legs whose claim lost)."""
+    if not leg_ids:
+        return {}
+    rows = connection_of(executor).execute(_LEG_STATES, {"p_leg_ids": list(leg_ids)})
+    return {leg: (state, owner) for leg, state, owner in rows}
 
 
 @functools.cache
@@ -351,7 +364,11 @@ def apply_transitions(session: Executor, transitions: Sequence[Transition]) -> i
     A transition whose leg is not in an allowed predecessor state (late, repeated, or after
     the end) changes nothing. Round k holds every leg's k-th transition, so each leg's own
     order is kept while legs are written together, one executemany per (state, fields) shape.
+    PostgreSQL takes the batch as arrays instead (`_apply_transitions_pg`), same results.
     """
+    connection = connection_of(session)
+    if connection.dialect.name == "postgresql":
+        return _apply_transitions_pg(connection, transitions)
     rounds: list[list[Transition]] = []
     depth: dict[uuid.UUID, int] = defaultdict(int)
     for transition in transitions:
@@ -360,10 +377,6 @@ def apply_transitions(session: Executor, transitions: Sequence[Transition]) -> i
         if position == len(rounds):
             rounds.append([])
         rounds[position].append(transition)
-    connection = connection_of(session)
-    if connection.dialect.name == "postgresql":
-        # One set-based UPDATE per round instead of one row per statement in a pipeline.
-        return sum(_apply_round_pg(connection, batch) for batch in rounds)
     applied = 0
     for batch in rounds:
         shapes: dict[tuple[LegState, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
@@ -400,38 +413,38 @@ def _pg_literal_list(values: Iterable[str]) -> str:
     return ", ".join(f"'{value}'" for value in sorted(values))  # our own enum values only
 
 
+_TIMESTAMP_COLUMNS = tuple(sorted({
+    column for state, column in STATE_TIMESTAMP.items() if state in ALLOWED_PREDECESSORS
+}))
+
+
 def _transition_round_sql() -> str:
-    timestamps: dict[str, list[LegState]] = defaultdict(list)
-    for state, column in STATE_TIMESTAMP.items():
-        if state in ALLOWED_PREDECESSORS:
-            timestamps[column].append(state)
     sets = ["state = v.state", "updated_at = v.at"]
-    for column, states in sorted(timestamps.items()):
-        # First occurrence wins: a retransmitted 180 does not move first_provisional_at.
-        sets.append(
-            f"{column} = CASE WHEN v.state IN ({_pg_literal_list(states)}) "
-            f"THEN COALESCE(l.{column}, v.at) ELSE l.{column} END"
-        )
+    # First occurrence wins: a retransmitted 180 does not move first_provisional_at.
+    sets += [f"{column} = COALESCE(l.{column}, v.{column})" for column in _TIMESTAMP_COLUMNS]
     for bit, name in enumerate(_TRANSITION_FIELD_ORDER):
         sets.append(f"{name} = CASE WHEN v.mask & {1 << bit} <> 0 THEN v.{name} ELSE l.{name} END")
     allowed = " ".join(
         f"WHEN '{state.value}' THEN ARRAY[{_pg_literal_list(before)}]"
         for state, before in sorted(ALLOWED_PREDECESSORS.items())
     )
-    columns = ["id", "state", "at", "mask", *_TRANSITION_FIELD_ORDER]
-    arrays = [
-        "%(id)b::uuid[]", "%(state)b::text[]", "%(at)b::timestamptz[]", "%(mask)b::integer[]",
-        *(f"%({name})b::{kind}[]" for name, kind in
-          ((name, _TRANSITION_FIELD_TYPES[name]) for name in _TRANSITION_FIELD_ORDER)),
+    typed = [
+        ("id", "uuid"), ("first_state", "text"), ("state", "text"), ("at", "timestamptz"),
+        *((column, "timestamptz") for column in _TIMESTAMP_COLUMNS), ("mask", "integer"),
+        *((name, _TRANSITION_FIELD_TYPES[name]) for name in _TRANSITION_FIELD_ORDER),
     ]
+    arrays = ", ".join(f"%({name})b::{kind}[]" for name, kind in typed)
     return (
         f"UPDATE legs AS l SET {', '.join(sets)} "
-        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(columns)}) "
-        f"WHERE l.id = v.id AND l.state = ANY(CASE v.state {allowed} END)"
+        f"FROM unnest({arrays}) AS v({', '.join(name for name, _ in typed)}) "
+        f"WHERE l.id = v.id AND l.state = ANY(CASE v.first_state {allowed} END) "
+        "RETURNING l.id"
     )
 
 
 _TRANSITION_ROUND_SQL = _transition_round_sql()
+_ROUND_COLUMNS = ("id", "first_state", "state", "at", *_TIMESTAMP_COLUMNS, "mask",
+                  *_TRANSITION_FIELD_ORDER)
 
 
 def _pg_field_value(name: str, value: Any) -> Any:
@@ -444,13 +457,55 @@ def _pg_field_value(name: str, value: Any) -> Any:
     return value
 
 
-def _apply_round_pg(connection: Connection, batch: Sequence[Transition]) -> int:
-    """One UPDATE … FROM unnest(…) for transitions of distinct legs."""
-    columns: dict[str, list[Any]] = {
-        name: [] for name in ("id", "state", "at", "mask", *_TRANSITION_FIELD_ORDER)
-    }
-    for transition in batch:
-        fields = transition.fields
+def _apply_transitions_pg(connection: Connection, transitions: Sequence[Transition]) -> int:
+    """Apply transitions with one UPDATE … FROM unnest(…) per round.
+
+    A leg's consecutive transitions that each follow from the one before (inviting, ringing,
+    established, ended) are one chain, written as one row version: the chain applies when
+    the leg's state allows its first step, exactly as the steps one by one would. When the
+    first step does not apply, the rest go again, one round later, from the unchanged state.
+    """
+    queues: dict[uuid.UUID, deque[Transition]] = {}
+    for transition in transitions:
+        queues.setdefault(transition.leg_id, deque()).append(transition)
+    applied = 0
+    while queues:
+        chains = [_take_chain(queue) for queue in queues.values()]
+        moved = _apply_chains_pg(connection, chains)
+        for chain in chains:
+            if chain[0].leg_id in moved:
+                applied += len(chain)
+            else:
+                queues[chain[0].leg_id].extendleft(reversed(chain[1:]))
+        queues = {leg: queue for leg, queue in queues.items() if queue}
+    return applied
+
+
+def _take_chain(queue: deque[Transition]) -> list[Transition]:
+    chain = [queue.popleft()]
+    while queue and chain[-1].state in ALLOWED_PREDECESSORS[queue[0].state]:
+        chain.append(queue.popleft())
+    return chain
+
+
+def _apply_chains_pg(connection: Connection, chains: Sequence[list[Transition]]) -> set[Any]:
+    """One UPDATE for one chain per leg; the ids of the legs it moved."""
+    columns: dict[str, list[Any]] = {name: [] for name in _ROUND_COLUMNS}
+    for chain in chains:
+        first, last = chain[0], chain[-1]
+        columns["id"].append(first.leg_id)
+        columns["first_state"].append(first.state.value)
+        columns["state"].append(last.state.value)
+        columns["at"].append(last.at)
+        firsts: dict[str, datetime] = {}
+        fields: dict[str, Any] = {}
+        for step in chain:
+            column = STATE_TIMESTAMP.get(step.state)
+            if column is not None:
+                firsts.setdefault(column, step.at)
+            fields.update(step.fields)
+        for column in _TIMESTAMP_COLUMNS:
+            columns[column].append(firsts.get(column))
         mask = 0
         for bit, name in enumerate(_TRANSITION_FIELD_ORDER):
             if name in fields:
@@ -458,12 +513,9 @@ def _apply_round_pg(connection: Connection, batch: Sequence[Transition]) -> int:
                 columns[name].append(_pg_field_value(name, fields[name]))
             else:
                 columns[name].append(None)
-        columns["id"].append(transition.leg_id)
-        columns["state"].append(transition.state.value)
-        columns["at"].append(transition.at)
         columns["mask"].append(mask)
     result = connection.exec_driver_sql(_TRANSITION_ROUND_SQL, columns)
-    return _count(result.rowcount)
+    return {row[0] for row in result}
 
 
 @functools.cache

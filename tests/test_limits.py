@@ -159,3 +159,21 @@ def test_admit_refused_by_cps_leaves_no_lease_behind(
     assert limits.leases_in_use("t", now=t0 + 0.25) == 1
     assert limits.admit("t", "b", max_concurrent=10, cps=1, now=t0 + 1.01).granted
     assert limits.leases_in_use("t", now=t0 + 1.01) == 2
+
+
+def test_admit_many_admits_in_order_until_the_first_refusal(
+    client: redis.Redis[Any], settings: Settings
+) -> None:
+    limits = TrunkLimits(client, settings, lease_ttl=10.0)
+    t0 = 10_000_000.0
+    first = limits.admit_many("t", ["a", "b", "c", "d"], max_concurrent=10, cps=3, now=t0)
+    assert (first.admitted, first.refused_by) == (3, "cps")
+    assert first.retry_after == pytest.approx(1.0)
+    assert limits.leases_in_use("t", now=t0) == 3  # 'd' holds nothing
+    # the same legs again (a redelivered message) take nothing new; 'd' still waits
+    again = limits.admit_many("t", ["a", "b", "c", "d"], max_concurrent=10, cps=3, now=t0 + 0.5)
+    assert (again.admitted, again.refused_by) == (3, "cps")
+    capped = limits.admit_many("t", ["d", "e"], max_concurrent=4, cps=10, now=t0 + 1.5)
+    assert (capped.admitted, capped.refused_by) == (1, "concurrency")
+    assert limits.leases_in_use("t", now=t0 + 1.5) == 4
+    assert limits.admit_many("t", [], max_concurrent=1, cps=1).admitted == 0

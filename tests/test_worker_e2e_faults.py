@@ -67,8 +67,10 @@ def test_redis_restart_loses_no_event_no_cdr_and_no_queued_dial(
         wait_for(lambda: _terminal_legs(collector) >= set(everything), 30,
                  "terminal events of every leg on the stream")
         assert_complete_event_history(events_by_leg(collector.snapshot()), everything)
-        assert stack.rows("SELECT count(*) FROM outbox_events WHERE published_at IS NULL"
-                          )[0][0] == 0
+        # the recorder marks published rows in its next transaction, or once it is idle
+        wait_for(lambda: stack.rows(
+            "SELECT count(*) FROM outbox_events WHERE published_at IS NULL")[0][0] == 0,
+            5, "every published outbox row to be marked")
         assert carrier.wait(timeout=30).successful_calls == 13
     finally:
         if collector is not None:

@@ -12,6 +12,8 @@ from kombu.transport import redis as kombu_redis
 from workers.config import Settings
 
 DIAL_TASK = "outbound.dial"
+DIAL_BATCH_TASK = "outbound.dial_batch"  # several legs of one trunk in one message
+DIAL_TASKS = frozenset({DIAL_TASK, DIAL_BATCH_TASK})
 CONTROL_TASK = "outbound.control"
 DIAL_QUEUE_PREFIX = "dial."
 
@@ -62,7 +64,7 @@ def route_task(
     name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
 ) -> dict[str, Any] | None:
     """Send each dial to its trunk's queue; control messages must name their worker."""
-    if name == DIAL_TASK:
+    if name in DIAL_TASKS:
         trunk = (kwargs or {}).get("trunk")
         if not trunk:
             raise ValueError("a dial task needs its trunk (keyword argument 'trunk')")
@@ -108,6 +110,8 @@ def configure(app: Celery, settings: Settings, **extra: Any) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         worker_enable_remote_control=False,
+        # trunk limits are shared in Redis (workers.limits); Celery's per-worker buckets unused
+        worker_disable_rate_limits=True,
         worker_send_task_events=False,
         enable_utc=True,
         timezone="UTC",

@@ -5,6 +5,11 @@
 
 Enqueueing twice with the same correlation_id while the leg lives dials once: the leg row is
 found again, and a repeated message loses the atomic claim in the worker.
+
+A campaign queues many dials at once with `DialClient.enqueue_dials`: each chunk of legs is
+stored in one transaction and goes out as one `outbound.dial_batch` message, which the worker
+takes with one limits check and one claim (the per-message cost of Celery, the broker and
+the database is paid once per chunk instead of once per call).
 """
 
 from __future__ import annotations
@@ -12,19 +17,22 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from models import operations
 from models.cdrs import Cdr
+from models.dial_fields import DialFields, InvalidDialRequest, validate_dial_fields
 from models.enums import LegState
 from models.legs import Leg
 from models.repository import Repository
-from workers.app import DIAL_TASK, create_app, dial_queue_name
+from workers.app import DIAL_BATCH_TASK, DIAL_TASK, create_app, dial_queue_name
 from workers.config import ConfigError, Settings, TrunkConfig, resolve_trunks
 from workers.events_stream import REDIS_UNAVAILABLE, EventReader, ReceivedEvent, StreamEvent
 
@@ -106,6 +114,67 @@ class DialClient:
             stream_position=position,
         )
 
+    def enqueue_dials(
+        self, trunk: str, dials: Iterable[Mapping[str, Any]], *, chunk_size: int = 50
+    ) -> list[QueuedDial]:
+        """Queue many dials of one trunk, `chunk_size` legs per transaction and per message.
+
+        Each dial is a mapping with `to` and optionally `correlation_id`, `scenario` and any
+        other dial field. Every dial is validated before anything is stored; an invalid one
+        raises InvalidDialRequest naming its position and its bad fields. Same idempotency
+        as `enqueue_dial`: a live leg with the same correlation_id is found, not dialed again.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        prepared = [self._dial_fields(trunk, index, dial) for index, dial in enumerate(dials)]
+        position = self._stream_position(trunk)
+        queued: list[QueuedDial] = []
+        for start in range(0, len(prepared), chunk_size):
+            stored = self.repository.run(_insert_legs, prepared[start:start + chunk_size])
+            waiting = [(str(leg.id), leg.correlation_id) for leg, _ in stored
+                       if leg.state == LegState.QUEUED]
+            if waiting:
+                self.publish_dial_batch(trunk, waiting)
+            published = {leg_id for leg_id, _ in waiting}
+            queued.extend(
+                QueuedDial(
+                    leg_id=str(leg.id), correlation_id=leg.correlation_id, trunk=trunk,
+                    created=created, state=str(leg.state.value),
+                    published=str(leg.id) in published, stream_position=position,
+                )
+                for leg, created in stored
+            )
+        return queued
+
+    def _dial_fields(self, trunk: str, index: int, dial: Mapping[str, Any]) -> DialFields:
+        if "to" not in dial:
+            raise InvalidDialRequest({f"dials[{index}].to": "missing"})
+        values = {name: value for name, value in dial.items() if name != "to"}
+        values.update(
+            correlation_id=dial.get("correlation_id") or str(uuid.uuid4()), trunk=trunk,
+            request_uri=self.request_uri(trunk, str(dial["to"])),
+            scenario=dial.get("scenario", "campaign"),
+        )
+        try:
+            return validate_dial_fields(values)
+        except InvalidDialRequest as error:
+            raise InvalidDialRequest(
+                {f"dials[{index}].{name}": problem for name, problem in error.errors.items()}
+            ) from None
+
+    def publish_dial_batch(self, trunk: str, legs: Sequence[tuple[str, str]]) -> None:
+        """One `dial_batch` message for (leg_id, correlation_id) pairs of queued legs."""
+        self.app.send_task(
+            DIAL_BATCH_TASK,
+            kwargs={"trunk": trunk, "legs": [list(leg) for leg in legs],
+                    "enqueued_at": time.time()},
+            queue=dial_queue_name(trunk),
+            routing_key=dial_queue_name(trunk),
+            retry=True,
+            retry_policy=_PUBLISH_RETRY,
+            ignore_result=True,
+        )
+
     def publish_dial(self, leg_id: str, trunk: str, correlation_id: str) -> None:
         self.app.send_task(
             DIAL_TASK,
@@ -171,6 +240,11 @@ class DialClient:
     def close(self) -> None:
         self.redis.close()
         self.repository.engine.dispose()
+
+
+def _insert_legs(session: Session, dials: Sequence[DialFields]) -> list[tuple[Leg, bool]]:
+    """Store several validated dials in one transaction (see operations.insert_leg)."""
+    return [operations.insert_leg(session, fields, uuid.uuid4()) for fields in dials]
 
 
 _default: DialClient | None = None

@@ -118,7 +118,8 @@ class StreamEvent:
 
 def format_at(at: float) -> str:
     """Epoch seconds as ISO 8601 UTC with microseconds ('2024-05-01T10:00:00.123456Z')."""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is twice as fast as strftime; "+00:00" is always the last six characters
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_at(text: str) -> float:

@@ -11,14 +11,14 @@ clocks still share one window.
 - Concurrency is a set of leases (sorted set scored by expiry). The owning worker renews the
   leases of its live legs; a dead worker's leases lapse after the TTL, so its slots come back
   even if nothing else cleans up.
-- `admit` checks both in one script (one round trip per dial) and takes both or neither, so a
-  refusal by the CPS window never leaves a lease to give back.
+- `admit` / `admit_many` check both in one script (one round trip per dial message) and take
+  both or neither, so a refusal by the CPS window never leaves a lease to give back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,41 +91,61 @@ end
 return #ARGV - 2
 """
 
-# KEYS: leases, cps window. ARGV: max_concurrent, lease ttl, cps limit, cps window, member, now.
-# Returns {granted (1/0), refused by ('' | 'concurrency' | 'cps'), wait seconds as text}.
+# KEYS: leases, cps window. ARGV: max_concurrent, lease ttl, cps limit, cps window, now,
+# then the members (legs) in order. Admits members until the first refusal.
+# Returns {members admitted, refused by ('' | 'concurrency' | 'cps'), wait seconds as text}.
 _ADMIT_SCRIPT = """
 local leases, window_key = KEYS[1], KEYS[2]
 local max_concurrent = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
-local member = ARGV[5]
-local now = tonumber(ARGV[6])
+local now = tonumber(ARGV[5])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-if not redis.call('ZSCORE', leases, member) then
-  if redis.call('ZCARD', leases) >= max_concurrent then
-    return {0, 'concurrency', '0'}
-  end
-end
 redis.call('ZREMRANGEBYSCORE', window_key, '-inf', now - window)
-if not redis.call('ZSCORE', window_key, member) then
-  local count = redis.call('ZCARD', window_key)
-  if count >= limit then
-    local oldest = redis.call('ZRANGE', window_key, count - limit, count - limit, 'WITHSCORES')
-    return {0, 'cps', tostring(tonumber(oldest[2]) + window - now)}
+local admitted = 0
+local refused, wait = '', '0'
+for i = 6, #ARGV do
+  local member = ARGV[i]
+  if not redis.call('ZSCORE', leases, member)
+      and redis.call('ZCARD', leases) >= max_concurrent then
+    refused = 'concurrency'
+    break
   end
-  redis.call('ZADD', window_key, now, member)
+  if not redis.call('ZSCORE', window_key, member) then
+    local count = redis.call('ZCARD', window_key)
+    if count >= limit then
+      local oldest = redis.call('ZRANGE', window_key, count - limit, count - limit, 'WITHSCORES')
+      refused, wait = 'cps', tostring(tonumber(oldest[2]) + window - now)
+      break
+    end
+    redis.call('ZADD', window_key, now, member)
+  end
+  redis.call('ZADD', leases, now + ttl, member)
+  admitted = admitted + 1
+end
+if admitted > 0 then
   redis.call('PEXPIRE', window_key, math.ceil(window * 2000))
 end
-redis.call('ZADD', leases, now + ttl, member)
-return {1, '', '0'}
+return {admitted, refused, wait}
 """
 
 CPS_WINDOW = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer of `admit_many`: the first `admitted` legs may start; the next one was
+    refused by `refused_by` ("concurrency" or "cps"), worth asking again after
+    `retry_after` seconds (cps; 0 for concurrency, whose slots free up when calls end)."""
+
+    admitted: int
+    refused_by: str = ""
+    retry_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,17 +188,32 @@ class TrunkLimits:
     ) -> Permit:
         """A concurrency lease and a start in the CPS window for this leg, both or neither,
         in one round trip (idempotent per leg, like `acquire_lease` and `take_call_slot`)."""
+        admission = self.admit_many(trunk, [leg], max_concurrent=max_concurrent, cps=cps, now=now)
+        return Permit(
+            granted=admission.admitted == 1,
+            retry_after=admission.retry_after,
+            refused_by=admission.refused_by,
+        )
+
+    def admit_many(
+        self, trunk: str, legs: Sequence[str], *, max_concurrent: int, cps: float,
+        now: float | None = None,
+    ) -> Admission:
+        """`admit` for several legs in one round trip: they are admitted in order until the
+        first one the limits refuse; that one and the rest are to be tried again later."""
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        if not legs:
+            return Admission(0)
         limit, window = _cps_window(cps)
-        granted, refused_by, wait = self._admit(
+        admitted, refused_by, wait = self._admit(
             keys=[self.leases_key(trunk), self.cps_key(trunk)],
-            args=[max_concurrent, self.lease_ttl, limit, window, leg, _now_arg(now)],
+            args=[max_concurrent, self.lease_ttl, limit, window, _now_arg(now), *legs],
         )
-        return Permit(
-            granted=bool(granted),
-            retry_after=max(0.0, float(wait)),
+        return Admission(
+            admitted=int(admitted),
             refused_by=refused_by.decode() if isinstance(refused_by, bytes) else str(refused_by),
+            retry_after=max(0.0, float(wait)),
         )
 
     def take_call_slot(

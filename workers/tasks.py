@@ -7,12 +7,16 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
-from workers.app import CONTROL_TASK, DIAL_TASK, app
+from workers.app import CONTROL_TASK, DIAL_BATCH_TASK, DIAL_TASK, app
 from workers.bootstep import current_runtime
 from workers.control import handle_control
 
+_DIAL_OPTIONS: dict[str, Any] = {
+    "bind": True, "acks_late": True, "ignore_result": True, "max_retries": None,
+}
 
-@app.task(name=DIAL_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
+
+@app.task(name=DIAL_TASK, **_DIAL_OPTIONS)  # type: ignore[untyped-decorator]
 def dial(
     self: Task,
     leg_id: str,
@@ -31,6 +35,28 @@ def dial(
     if outcome.status == "requeue":
         raise Reject(outcome.detail, requeue=True)
     return outcome.status
+
+
+@app.task(name=DIAL_BATCH_TASK, **_DIAL_OPTIONS)  # type: ignore[untyped-decorator]
+def dial_batch(
+    self: Task, trunk: str, legs: list[list[str]], enqueued_at: float | None = None
+) -> dict[str, int]:
+    """`dial` for several legs of one trunk ([leg_id, correlation_id] pairs): one message,
+    one limits check, one claim. Legs the limits refuse go back as a smaller message."""
+    runtime = current_runtime()
+    if runtime is None:
+        raise Reject("this process runs no signaling runtime", requeue=True)
+    outcome = runtime.handle_dial_batch(trunk, [(leg[0], leg[1]) for leg in legs])
+    if outcome.requeue:
+        raise Reject(outcome.requeue, requeue=True)
+    if outcome.retry:
+        # published before this message is acknowledged: no leg is dropped in between
+        raise self.retry(
+            kwargs={"trunk": trunk, "legs": [list(leg) for leg in outcome.retry],
+                    "enqueued_at": enqueued_at},
+            countdown=outcome.retry_after, max_retries=None,
+        )
+    return outcome.summary()
 
 
 @app.task(name=CONTROL_TASK, acks_late=False, ignore_result=False)  # type: ignore[untyped-decorator]
