@@ -92,13 +92,8 @@ class AsyncRepository:
         status_code: int | None = None,
         reason: str | None = None,
     ) -> bool:
-        fields: dict[str, Any] = {}
-        if status_code is not None:
-            fields["last_status_code"] = status_code
-        if reason is not None:
-            fields["last_reason"] = reason
-        state = LegState.FAILED if failed else LegState.ENDED
-        return await self.record_transition(leg_id, state, at, **fields)
+        ending = Transition.ended(leg_id, at, failed=failed, status_code=status_code, reason=reason)
+        return await self.record_transitions([ending]) == 1
 
     async def legs_owned_by(
         self, worker: str, states: Iterable[LegState | str] = SIGNALING_STATES

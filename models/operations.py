@@ -98,6 +98,24 @@ class Transition:
             cleaned["route_set"] = [str(route) for route in cleaned["route_set"]]
         return cls(as_uuid(leg_id), target, to_datetime(at), cleaned)
 
+    @classmethod
+    def ended(
+        cls,
+        leg_id: uuid.UUID | str,
+        at: float | datetime,
+        *,
+        failed: bool = False,
+        status_code: int | None = None,
+        reason: str | None = None,
+    ) -> Transition:
+        """A live leg's end ('failed' when `failed`), with the last status it saw, if any."""
+        fields: dict[str, Any] = {}
+        if status_code is not None:
+            fields["last_status_code"] = status_code
+        if reason is not None:
+            fields["last_reason"] = reason
+        return cls.make(leg_id, LegState.FAILED if failed else LegState.ENDED, at, **fields)
+
 
 @dataclass(frozen=True, slots=True)
 class PendingCdr:

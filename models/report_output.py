@@ -23,8 +23,9 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _flat(row: ReportRow) -> dict[str, Any]:
-    flat: dict[str, Any] = {
+def _figures(row: ReportRow) -> dict[str, Any]:
+    """The row's own figures, before its disposition and hangup-reason counts."""
+    return {
         "group": row.group,
         "attempts": row.attempts,
         "answered": row.answered,
@@ -34,6 +35,10 @@ def _flat(row: ReportRow) -> dict[str, Any]:
         "mean_pdd_ms": row.mean_pdd_ms,
         "billsec_total": row.billsec_total,
     }
+
+
+def _flat(row: ReportRow) -> dict[str, Any]:
+    flat = _figures(row)
     flat.update({f"disposition_{key}": value for key, value in row.dispositions.items()})
     flat.update({f"hangup_{key}": value for key, value in row.hangup_reasons.items()})
     return flat
@@ -118,14 +123,7 @@ def render_json(
         "by": by,
         "rows": [
             {
-                "group": row.group,
-                "attempts": row.attempts,
-                "answered": row.answered,
-                "asr": row.asr,
-                "acd_seconds": row.acd_seconds,
-                "ner": row.ner,
-                "mean_pdd_ms": row.mean_pdd_ms,
-                "billsec_total": row.billsec_total,
+                **_figures(row),
                 "dispositions": row.dispositions,
                 "hangup_reasons": row.hangup_reasons,
             }

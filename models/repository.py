@@ -114,13 +114,8 @@ class Repository:
         reason: str | None = None,
     ) -> bool:
         """End a live leg ('failed' when `failed`); False when it had already ended."""
-        fields: dict[str, Any] = {}
-        if status_code is not None:
-            fields["last_status_code"] = status_code
-        if reason is not None:
-            fields["last_reason"] = reason
-        state = LegState.FAILED if failed else LegState.ENDED
-        return self.record_transition(leg_id, state, at, **fields)
+        ending = Transition.ended(leg_id, at, failed=failed, status_code=status_code, reason=reason)
+        return self.record_transitions([ending]) == 1
 
     def legs_owned_by(
         self, worker: str, states: Iterable[LegState | str] = SIGNALING_STATES

@@ -238,15 +238,9 @@ class UacCore(IncomingRequests, ConnectionLoss):
     def confirm_answer(self, call_id: str, now: float) -> bool:
         """pre_ack succeeded: ACK, establish. False when the leg ended meanwhile."""
         self._now = now
-        leg = self._legs.get(call_id)
-        if leg is None or leg.ended:
+        leg = self._leg_awaiting_pre_ack(call_id, "confirm")
+        if leg is None:
             return False
-        if leg.state is not LegState.ANSWERED:
-            if leg.state.answered:
-                return False
-            raise LocalProtocolError(
-                f"leg {call_id} has no answer to confirm (state {leg.state.value})"
-            )
         if leg.answer_timer is not None:
             leg.answer_timer.cancel()
             leg.answer_timer = None
@@ -275,15 +269,9 @@ class UacCore(IncomingRequests, ConnectionLoss):
     def abort_answer(self, call_id: str, why: str, now: float) -> bool:
         """pre_ack failed: ACK then BYE (never half-open), CDR error `why`. False if gone."""
         self._now = now
-        leg = self._legs.get(call_id)
-        if leg is None or leg.ended:
+        leg = self._leg_awaiting_pre_ack(call_id, "abort")
+        if leg is None:
             return False
-        if leg.state is not LegState.ANSWERED:
-            if leg.state.answered:
-                return False
-            raise LocalProtocolError(
-                f"leg {call_id} has no answer to abort (state {leg.state.value})"
-            )
         self._start_bye(
             leg, now, LocalHangup.ERROR, error=why, event_reason=f"answer aborted: {why}"
         )
@@ -483,6 +471,20 @@ class UacCore(IncomingRequests, ConnectionLoss):
             raise UnknownLegError(f"unknown call-id {call_id!r} (never dialled or already ended)")
         return leg
 
+    def _leg_awaiting_pre_ack(self, call_id: str, verb: str) -> Leg | None:
+        """The answered leg whose pre_ack outcome is due; None when it ended or moved past
+        its answer meanwhile. LocalProtocolError when it has no answer to `verb`."""
+        leg = self._legs.get(call_id)
+        if leg is None or leg.ended:
+            return None
+        if leg.state is not LegState.ANSWERED:
+            if leg.state.answered:
+                return None
+            raise LocalProtocolError(
+                f"leg {call_id} has no answer to {verb} (state {leg.state.value})"
+            )
+        return leg
+
     def _on_response(
         self, response: Response, source: Address, transport: Transport, now: float
     ) -> None:
@@ -532,11 +534,8 @@ class UacCore(IncomingRequests, ConnectionLoss):
         if transaction is not leg.bye_tx or code < 200:
             return
         if code in (401, 407):
-            # Credentials sent pre-emptively were never asked for: only an answer to a
-            # challenge to this BYE can be rejected.
-            carried = leg.bye_auth_headers if leg.bye_auth_tries else ()
             rejection = self._answer_challenge(
-                leg, response, carried=carried, tries=leg.bye_auth_tries
+                leg, response, carried=leg.bye_auth_headers, tries=leg.bye_auth_tries
             )
             if rejection is None:
                 leg.bye_auth_tries += 1

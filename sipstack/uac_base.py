@@ -12,6 +12,7 @@ from sipstack.config import CoreConfig
 from sipstack.dialog import Dialog, NextHop
 from sipstack.errors import LocalProtocolError, SipParseError
 from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
+from sipstack.headers.session_timer import MinSE
 from sipstack.leg import Ending, Leg, LegState, UnackedResponse
 from sipstack.message import Request, Response
 from sipstack.reason import (
@@ -163,6 +164,19 @@ class CoreBase:
         if contact is not None and leg.dialog is not None:
             leg.dialog.update_remote_target(contact, self._fallback_hop(leg))
 
+    def _raise_min_se(self, leg: Leg, response: Response) -> bool:
+        """A 422's Min-SE raises the leg's floor (RFC 4028 §7.4); False when it has none we
+        can read."""
+        value = response.header("min-se")
+        if value is None:
+            return False
+        try:
+            min_se = MinSE.parse(value).delta
+        except SipParseError:
+            return False
+        leg.min_se = max(leg.min_se, min_se)
+        return True
+
     def _stop_refresh(self, leg: Leg, now: float) -> None:
         """No refresh outcome matters any more; a re-INVITE still gets its ACKs (detached)."""
         transaction = leg.refresh_tx
@@ -255,11 +269,13 @@ class CoreBase:
     def _answer_challenge(
         self, leg: Leg, response: Response, *, carried: tuple[tuple[str, str], ...], tries: int
     ) -> str | None:
-        """Take a 401/407 to a request that `carried` these credentials: None when the request
-        may go again (the challenge is kept for it and later requests), else the error text.
+        """Take a 401/407 to a request that `carried` these credentials and has answered
+        `tries` challenges: None when the request may go again (the challenge is kept for it
+        and later requests), else the error text.
 
         A challenge of a kind the request already answered means rejected credentials, unless
         it says stale=true (§22.2, RFC 7616 §3.3); stale loops stop after MAX_AUTH_TRIES.
+        Credentials sent pre-emptively (tries 0) were never asked for, so cannot be rejected.
         """
         code = response.status_code
         credentials = leg.credentials
@@ -276,7 +292,8 @@ class CoreBase:
             )
         except SipParseError as exc:
             return f"authentication failed: {exc}"
-        if any(name == answer_header for name, _ in carried) and not challenge.stale:
+        answered = carried if tries else ()
+        if any(name == answer_header for name, _ in answered) and not challenge.stale:
             return (
                 f"authentication failed: credentials for realm {challenge.realm!r} "
                 f"were rejected ({code} again)"

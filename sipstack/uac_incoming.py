@@ -193,15 +193,10 @@ class IncomingRequests(SessionTimers):
         if request.body and _offer_pending(leg):
             self._respond(request, 491, source, transport, now)  # offers crossing (RFC 3311)
             return
-        answer, failure = self._answer_to(leg, request)
-        if failure is not None:
-            self._respond(request, failure[0], source, transport, now, failure[1])
+        accepted = self._accept_peer_refresh(leg, request, source, transport, now)
+        if accepted is None:
             return
-        status, headers = self._on_peer_refresh(leg, request, now)
-        if status != 200:
-            self._respond(request, status, source, transport, now, headers)
-            return
-        self._refresh_target(leg, request)
+        answer, headers = accepted
         headers.append(("Contact", leg.contact))
         if answer:
             headers.append(("Content-Type", SDP_CONTENT_TYPE))
@@ -219,15 +214,10 @@ class IncomingRequests(SessionTimers):
             # §14.2: a re-INVITE while one of ours (or our answer to theirs) is pending.
             self._respond(request, 491, source, transport, now)
             return
-        answer, failure = self._answer_to(leg, request)
-        if failure is not None:
-            self._respond(request, failure[0], source, transport, now, failure[1])
+        accepted = self._accept_peer_refresh(leg, request, source, transport, now)
+        if accepted is None:
             return
-        status, headers = self._on_peer_refresh(leg, request, now)
-        if status != 200:
-            self._respond(request, status, source, transport, now, headers)
-            return
-        self._refresh_target(leg, request)
+        answer, headers = accepted
         # Without an offer in the re-INVITE, our 2xx offers our session as it is (RFC 3264 §8).
         body = answer or leg.local_sdp
         leg.local_sdp = body
@@ -252,6 +242,22 @@ class IncomingRequests(SessionTimers):
             )
             pending.timer = self._schedule(now + t1, self._on_reinvite_retransmit, leg)
             leg.pending_reinvite = pending
+
+    def _accept_peer_refresh(
+        self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
+    ) -> tuple[bytes, list[tuple[str, str]]] | None:
+        """The checks a peer's UPDATE and re-INVITE share: (our SDP answer or b"", session
+        headers for our 2xx) with the remote target refreshed, or None once rejected."""
+        answer, failure = self._answer_to(leg, request)
+        if failure is not None:
+            self._respond(request, failure[0], source, transport, now, failure[1])
+            return None
+        status, headers = self._on_peer_refresh(leg, request, now)
+        if status != 200:
+            self._respond(request, status, source, transport, now, headers)
+            return None
+        self._refresh_target(leg, request)
+        return answer, headers
 
     def _answer_to(
         self, leg: Leg, request: Request

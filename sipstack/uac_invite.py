@@ -13,7 +13,7 @@ from sipstack.events import (
     ProvisionalReceived,
 )
 from sipstack.headers.name_addr import NameAddr
-from sipstack.headers.session_timer import MinSE, SessionExpires
+from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegState
 from sipstack.message import Request, Response
 from sipstack.reason import (
@@ -80,15 +80,7 @@ class InviteHandling(CoreBase):
             body=leg.offer_body,
         )
         leg.invite_via = via
-        leg.invite_tx = self._transactions.start(
-            method="INVITE",
-            branch=branch,
-            data=data,
-            transport=leg.transport,
-            address=leg.address,
-            owner=leg,
-            now=now,
-        )
+        leg.invite_tx = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
 
     def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
         leg: Leg = transaction.owner
@@ -333,14 +325,8 @@ class InviteHandling(CoreBase):
         """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""
         if leg.invite_422_retried or leg.invite_tail is None:
             return False
-        value = response.header("min-se")
-        if value is None:
+        if not self._raise_min_se(leg, response):
             return False
-        try:
-            min_se = MinSE.parse(value).delta
-        except SipParseError:
-            return False
-        leg.min_se = max(leg.min_se, min_se)
         interval = max(leg.min_se, leg.offer_session_expires or 0)
         leg.invite_422_retried = True
         leg.offer_session_expires = interval
@@ -446,9 +432,15 @@ class InviteHandling(CoreBase):
             reason=reason.render(),
             user_agent=self.config.user_agent,
         )
+        return self._start_toward_invite_hop(leg, "CANCEL", invite_tx.branch, data, now)
+
+    def _start_toward_invite_hop(
+        self, leg: Leg, method: str, branch: str, data: bytes, now: float
+    ) -> ClientTransaction:
+        """A transaction to the leg's first hop: the INVITE's, and its CANCEL's (§9.1)."""
         return self._transactions.start(
-            method="CANCEL",
-            branch=invite_tx.branch,
+            method=method,
+            branch=branch,
             data=data,
             transport=leg.transport,
             address=leg.address,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sipstack.errors import SipParseError
-from sipstack.headers.session_timer import MinSE, SessionExpires
+from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegState
 from sipstack.message import Request, Response
 from sipstack.reason import LocalHangup
@@ -138,9 +138,8 @@ class SessionTimers(CoreBase):
             self._send_refresh(leg, now)
             return
         if code in (401, 407):
-            carried = leg.refresh_auth_headers if leg.refresh_auth_tries else ()
             rejection = self._answer_challenge(
-                leg, response, carried=carried, tries=leg.refresh_auth_tries
+                leg, response, carried=leg.refresh_auth_headers, tries=leg.refresh_auth_tries
             )
             if rejection is None:
                 leg.refresh_auth_tries += 1
@@ -183,14 +182,8 @@ class SessionTimers(CoreBase):
         self._arm_session_timer(leg, now)
 
     def _raise_interval_to_min_se(self, leg: Leg, response: Response) -> bool:
-        value = response.header("min-se")
-        if value is None:
+        if not self._raise_min_se(leg, response):
             return False
-        try:
-            min_se = MinSE.parse(value).delta
-        except SipParseError:
-            return False
-        leg.min_se = max(leg.min_se, min_se)
         leg.session_interval = max(leg.session_interval or 0, leg.min_se)
         return True
 
