@@ -1,7 +1,9 @@
-"""Worker metrics: SIP message counting, CPS window, core stat syncing, the /metrics endpoint."""
+"""Worker metrics: SIP message counting, CPS window, core totals read at scrape time, the
+/metrics endpoint."""
 
 from __future__ import annotations
 
+import math
 import urllib.request
 
 import pytest
@@ -9,7 +11,13 @@ from prometheus_client import CollectorRegistry
 
 from sipstack.message import Request, make_response
 from sipstack.uac_io import CoreStats
-from workers.metrics import CallRateMeter, WorkerMetrics, peek_start_line, start_metrics_server
+from workers.metrics import (
+    CallRateMeter,
+    SipStartLine,
+    WorkerMetrics,
+    peek_start_line,
+    start_metrics_server,
+)
 
 
 def invite() -> Request:
@@ -42,12 +50,23 @@ def test_sip_messages_are_counted_by_method_and_status() -> None:
     assert sample(metrics, "outbound_sip_requests_total", direction="out", method="INVITE") == 2
     assert sample(metrics, "outbound_sip_responses_total", direction="in", method="INVITE",
                   status="486") == 1
+    assert sample(metrics, "outbound_sip_responses_total", direction="in", method="INVITE",
+                  status="180") == 1
+    assert sample(metrics, "outbound_sip_requests_total", direction="in", method="INVITE") is None
+    metrics.sip_message(b"\x16\x03\x01 not sip", direction="in")  # left to the core's count
     assert sample(metrics, "outbound_sip_parse_errors_total") == 0
-    metrics.sip_message(b"\x16\x03\x01 not sip", direction="in")
-    metrics.sip_message(b"junk", direction="out")  # our own junk is a bug, not a peer's error
-    assert sample(metrics, "outbound_sip_parse_errors_total") == 1
     with pytest.raises(ValueError, match="direction"):
         metrics.sip_message(b"", direction="sideways")
+
+
+def test_methods_a_peer_invents_share_one_series() -> None:
+    metrics = WorkerMetrics("t")
+    for name in ("FOO", "BAR", "BAZ"):
+        metrics.sip_message(f"{name} sip:x@y SIP/2.0\r\n\r\n".encode(), direction="in")
+    metrics.sip_message(b"SIP/2.0 200 OK\r\nCSeq: 1 WHATEVER\r\n\r\n", direction="in")
+    assert sample(metrics, "outbound_sip_requests_total", direction="in", method="other") == 3
+    assert sample(metrics, "outbound_sip_responses_total", direction="in", method="other",
+                  status="200") == 1
 
 
 def test_peek_start_line_reads_method_status_and_cseq_method() -> None:
@@ -56,34 +75,52 @@ def test_peek_start_line_reads_method_status_and_cseq_method() -> None:
     response = make_response(request, 200).to_bytes().replace(b"CSeq", b"cseq")
     line = peek_start_line(response)
     assert line is not None and (line.method, line.status) == ("INVITE", 200)
+    assert peek_start_line(make_response(request, 487).to_bytes()) == SipStartLine("INVITE", 487)
+    assert peek_start_line(b"SIP/2.0 200 OK\r\nCSeq: 2\r\n\r\n") == SipStartLine("unknown", 200)
     assert peek_start_line(b"SIP/2.0 2x0 OK\r\n\r\n") is None
     assert peek_start_line(b"HELLO\r\n") is None
+    assert peek_start_line(b"BYE sip:a@b HTTP/1.1\r\n\r\n") is None
 
 
 def test_dials_active_legs_and_calls_per_second() -> None:
     clock = Clock()
     metrics = WorkerMetrics("t", rate_meter=CallRateMeter(window=10, clock=clock))
+    live = ["a", "b"]
+    metrics.watch_active_legs(lambda: len(live))
     for _ in range(30):
         metrics.leg_started()
     metrics.leg_ended("answered")
     metrics.leg_ended("busy")
-    assert sample(metrics, "outbound_active_legs") == 28
-    assert sample(metrics, "outbound_dials_total", disposition="busy") == 1
+    metrics.leg_ended("busy")
+    assert sample(metrics, "outbound_active_legs") == 2
+    live.pop()
+    assert sample(metrics, "outbound_active_legs") == 1
+    assert sample(metrics, "outbound_dials_total", disposition="busy") == 2
+    assert sample(metrics, "outbound_dials_total", disposition="answered") == 1
     assert sample(metrics, "outbound_dials_started_total") == 30
     assert sample(metrics, "outbound_calls_per_second") == pytest.approx(3.0)
     clock.now += 10.0
     assert sample(metrics, "outbound_calls_per_second") == 0.0
 
 
-def test_core_stats_sync_adds_only_the_increase() -> None:
+def test_core_totals_are_read_at_scrape_time_and_never_go_back() -> None:
     metrics = WorkerMetrics("t")
+    assert sample(metrics, "outbound_sip_retransmissions_total") == 0
     stats = CoreStats(retransmissions=4, parse_errors=1)
-    metrics.sync_core_stats(stats.as_dict())
-    metrics.sync_core_stats(stats.as_dict())
+    framing = {"stream_framing_errors": 2}
+    metrics.watch_core_stats(lambda: {**stats.as_dict(), **framing})
+    assert sample(metrics, "outbound_sip_retransmissions_total") == 4
+    assert sample(metrics, "outbound_sip_parse_errors_total") == 3
     stats.retransmissions = 10
-    metrics.sync_core_stats(stats.as_dict())
     assert sample(metrics, "outbound_sip_retransmissions_total") == 10
-    assert sample(metrics, "outbound_sip_parse_errors_total") == 1
+
+    def gone() -> dict[str, int]:
+        raise RuntimeError("LegManager.start() has not been awaited")
+
+    metrics.watch_core_stats(gone)  # a stopped runtime: the last totals stay
+    assert sample(metrics, "outbound_sip_retransmissions_total") == 10
+    metrics.watch_core_stats(lambda: {"retransmissions": 1})  # a counter never goes back
+    assert sample(metrics, "outbound_sip_retransmissions_total") == 10
 
 
 def test_backlogs_and_queue_wait() -> None:
@@ -102,6 +139,7 @@ def test_metrics_server_serves_the_registry_over_http() -> None:
     registry = CollectorRegistry()
     metrics = WorkerMetrics("trunk-x", registry)
     metrics.leg_started()
+    metrics.watch_active_legs(lambda: 1)
     server = start_metrics_server(0, registry, host="127.0.0.1")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
@@ -127,3 +165,9 @@ def test_backlogs_can_be_read_at_scrape_time() -> None:
     pending[0] = 0
     assert sample(metrics, "outbound_cdr_write_backlog") == 0
     assert sample(metrics, "outbound_event_publish_backlog") == 7
+
+    def down() -> int:
+        raise ConnectionError("PostgreSQL is down")
+
+    metrics.watch_backlogs(cdr_backlog=lambda: 1, event_backlog=down)
+    assert math.isnan(sample(metrics, "outbound_event_publish_backlog") or 0.0)  # no failed scrape

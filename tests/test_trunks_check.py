@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.sipp.harness import free_ports
 from tests.carrier_support import CarrierProcess
+from tests.sipp.harness import (  # noqa: F401 (fixtures)
+    SipPeerFactory,
+    TestPki,
+    free_ports,
+    sip_peers,
+    test_pki,
+)
 from workers.cli import main
 
 
@@ -93,3 +99,24 @@ def test_config_errors_exit_2_naming_the_file_and_the_key(tmp_path: Path) -> Non
     assert code == 2 and "nope" in output and str(good) in output
     code, output = run("--trunks", str(tmp_path / "missing.toml"))
     assert code == 2 and "missing.toml" in output
+
+
+def test_a_tls_trunk_is_checked_with_its_own_ca(
+    tmp_path: Path,
+    sip_peers: SipPeerFactory,  # noqa: F811
+    test_pki: TestPki,  # noqa: F811
+) -> None:
+    peer = sip_peers.start("uas_options.xml", "tls")
+    path = tmp_path / "trunks.toml"
+    path.write_text(
+        f'[trunks.private-ca]\nproxy = "localhost:{peer.port}"\ntransport = "tls"\n'
+        f'tls_ca_file = "{test_pki.ca_file}"\n\n'
+        f'[trunks.system-ca]\nproxy = "localhost:{peer.port}"\ntransport = "tls"\n'
+    )
+    code, output = run("--trunks", str(path), "--json", "--timeout", "3", "--bind", "127.0.0.1")
+    results = {entry["trunk"]: entry for entry in map(json.loads, output.splitlines())}
+    # our test CA is trusted only where the trunk names it: the other trunk refuses the cert
+    assert results["private-ca"]["reachable"] and results["private-ca"]["status"] == 200, output
+    assert not results["system-ca"]["reachable"], output
+    assert code == 1
+    assert peer.wait(10).successful_calls == 1

@@ -1,1 +1,1 @@
-"""workers: everything that does I/O: signaling loop, Celery app and tasks, events, CLI, simulator."""
+"""workers: everything that does I/O: the signaling loop, Celery app and tasks, events, CLI."""

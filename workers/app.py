@@ -109,10 +109,15 @@ def configure(app: Celery, settings: Settings, **extra: Any) -> Celery:
         worker_prefetch_multiplier=16,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
-        worker_enable_remote_control=False,
+        # Remote control and events are what Flower and `celery inspect` see of the workers:
+        # one pub/sub channel per worker, three events per task message (task-received,
+        # -started, -succeeded) and one per send (task-sent). `outbound worker
+        # --no-task-events` turns the worker's off.
+        worker_enable_remote_control=True,
         # trunk limits are shared in Redis (workers.limits); Celery's per-worker buckets unused
         worker_disable_rate_limits=True,
-        worker_send_task_events=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         enable_utc=True,
         timezone="UTC",
     )

@@ -21,10 +21,19 @@ applies to every trunk:
     srtp = false                 # offer SDES-SRTP
     session_expires = 1800       # RFC 4028 interval to offer (0: none)
     rtp_port = 0                 # port advertised in the SDP offer (0: the core default)
+    tls_ca_file = "carrier-ca.pem"   # CA bundle the carrier's TLS certificate must chain to
+                                     # (default: the system store)
+    tls_cert_file = "worker.pem"     # our TLS listener's certificate chain (sips: Contacts
+    tls_key_file = "worker.key"      # point at it); also offered if the carrier asks for one
     [trunks.carrier-a.credentials]                      # digest, optional
     username = "acme"
     password = "secret"
     realm = "carrier.example"    # optional: answer any realm
+
+Relative TLS file paths are read from the trunks file's directory. `OUTBOUND_TLS_CERT_FILE`
+and `OUTBOUND_TLS_KEY_FILE` (or the worker's flags) override the trunk's listener files. The
+TLS files are opened when a worker starts (`worker_tls`), not when the trunks file is read:
+schedulers read the same file without holding the workers' keys.
 
 A wrong file is refused at start with the file, the key and the reason; a malformed
 `OUTBOUND_*_URL` is refused naming the variable (its password hidden).
@@ -35,6 +44,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,6 +61,8 @@ from sipstack.uri import format_host, parse_host, parse_uri
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
+
+    from workers.signaling.transports import TransportConfig
 
 T = TypeVar("T")
 
@@ -136,6 +148,8 @@ _VARIABLES = {  # Settings field -> environment variable
     "drain_timeout": "OUTBOUND_DRAIN_TIMEOUT",
     "visibility_timeout": "OUTBOUND_VISIBILITY_TIMEOUT",
     "control_expires": "OUTBOUND_CONTROL_EXPIRES",
+    "tls_cert_file": "OUTBOUND_TLS_CERT_FILE",
+    "tls_key_file": "OUTBOUND_TLS_KEY_FILE",
 }
 _NUMBERS: dict[str, Callable[[str], float]] = {  # each must be positive
     "events_maxlen": int,
@@ -164,6 +178,9 @@ class Settings:
     # claim is atomic), so it can be short enough for a dead worker's prefetched dials.
     visibility_timeout: float = 300.0
     control_expires: float = 30.0
+    # The worker's TLS listener (override the trunk's tls_cert_file / tls_key_file).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -240,6 +257,21 @@ class TrunkConfig:
     ring_timeout: float = 60.0
     max_call_duration: float = 3600.0
     rtp_port: int = 0
+    tls_ca_file: str | None = None  # None: the system store
+    tls_cert_file: str | None = None  # our TLS listener's chain (and client cert if asked)
+    tls_key_file: str | None = None  # None: the key is in tls_cert_file
+
+    def transport_config(self, bind_host: str, udp_port: int) -> TransportConfig:
+        """The worker's sockets for this trunk: UDP on `udp_port`, TCP beside it, and a TLS
+        listener (the port after, or any free one with `udp_port` 0) when the trunk has a
+        certificate, so a `sips:` Contact names an address that answers TLS."""
+        from workers.signaling.transports import TransportConfig
+
+        return TransportConfig(
+            bind_host=bind_host, udp_port=udp_port, tls_ca_file=self.tls_ca_file,
+            tls_cert_file=self.tls_cert_file, tls_key_file=self.tls_key_file,
+            tls_server_cert_file=self.tls_cert_file, tls_server_key_file=self.tls_key_file,
+        )
 
     @property
     def proxy_address(self) -> Address:
@@ -332,10 +364,13 @@ def load_trunks(path: str | os.PathLike[str]) -> TrunksFile:
         raise ConfigError(f"{file}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    return parse_trunks(document, source=str(file))
+    return parse_trunks(document, source=str(file), base_dir=file.parent)
 
 
-def parse_trunks(document: Mapping[str, Any], *, source: str = "<trunks>") -> TrunksFile:
+def parse_trunks(
+    document: Mapping[str, Any], *, source: str = "<trunks>", base_dir: Path | None = None
+) -> TrunksFile:
+    """Check a parsed trunks document; relative TLS paths are taken from `base_dir`."""
     unknown_top = set(document) - {"trunks", "defaults"}
     if unknown_top:
         raise ConfigError(f"{source}: {sorted(unknown_top)[0]}: unknown table (use [trunks.NAME])")
@@ -358,7 +393,7 @@ def parse_trunks(document: Mapping[str, Any], *, source: str = "<trunks>") -> Tr
             table.get("credentials"), dict
         ):
             merged["credentials"] = {**defaults["credentials"], **table["credentials"]}
-        trunks[name] = _parse_trunk(name, merged, f"{source}: trunks.{name}")
+        trunks[name] = _parse_trunk(name, merged, f"{source}: trunks.{name}", base_dir)
     return TrunksFile(path=source, trunks=trunks)
 
 
@@ -374,12 +409,14 @@ _KNOWN_KEYS = frozenset({
     "proxy", "transport", "cps", "max_concurrent", "domain", "caller_user",
     "caller_display_name", "asserted_identity", "asserted_identity_display_name", "privacy",
     "credentials", "codecs", "srtp", "session_expires", "ring_timeout", "max_call_duration",
-    "rtp_port",
+    "rtp_port", "tls_ca_file", "tls_cert_file", "tls_key_file",
 })
 _CODECS_BY_NAME = {codec.name.lower(): codec for codec in DEFAULT_CODECS}
 
 
-def _parse_trunk(name: str, table: Mapping[str, Any], where: str) -> TrunkConfig:
+def _parse_trunk(
+    name: str, table: Mapping[str, Any], where: str, base_dir: Path | None
+) -> TrunkConfig:
     unknown = sorted(set(table) - _KNOWN_KEYS)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key")
@@ -406,6 +443,10 @@ def _parse_trunk(name: str, table: Mapping[str, Any], where: str) -> TrunkConfig
             f"{where}.session_expires: {session_expires} is below the RFC 4028 minimum of 90 s "
             "(0 disables the session timer)"
         )
+    tls_cert_file = reader.path("tls_cert_file", base_dir)
+    tls_key_file = reader.path("tls_key_file", base_dir)
+    if tls_key_file and not tls_cert_file:
+        raise ConfigError(f"{where}.tls_key_file: given without tls_cert_file")
     return TrunkConfig(
         name=name,
         proxy=proxy,
@@ -425,6 +466,9 @@ def _parse_trunk(name: str, table: Mapping[str, Any], where: str) -> TrunkConfig
         ring_timeout=reader.number("ring_timeout", default=60.0, minimum=0.001),
         max_call_duration=reader.number("max_call_duration", default=3600.0, minimum=0.001),
         rtp_port=reader.integer("rtp_port", default=0, minimum=0, maximum=65535),
+        tls_ca_file=reader.path("tls_ca_file", base_dir),
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
     )
 
 
@@ -518,6 +562,16 @@ class _Reader:
             raise self._fail(key, f"must be true or false, got {type(value).__name__}")
         return value
 
+    def path(self, key: str, base_dir: Path | None) -> str | None:
+        """A file name (None when absent); relative ones are taken from `base_dir`."""
+        text = self.text(key, default="")
+        if not text:
+            return None
+        path = Path(text).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return str(path)
+
     def words(self, key: str) -> tuple[str, ...]:
         value = self._table.get(key, [])
         if not isinstance(value, list) or not all(
@@ -529,6 +583,106 @@ class _Reader:
 
 def _is_trunk_name(name: str) -> bool:
     return bool(name) and all(ch.isalnum() or ch in "-_." for ch in name)
+
+
+def worker_tls(
+    trunk: TrunkConfig,
+    settings: Settings,
+    *,
+    trunks_path: str,
+    cert_setting: str = _VARIABLES["tls_cert_file"],
+    key_setting: str = _VARIABLES["tls_key_file"],
+) -> TrunkConfig:
+    """The trunk with the TLS files a worker uses, each one opened and checked.
+
+    The listener's certificate and key come from `settings` (named `cert_setting` and
+    `key_setting` in errors: a flag or a variable) when set there, else from the trunk's table.
+    ConfigError names the setting or the file and key, the path and what is wrong with it.
+    """
+    where = f"{trunks_path}: trunks.{trunk.name}"
+    cert, key = trunk.tls_cert_file, trunk.tls_key_file
+    cert_name, key_name = f"{where}.tls_cert_file", f"{where}.tls_key_file"
+    if settings.tls_cert_file:
+        cert, cert_name = settings.tls_cert_file, cert_setting
+        key, key_name = None, key_setting  # the trunk's key belongs to the trunk's certificate
+    if settings.tls_key_file:
+        if not settings.tls_cert_file:
+            raise ConfigError(f"{key_setting}: given without {cert_setting}")
+        key = settings.tls_key_file
+    if trunk.tls_ca_file:
+        check_ca_file(trunk.tls_ca_file, f"{where}.tls_ca_file")
+    if cert:
+        check_certificate(cert, key, cert_setting=cert_name, key_setting=key_name)
+    return replace(trunk, tls_cert_file=cert, tls_key_file=key)
+
+
+def _unreadable(path: str, setting: str) -> ConfigError | None:
+    try:
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError as error:
+        return ConfigError(f"{setting}: {path}: cannot read ({error.strerror or error})")
+    return None
+
+
+def check_ca_file(path: str, setting: str) -> None:
+    """`path` holds PEM CA certificates; ConfigError naming `setting` and the path if not."""
+    problem = _unreadable(path, setting)
+    if problem is not None:
+        raise problem
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as error:
+        raise ConfigError(
+            f"{setting}: {path}: no PEM CA certificate in it ({error.reason or error})"
+        ) from None
+
+
+def check_certificate(
+    cert: str, key: str | None, *, cert_setting: str, key_setting: str
+) -> None:
+    """`cert` (and `key`, else the key inside `cert`) load as a TLS server identity."""
+    for path, setting in ((cert, cert_setting), (key, key_setting)):
+        if path is not None:
+            problem = _unreadable(path, setting)
+            if problem is not None:
+                raise problem
+    encrypted = False
+
+    def password() -> bytes:  # called only for an encrypted key; never prompt on a terminal
+        nonlocal encrypted
+        encrypted = True
+        return b""
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=password)
+    except ssl.SSLError as error:
+        reason = error.reason or str(error)
+        if encrypted:
+            raise ConfigError(
+                f"{key_setting if key else cert_setting}: {key or cert}: the private key is "
+                "encrypted (a worker starts unattended: give it an unencrypted key file)"
+            ) from None
+        if reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"{key_setting}: {key}: this key does not belong to the certificate in {cert}"
+            ) from None
+        if key is None:
+            raise ConfigError(
+                f"{cert_setting}: {cert}: not a PEM certificate followed by its private key "
+                f"(or set the key file) ({reason})"
+            ) from None
+        if _holds_certificate(cert):
+            raise ConfigError(
+                f"{key_setting}: {key}: no PEM private key in it ({reason})"
+            ) from None
+        raise ConfigError(f"{cert_setting}: {cert}: no PEM certificate in it ({reason})") from None
+
+
+def _holds_certificate(path: str) -> bool:
+    with open(path, "rb") as file:
+        return b"-----BEGIN CERTIFICATE-----" in file.read()
 
 
 def with_overrides(trunk: TrunkConfig, **changes: Any) -> TrunkConfig:

@@ -56,6 +56,8 @@ from workers.events_stream import (
     mark_published,
 )
 from workers.limits import TrunkLimits
+from workers.logging_setup import call_fields
+from workers.observability import WorkerObservability, leg_fields
 from workers.recovery import (
     BrokerResetWatch,
     Heartbeat,
@@ -71,7 +73,6 @@ from workers.recovery import (
     snapshot_to_json,
 )
 from workers.signaling.manager import ManagerHooks, SignalingService
-from workers.signaling.transports import TransportConfig
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,11 @@ class LegBook:
     `register` may be called from any thread; everything else runs on the loop.
     """
 
-    def __init__(self, worker: str, snapshots: SnapshotSource | None = None) -> None:
+    def __init__(
+        self, worker: str, snapshots: SnapshotSource | None = None, *, trunk: str = ""
+    ) -> None:
         self.worker = worker
+        self.trunk = trunk
         self._snapshots = snapshots
         self._by_correlation: dict[str, LegContext] = {}
         self._by_call_id: dict[str, LegContext] = {}
@@ -187,8 +191,8 @@ class LegBook:
             call_id=event.call_id
         )
         if context is None or context.finished:
-            log.warning("event %s for unknown leg call_id=%s correlation_id=%s",
-                        event.state, event.call_id, event.correlation_id)
+            log.warning("event %s for unknown leg", event.state, extra=call_fields(
+                call_id=event.call_id, correlation_id=event.correlation_id, trunk=self.trunk))
             return None
         if context.call_id != event.call_id:
             with self._lock:
@@ -346,6 +350,7 @@ class LegRecorder:
         self._give_up_at: float | None = None
         self._thread: threading.Thread | None = None
         self._last_flush_attempt = 0.0
+        self._publish_failed = False  # since the last time the outbox was found empty
         self.database_healthy = True
 
     def start(self) -> LegRecorder:
@@ -481,7 +486,7 @@ class LegRecorder:
                     return None
                 self.stats.rejected += 1
                 log.error("PostgreSQL refused event %s, not stored: %s",
-                          item.event.event_id, error)
+                          item.event.event_id, error, extra=leg_fields(item.context))
                 keys.append(None)
         return keys
 
@@ -489,10 +494,12 @@ class LegRecorder:
         stored = [(key, item.event) for key, item in zip(keys, batch, strict=True)
                   if key is not None]
         try:
-            self.publisher.publish(stored)
+            if not self.publisher.publish(stored):
+                self._publish_failed = True
         except Exception as error:
             log.error("publishing events failed; they wait in the outbox: %s", error)
             self.publisher.defer()
+            self._publish_failed = True
         self._last_flush_attempt = time.monotonic()
         finished = [item.context for item in batch if item.event.terminal]
         self.stats.events += len(batch)
@@ -517,11 +524,16 @@ class LegRecorder:
             return
         self._last_flush_attempt = now
         try:
-            if self.publisher.flush():
-                log.warning("Redis reachable again; outbox published")
+            published = self.publisher.flush()
         except Exception as error:
             log.warning("outbox flush failed: %s", error.__class__.__name__)
             self.publisher.defer()
+            published = False
+        if not published:
+            self._publish_failed = True
+        elif self._publish_failed:  # not at start, when the first flush finds it empty
+            self._publish_failed = False
+            log.warning("Redis reachable again; outbox published")
 
 
 class DialFeeder:
@@ -630,8 +642,8 @@ class DialFeeder:
                 except LocalProtocolError as error:
                     self._on_refused(context, f"INVITE not sent: {error}")
                 except Exception as error:
-                    log.exception("dialing leg %s failed", context.leg_id)
                     self._on_refused(context, f"INVITE not sent: {error.__class__.__name__}")
+                    log.exception("dialing failed", extra=leg_fields(context))
             if not self._scheduled:
                 return
             await asyncio.sleep(0)  # a loop turn: read what arrived before the next slice
@@ -685,6 +697,8 @@ class WorkerOptions:
     sip_port: int = 0
     user_agent: str = "outbound/0.1"
     maintenance_interval: float | None = None  # default: a third of the heartbeat TTL
+    # metrics and call log lines (default: log lines only)
+    observability: WorkerObservability | None = None
 
 
 class WorkerRuntime:
@@ -705,6 +719,7 @@ class WorkerRuntime:
         self.instance = new_instance_id()
         self.owner = owner_id(options.node, self.instance)
         self.accepting = False
+        self.observability = options.observability or WorkerObservability(options.trunk.name)
         self.stats: dict[str, int] = {"accepted": 0, "duplicates": 0, "retries": 0,
                                       "failed": 0, "recovered": 0, "requeued": 0}
         self._stop_maintenance = threading.Event()
@@ -739,7 +754,7 @@ class WorkerRuntime:
             trunk=self.trunk.name, on_beat=self._renew_leases,
         )
         self.heartbeat.take_over()
-        self.book = LegBook(self.owner)
+        self.book = LegBook(self.owner, trunk=self.trunk.name)
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
         )
@@ -759,14 +774,15 @@ class WorkerRuntime:
             from_display_name=self.trunk.caller_display_name,
             user_agent=self.options.user_agent,
         )
-        transport_config = TransportConfig(
-            bind_host=self.options.bind_host, udp_port=self.options.sip_port
-        )
+        # With the trunk's certificate there is a TLS listener: sips: Contacts point at it.
+        transport_config = self.trunk.transport_config(self.options.bind_host,
+                                                       self.options.sip_port)
         self.signaling = SignalingService(core_config, transport_config, hooks,
                                           thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
         self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
         self.book.set_snapshot_source(self._snapshot)
+        self.observability.attach(self)
         self.heartbeat.start()
         self.owner_watch = OwnerWatch(self.redis, settings)
         self.broker_watch = (
@@ -782,8 +798,15 @@ class WorkerRuntime:
         )
         self._maintenance.start()
         log.info("worker %s serving trunk %s, SIP on %s", self.owner, self.trunk.name,
-                 self.signaling.manager.local_address)
+                 self._listening())
         return self
+
+    def _listening(self) -> str:
+        transports = self.signaling.manager.transports
+        return ", ".join(
+            f"{kind.value} {_render_address(transports.local_address(kind))}"
+            for kind in Transport if kind is Transport.UDP or transports.is_listening(kind)
+        )
 
     @property
     def sip_address(self) -> tuple[str, int]:
@@ -821,7 +844,9 @@ class WorkerRuntime:
                     try:
                         manager.send_cancel(call_id)
                     except LocalProtocolError as error:
-                        log.debug("drain: %s not cancelled: %s", call_id, error)
+                        context = self.book.find(call_id=call_id)
+                        log.debug("drain: not cancelled: %s", error, extra=leg_fields(context)
+                                  if context is not None else call_fields(call_id=call_id))
             return len(manager.live_legs())
 
         try:
@@ -845,8 +870,18 @@ class WorkerRuntime:
 
     # --- signaling loop hooks ------------------------------------------------------------------
 
+    def _record(self, pending: PendingEvent | None) -> None:
+        """Hand an event to the recorder (any thread; never blocks)."""
+        if pending is None:
+            return
+        self.recorder.submit(pending)
+        try:  # metrics and log lines never cost an event its storage
+            self.observability.recorded(pending)
+        except Exception:
+            log.exception("observing event %s failed", pending.event.event_id)
+
     def _on_event(self, event: LegEvent) -> None:
-        self.recorder.submit(self.book.pending_for(event))
+        self._record(self.book.pending_for(event))
 
     def _snapshot(self, call_id: str) -> DialogSnapshot | None:
         try:
@@ -858,7 +893,7 @@ class WorkerRuntime:
         context = self.book.find(call_id=call_id)
         if context is not None and not context.finished:
             # dropped without a terminal event (shutdown timeout): it still gets one, and a CDR
-            self.recorder.submit(self.book.synthetic_end(
+            self._record(self.book.synthetic_end(
                 context, at=time.time(), state="ended" if context.established else "failed",
                 reason="dropped by the worker at shutdown (no answer to BYE/CANCEL)",
                 disposition=Disposition.ANSWERED if context.established else Disposition.FAILED,
@@ -881,7 +916,7 @@ class WorkerRuntime:
         self, leg_id: str, trunk: str, correlation_id: str = "", enqueued_at: float | None = None
     ) -> DialOutcome:
         """Take the trunk's limits, claim the leg and hand it to the loop (one dial message)."""
-        batch = self.handle_dial_batch(trunk, [(leg_id, correlation_id)])
+        batch = self.handle_dial_batch(trunk, [(leg_id, correlation_id)], enqueued_at)
         if batch.requeue:
             return DialOutcome("requeue", batch.requeue)
         if batch.retry:
@@ -890,7 +925,9 @@ class WorkerRuntime:
                   else "failed")
         return DialOutcome(status, batch.detail)
 
-    def handle_dial_batch(self, trunk: str, legs: Sequence[tuple[str, str]]) -> BatchOutcome:
+    def handle_dial_batch(
+        self, trunk: str, legs: Sequence[tuple[str, str]], enqueued_at: float | None = None
+    ) -> BatchOutcome:
         """Take the trunk's limits for the legs, claim them and hand them to the loop.
 
         Two round trips for the whole message (one Redis script, one UPDATE … RETURNING);
@@ -918,14 +955,15 @@ class WorkerRuntime:
         reserved = self.feeder.reserve(len(valid))
         accepted_before = outcome.accepted
         try:
-            self._admit_claim_hand_over(trunk, valid, outcome)
+            self._admit_claim_hand_over(trunk, valid, outcome, enqueued_at)
         finally:
             self.feeder.release(reserved - (outcome.accepted - accepted_before))
         self._count(outcome)
         return outcome
 
     def _admit_claim_hand_over(
-        self, trunk: str, valid: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome
+        self, trunk: str, valid: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
+        enqueued_at: float | None,
     ) -> None:
         try:
             admission = self.limits.admit_many(
@@ -944,10 +982,11 @@ class WorkerRuntime:
                 outcome.retry_later(refused, 0.1 + random.random() * 0.4,
                                     "max_concurrent reached")
         if admitted:
-            self._claim_and_hand_over(admitted, outcome)
+            self._claim_and_hand_over(admitted, outcome, enqueued_at)
 
     def _claim_and_hand_over(
-        self, admitted: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome
+        self, admitted: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
+        enqueued_at: float | None,
     ) -> None:
         try:
             # The token is drawn once: a retry after a lost commit answer wins its claims again.
@@ -960,6 +999,7 @@ class WorkerRuntime:
             self._raise_unless_transient(error, "claiming legs")
             outcome.retry_later(admitted, 1.0, "PostgreSQL unavailable while claiming")
             return
+        self.observability.claimed(len(claimed), enqueued_at)
         won = {leg.leg_id for leg in claimed}
         lost = [item for item in admitted if item[0] not in won]
         if lost:
@@ -981,13 +1021,17 @@ class WorkerRuntime:
         self._release_quietly([
             text for leg, text, _ in lost if leg not in found or found[leg][0] in TERMINAL_STATES
         ])
-        for leg, _text, _ in lost:
+        for leg, text, correlation_id in lost:
+            fields = call_fields(correlation_id=correlation_id, trunk=self.trunk.name,
+                                 leg_id=text)
             if leg not in found:
                 outcome.note_failed(f"no leg {leg} in the database")
+                log.warning("dial message for a leg that is not in the database", extra=fields)
             else:
                 state, owner = found[leg]
                 outcome.duplicates += 1
                 outcome.detail = f"leg is already {state.value} ({owner})"
+                log.debug("dial message again: %s", outcome.detail, extra=fields)
 
     def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
         leg_id = str(leg.leg_id)
@@ -1016,12 +1060,12 @@ class WorkerRuntime:
 
     def _fail_before_invite(self, context: LegContext, reason: str) -> None:
         """End a claimed leg that never got its INVITE out (any thread)."""
-        log.warning("leg %s failed before its INVITE: %s", context.leg_id, reason)
         self.book.register(context)
-        self.recorder.submit(self.book.synthetic_end(
+        self._record(self.book.synthetic_end(
             context, at=time.time(), state="failed", reason=reason,
             disposition=Disposition.FAILED, error=reason,
         ))
+        log.warning("failed before its INVITE: %s", reason, extra=leg_fields(context))
 
     @staticmethod
     def _raise_unless_transient(error: Exception, doing: str) -> None:
@@ -1106,6 +1150,8 @@ class WorkerRuntime:
             established=leg.state == LegState.ESTABLISHED,
         )
         reason = f"owner worker {dead} died; ended by recovery"
+        log.info("recovery: ending a %s leg of dead worker %s", leg.state.value, dead,
+                 extra=leg_fields(context))
         snapshot = leg.snapshot
         if snapshot is not None and leg.state != LegState.CLAIMED:
             if leg.state == LegState.ESTABLISHED or leg.answered_at is not None:
@@ -1119,12 +1165,17 @@ class WorkerRuntime:
                 self.signaling.call(self.signaling.manager.end_recovered, snapshot).result(10)
                 return
             except Exception as error:
-                log.error("leg %s: recovery signaling failed: %s", leg.leg_id, error)
+                log.error("recovery signaling failed: %s", error, extra=leg_fields(context))
                 self.book.forget(context)
         # No INVITE on record (or signaling refused): nothing to CANCEL or BYE from here.
         self.book.register(context)
-        self.recorder.submit(self.book.synthetic_end(
+        self._record(self.book.synthetic_end(
             context, at=time.time(), state="failed" if leg.answered_at is None else "ended",
             reason=reason + " before its INVITE was recorded" if snapshot is None else reason,
             disposition=Disposition.FAILED if leg.answered_at is None else Disposition.ANSWERED,
         ))
+
+
+def _render_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task
@@ -10,6 +11,9 @@ from celery.exceptions import Reject
 from workers.app import CONTROL_TASK, DIAL_BATCH_TASK, DIAL_TASK, app
 from workers.bootstep import current_runtime
 from workers.control import handle_control
+from workers.logging_setup import call_context
+
+log = logging.getLogger(__name__)
 
 _DIAL_OPTIONS: dict[str, Any] = {
     "bind": True, "acks_late": True, "ignore_result": True, "max_retries": None,
@@ -46,7 +50,7 @@ def dial_batch(
     runtime = current_runtime()
     if runtime is None:
         raise Reject("this process runs no signaling runtime", requeue=True)
-    outcome = runtime.handle_dial_batch(trunk, [(leg[0], leg[1]) for leg in legs])
+    outcome = runtime.handle_dial_batch(trunk, [(leg[0], leg[1]) for leg in legs], enqueued_at)
     if outcome.requeue:
         raise Reject(outcome.requeue, requeue=True)
     if outcome.retry:
@@ -71,6 +75,16 @@ def control(
     runtime = current_runtime()
     if runtime is None:
         return {"result": "no_answer", "detail": f"worker {worker} is not running a runtime"}
-    return handle_control(
-        runtime, action, leg_id=leg_id, correlation_id=correlation_id, call_id=call_id
-    )
+    context = (runtime.book.find(correlation_id=correlation_id) if correlation_id else None) or (
+        runtime.book.find(call_id=call_id) if call_id else None)
+    with call_context(
+        trunk=runtime.trunk.name, leg_id=leg_id or (context.leg_id if context else None),
+        correlation_id=correlation_id or (context.correlation_id if context else None),
+        call_id=call_id or (context.call_id if context else None),
+    ):
+        result = handle_control(
+            runtime, action, leg_id=leg_id, correlation_id=correlation_id, call_id=call_id
+        )
+        with call_context(call_id=result.get("call_id")):
+            log.info("%s asked: %s (%s)", action, result["result"], result.get("detail", ""))
+    return result

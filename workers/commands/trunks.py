@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import time
@@ -17,7 +18,7 @@ from sipstack.uri import format_hostport
 from workers.carrier import advertised_host
 from workers.commands._errors import exit_status_help, reports_errors
 from workers.config import Settings, TrunkConfig, resolve_trunks
-from workers.signaling.transports import TransportConfig, Transports
+from workers.signaling.transports import Transports
 
 EXIT_ALL_REACHABLE = 0
 EXIT_SOME_UNREACHABLE = 1
@@ -67,19 +68,24 @@ class OptionsPinger:
         self.timeout = timeout
         self._bind_host = bind_host
         self._probes: dict[str, _Probe] = {}
-        self._transports: Transports | None = None
+        self._transports: dict[str, Transports] = {}
 
     async def ping(self, trunks: list[TrunkConfig]) -> list[PingResult]:
-        self._transports = Transports(
-            TransportConfig(bind_host=self._bind_host, connect_timeout=self.timeout),
-            self._on_receive, self._on_lost,
-        )
-        await self._transports.start()
         try:
+            for trunk in trunks:  # each trunk with its own TLS CA and client certificate
+                config = dataclasses.replace(
+                    trunk.transport_config(self._bind_host, 0), connect_timeout=self.timeout,
+                    tls_server_cert_file=None, tls_server_key_file=None,
+                )
+                transports = Transports(config, self._on_receive, self._on_lost)
+                self._transports[trunk.name] = transports
+                await transports.start()
             probes = [self._start(trunk) for trunk in trunks]
             return list(await asyncio.gather(*(self._wait(p) for p in probes)))
         finally:
-            await self._transports.close()
+            for transports in self._transports.values():
+                await transports.close()
+            self._transports.clear()
 
     def _start(self, trunk: TrunkConfig) -> _Probe:
         address = trunk.proxy_address
@@ -91,8 +97,7 @@ class OptionsPinger:
         return probe
 
     def _options(self, trunk: TrunkConfig, address: Address, branch: str) -> Request:
-        assert self._transports is not None
-        local_host, local_port = self._transports.local_address()
+        local_host, local_port = self._transports[trunk.name].local_address()
         if local_host in ("0.0.0.0", "::"):
             local_host = "127.0.0.1" if address[0].startswith("127.") else advertised_host("")
         scheme = "sips" if trunk.transport.is_tls else "sip"
@@ -112,9 +117,8 @@ class OptionsPinger:
         ])
 
     def _send(self, probe: _Probe) -> None:
-        assert self._transports is not None
         probe.sent += 1
-        self._transports.send(probe.data, probe.trunk.transport, probe.address)
+        self._transports[probe.trunk.name].send(probe.data, probe.trunk.transport, probe.address)
 
     async def _wait(self, probe: _Probe) -> PingResult:
         deadline = probe.first_sent + self.timeout

@@ -57,6 +57,7 @@ class ManagerHooks:
     on_established: Callable[[DialogEstablished], None] | None = None
     on_dialog_call_id_adopted: Callable[[str, str, str], None] | None = None
     on_signaling_sent: Callable[[bytes, Transport, Address], None] | None = None
+    on_signaling_received: Callable[[bytes, Transport, Address], None] | None = None
     pre_ack: Callable[[AnswerReceived], Awaitable[None]] | None = None
     on_leg_removed: Callable[[str], None] | None = None
 
@@ -291,6 +292,9 @@ class LegManager:
         # No pump here: the transports call _pump once after each burst of messages.
         if self._core is None:
             return
+        hook = self.hooks.on_signaling_received
+        if hook is not None:
+            self._run_hook(hook, data, transport, source)
         try:
             self._core.receive(data, source, transport, self._clock())
         except Exception:
