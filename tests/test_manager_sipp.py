@@ -148,6 +148,7 @@ def test_pre_ack_holds_the_ack_until_it_returns(sip_peers: SipPeerFactory) -> No
 
 def test_pre_ack_raising_aborts_the_leg_without_leaving_it_half_open(
     sip_peers: SipPeerFactory,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     peer = sip_peers.start("uas_answer.xml", "udp")
     journal = Journal()
@@ -157,8 +158,13 @@ def test_pre_ack_raising_aborts_the_leg_without_leaving_it_half_open(
 
     async def scenario() -> None:
         manager = await started(journal, pre_ack=refuse)
-        call_id = await manager.dial(request_to(peer))
+        call_id = await manager.dial(request_to(peer, correlation_id="corr-pre-ack"))
         terminal = await finished(manager, call_id)
+        refused = [r for r in caplog.records if r.getMessage().startswith("pre_ack refused")]
+        # the line carries the call as structured fields, not only in its text
+        assert [(r.call_id, r.correlation_id) for r in refused] == [  # type: ignore[attr-defined]
+            (call_id, "corr-pre-ack")
+        ]
         assert terminal.state in ("failed", "ended")
         assert terminal.cdr.error and "no media port left" in terminal.cdr.error
         assert manager.stats.pre_ack_failures == 1

@@ -33,6 +33,7 @@ from sipstack.events import (
 from sipstack.reason import LocalHangup
 from sipstack.transport import Address, Transport
 from sipstack.uac import UacCore
+from workers.logging_setup import call_fields
 from workers.signaling.transports import TransportConfig, Transports
 
 _T = TypeVar("_T")
@@ -184,14 +185,18 @@ class LegManager:
                 else:
                     core.cancel(call_id, self._clock())
             except LocalProtocolError as exc:
-                self._log.debug("close: leaving %s to finish by itself: %s", call_id, exc)
+                self._log.debug(
+                    "close: leaving %s to finish by itself: %s", call_id, exc,
+                    extra=call_fields(call_id=call_id),
+                )
         self._pump()
         waits = [record.finished for record in self._legs.values()]
         if waits:
             await asyncio.wait(waits, timeout=timeout)
         for call_id in list(self._legs):
             self._log.warning(
-                "close: dropping leg %s that did not end within %s s", call_id, timeout
+                "close: dropping leg %s that did not end within %s s", call_id, timeout,
+                extra=call_fields(call_id=call_id),
             )
             self.drop_leg(call_id)
         if self._timer is not None:
@@ -412,11 +417,17 @@ class LegManager:
             await pre_ack(event)
         except Exception as exc:
             self.stats.pre_ack_failures += 1
-            self._log.warning("pre_ack refused %s: %s", event.call_id, exc)
+            answer_fields = call_fields(
+                call_id=event.call_id, correlation_id=event.correlation_id
+            )
+            self._log.warning("pre_ack refused %s: %s", event.call_id, exc, extra=answer_fields)
             try:
                 self.core.abort_answer(event.call_id, f"pre_ack failed: {exc}", self._clock())
             except LocalProtocolError as gone:
-                self._log.info("pre_ack abort for %s found no leg: %s", event.call_id, gone)
+                self._log.info(
+                    "pre_ack abort for %s found no leg: %s", event.call_id, gone,
+                    extra=answer_fields,
+                )
             self._pump()
             return
         self._confirm(event.call_id)
@@ -425,7 +436,10 @@ class LegManager:
         try:
             self.core.confirm_answer(call_id, self._clock())
         except LocalProtocolError as exc:  # the leg ended while pre_ack ran
-            self._log.info("answer of %s not confirmed: %s", call_id, exc)
+            self._log.info(
+                "answer of %s not confirmed: %s", call_id, exc,
+                extra=call_fields(call_id=call_id),
+            )
         self._pump()
 
     def _remove(self, record: _LegRecord, event: TerminalEvent | None) -> None:
