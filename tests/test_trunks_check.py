@@ -113,10 +113,13 @@ def test_a_tls_trunk_is_checked_with_its_own_ca(
         f'tls_ca_file = "{test_pki.ca_file}"\n\n'
         f'[trunks.system-ca]\nproxy = "localhost:{peer.port}"\ntransport = "tls"\n'
     )
-    code, output = run("--trunks", str(path), "--json", "--timeout", "3", "--bind", "127.0.0.1")
-    results = {entry["trunk"]: entry for entry in map(json.loads, output.splitlines())}
-    # our test CA is trusted only where the trunk names it: the other trunk refuses the cert
-    assert results["private-ca"]["reachable"] and results["private-ca"]["status"] == 200, output
-    assert not results["system-ca"]["reachable"], output
-    assert code == 1
+    common = ("--trunks", str(path), "--json", "--timeout", "3", "--bind", "127.0.0.1")
+    # One trunk at a time: the SIPp behind stunnel serves one TCP connection at a time.
+    code, output = run(*common, "--trunk", "private-ca")
+    (result,) = map(json.loads, output.splitlines())
+    assert (code, result["reachable"], result["status"]) == (0, True, 200), output
     assert peer.wait(10).successful_calls == 1
+    # our test CA is trusted only where the trunk names it: the other trunk refuses the cert
+    code, output = run(*common, "--trunk", "system-ca")
+    (result,) = map(json.loads, output.splitlines())
+    assert (code, result["reachable"]) == (1, False), output
