@@ -47,7 +47,7 @@ def main() -> int:
         return 1
     carrier_port, sipp_port = free_ports(1), free_ports(1)
     carrier = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "carrier", "--listen",
+        [sys.executable, "-m", "cli.main", "carrier", "--listen",
          f"127.0.0.1:{carrier_port}", "--ring", "0", "--transport", args.transport],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

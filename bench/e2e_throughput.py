@@ -37,8 +37,8 @@ from tests.sipp.harness import LOOPBACK, Sipp, free_ports
 from tests.worker_stack import events_by_leg
 from tests.workers_harness import PYTHON, RedisServer, WorkerProcess, wait_for
 from workers.client import DialClient
-from workers.config import Settings
-from workers.events_stream import EventReader, StreamEvent
+from workers.config.settings import Settings
+from workers.events.stream import EventReader, StreamEvent
 
 
 def cpu_seconds(pid: int) -> float:

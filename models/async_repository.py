@@ -1,7 +1,7 @@
 """The repository for code that awaits the database on an asyncio loop (psycopg 3 async).
 
 The leg and CDR methods of models.repository.Repository, as coroutines (the outbox is the
-workers' business: workers.events_stream), with the same guarantees; the operations
+workers' business: workers.events.stream), with the same guarantees; the operations
 run through `AsyncSession.run_sync`, so both share one implementation. An AsyncRepository
 belongs to the event loop that first uses it (its engine's connections do).
 """

@@ -151,7 +151,7 @@ class Repository:
     def write_cdrs(self, pending: Sequence[PendingCdr]) -> int:
         return self.run(operations.insert_cdrs, pending)
 
-    # --- outbox (the workers write and publish it through workers.events_stream) ------------
+    # --- outbox (the workers write and publish it through workers.events.stream) ------------
 
     def add_outbox_event(self, trunk: str, event_id: str, payload: Mapping[str, Any]) -> bool:
         """Queue an event for the stream; False when `event_id` was already queued."""

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from carrier.core import CarrierCore
 from sipstack.message import Request, Response, make_response, parse_message
 from sipstack.transport import Address, Transport
 from tests.clock import FakeClock
 from tests.sipp.harness import free_ports
 from tests.waiting import wait_until
-from workers.carrier_core import CarrierCore
 
 __all__ = ["CALLER", "OFFER", "Caller", "CarrierProcess", "Dialog", "FakeClock", "only_request",
            "only_response", "statuses"]
@@ -199,7 +199,7 @@ class CarrierProcess:
         self._listening = threading.Event()
 
     def start(self, timeout: float = 20.0) -> CarrierProcess:
-        command = [sys.executable, "-m", "workers.cli", "carrier",
+        command = [sys.executable, "-m", "cli.main", "carrier",
                    "--listen", f"127.0.0.1:{self.port}", "--log-format", "json", *self.flags]
         process = self.process = subprocess.Popen(
             command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -20,8 +20,8 @@ from models.repository import Repository
 from tests.sipp.harness import LOOPBACK, Sipp, free_ports
 from tests.workers_harness import PYTHON, REPO_ROOT, RedisServer, WorkerProcess, wait_for
 from workers.client import DialClient, QueuedDial
-from workers.config import Settings
-from workers.events_stream import REDIS_UNAVAILABLE, EventReader, StreamEvent
+from workers.config.settings import Settings
+from workers.events.stream import REDIS_UNAVAILABLE, EventReader, StreamEvent
 
 TERMINAL = {"failed", "cancelled", "ended"}
 
@@ -187,7 +187,7 @@ class CarrierProcess:
 
     def __init__(self, port: int, options: tuple[str, ...], log_dir: Path) -> None:
         self.port = port
-        self._args = [str(PYTHON), "-m", "workers.cli", "carrier", "--listen",
+        self._args = [str(PYTHON), "-m", "cli.main", "carrier", "--listen",
                       f"{LOOPBACK}:{port}", "--transport", "udp", *options]
         self.log_path = log_dir / f"carrier-{port}.log"
         self.process: subprocess.Popen[bytes] | None = None

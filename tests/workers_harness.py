@@ -164,7 +164,7 @@ class WorkerProcess:
         self.trunk = trunk
         self.name = name
         self._args = [
-            str(PYTHON), "-m", "workers.cli", "worker", "--trunk", trunk,
+            str(PYTHON), "-m", "cli.main", "worker", "--trunk", trunk,
             "--trunks", str(trunks_file), "--name", name,
             "--concurrency", str(concurrency), "--loglevel", "INFO", *extra_args,
         ]

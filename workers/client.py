@@ -32,9 +32,9 @@ from models.dial_fields import DialFields, InvalidDialRequest, validate_dial_fie
 from models.enums import LegState
 from models.legs import Leg
 from models.repository import Repository
-from workers.app import DIAL_BATCH_TASK, DIAL_TASK, create_app, dial_queue_name
-from workers.config import ConfigError, Settings, TrunkConfig, resolve_trunks
-from workers.events_stream import REDIS_UNAVAILABLE, EventReader, ReceivedEvent, StreamEvent
+from workers.celery.app import DIAL_BATCH_TASK, DIAL_TASK, create_app, dial_queue_name
+from workers.config.settings import ConfigError, Settings, TrunkConfig, resolve_trunks
+from workers.events.stream import REDIS_UNAVAILABLE, EventReader, ReceivedEvent, StreamEvent
 
 _PUBLISH_RETRY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 2}
 

@@ -33,7 +33,7 @@ from sipstack.events import (
 from sipstack.reason import LocalHangup
 from sipstack.transport import Address, Transport
 from sipstack.uac import UacCore
-from workers.logging_setup import call_fields
+from workers.observability.log_format import call_fields
 from workers.signaling.transports import TransportConfig, Transports
 
 _T = TypeVar("_T")

@@ -1,0 +1,1 @@
+"""The `outbound` subcommands, one module each, loaded lazily by cli.main."""

@@ -1,0 +1,66 @@
+"""The Celery worker bootstep that starts the worker runtime (signaling loop thread, socket,
+recorder, heartbeat) before the worker consumes, and drains and stops it after."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, bootsteps
+
+from workers.runtime.worker import WorkerOptions, WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+_options: WorkerOptions | None = None
+_runtime: WorkerRuntime | None = None
+
+
+def current_runtime() -> WorkerRuntime | None:
+    """The running worker's runtime (None outside a started `outbound worker`)."""
+    return _runtime
+
+
+def install(app: Celery, options: WorkerOptions) -> None:
+    """Have `app`'s workers run a runtime built from `options`."""
+    global _options
+    _options = options
+    if SignalingStep not in app.steps["worker"]:
+        app.steps["worker"].add(SignalingStep)
+
+
+class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Part of the worker blueprint: after the pool exists, before the consumer (which
+    Celery starts last and stops first)."""
+
+    requires = ("celery.worker.components:Pool",)
+    label = "outbound signaling"
+
+    def create(self, parent: Any) -> None:
+        return None
+
+    def start(self, parent: Any) -> None:
+        global _runtime
+        if _options is None:
+            raise RuntimeError("workers.celery.bootstep.install() was not called before the worker")
+        threads = int(getattr(parent, "concurrency", 0) or 8)
+        _runtime = WorkerRuntime(_options, app=parent.app, dial_threads=threads).start()
+
+    def stop(self, parent: Any) -> None:
+        self._stop(drain=True)
+
+    def terminate(self, parent: Any) -> None:
+        self._stop(drain=False)
+
+    def shutdown(self, parent: Any) -> None:
+        self._stop(drain=True)
+
+    @staticmethod
+    def _stop(*, drain: bool) -> None:
+        global _runtime
+        runtime, _runtime = _runtime, None
+        if runtime is None:
+            return
+        stored = runtime.stop(drain_timeout=None if drain else 0.0)
+        if not stored:
+            log.critical("worker stopped with events or CDRs not stored")

@@ -1,1 +1,0 @@
-"""The `outbound` subcommands, one module each, loaded lazily by workers.cli."""

@@ -1,0 +1,212 @@
+"""Cancel and hang up legs by correlation_id or Call-ID: the scheduler's call and the owner
+worker's handler.
+
+The scheduler side finds the leg in PostgreSQL. A leg still queued is ended there (claimed
+first, so no worker dials it); a live leg's request goes to the direct queue of the worker
+that owns it, with an expiry, and the answer comes back through the result backend. Unknown
+and finished legs get a result saying so; nothing raises for them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.enums import TERMINAL_STATES, LegState
+from models.legs import Leg
+from sipstack.cdr import Disposition, HangupReason
+from sipstack.errors import LocalProtocolError
+from workers.celery.app import CONTROL_TASK, control_queue
+from workers.coordination.recovery import split_owner
+from workers.events.stream import (
+    EventPublisher,
+    PostgresOutbox,
+    StreamWriter,
+)
+
+if TYPE_CHECKING:
+    from workers.client import DialClient
+    from workers.runtime.worker import WorkerRuntime
+
+ACTIONS = ("cancel", "hangup")
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    """`result`: sent | answered | unknown | finished | ended_queued | not_here | no_answer."""
+
+    result: str
+    detail: str
+    leg_id: str | None = None
+    call_id: str | None = None
+    worker: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("sent", "ended_queued")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_leg(
+    session: Session, *, correlation_id: str | None = None, call_id: str | None = None
+) -> Leg | None:
+    """The live leg with this key, else its most recent finished one."""
+    if (correlation_id is None) == (call_id is None):
+        raise ValueError("give exactly one of correlation_id or call_id")
+    key = Leg.correlation_id == correlation_id if correlation_id is not None else (
+        Leg.call_id == call_id
+    )
+    live = session.scalars(
+        select(Leg).where(key, Leg.state.not_in(sorted(TERMINAL_STATES))).limit(1)
+    ).first()
+    if live is not None:
+        return live
+    return session.scalars(select(Leg).where(key).order_by(Leg.created_at.desc()).limit(1)).first()
+
+
+def request_control(
+    client: DialClient,
+    action: str,
+    *,
+    correlation_id: str | None = None,
+    call_id: str | None = None,
+    timeout: float = 10.0,
+) -> ControlResult:
+    """Cancel (unanswered legs only) or hang up (any live leg) one leg."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown control action {action!r} (expected cancel or hangup)")
+    which = f"correlation_id {correlation_id!r}" if correlation_id else f"call_id {call_id!r}"
+    leg = client.repository.run(find_leg, correlation_id=correlation_id, call_id=call_id)
+    if leg is None:
+        return ControlResult("unknown", f"no leg with {which}")
+    leg_id = str(leg.id)
+    if leg.state in TERMINAL_STATES:
+        return ControlResult("finished", f"leg already {leg.state.value}", leg_id, leg.call_id,
+                             leg.owner_worker)
+    if leg.state == LegState.QUEUED:
+        ended = end_queued_leg(client, leg, f"{action} requested before dialing")
+        if ended:
+            return ControlResult("ended_queued", "ended before it was dialed", leg_id)
+        leg = client.repository.get_leg(leg_id) or leg  # a worker claimed it meanwhile
+        if leg.state in TERMINAL_STATES:
+            return ControlResult("finished", f"leg already {leg.state.value}", leg_id)
+    if not leg.owner_worker:
+        return ControlResult("unknown", f"leg {leg_id} has no owner worker", leg_id)
+    node, _ = split_owner(leg.owner_worker)
+    message = client.app.send_task(
+        CONTROL_TASK,
+        kwargs={"action": action, "worker": node, "leg_id": leg_id,
+                "correlation_id": leg.correlation_id, "call_id": leg.call_id},
+        queue=control_queue(node),
+        expires=client.settings.control_expires,
+        ignore_result=False,
+    )
+    try:
+        answer = message.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+    except CeleryTimeout:
+        return ControlResult(
+            "no_answer",
+            f"worker {node} did not answer within {timeout:.0f} s (if it is down, recovery "
+            "ends the leg)",
+            leg_id, leg.call_id, leg.owner_worker,
+        )
+    finally:
+        message.forget()
+    if not isinstance(answer, dict):
+        return ControlResult("no_answer", f"worker {node} failed: {answer!r}", leg_id)
+    return ControlResult(
+        str(answer.get("result")), str(answer.get("detail", "")), leg_id,
+        answer.get("call_id") or leg.call_id, leg.owner_worker,
+    )
+
+
+def cancel(client: DialClient, **key: Any) -> ControlResult:
+    return request_control(client, "cancel", **key)
+
+
+def hangup(client: DialClient, **key: Any) -> ControlResult:
+    return request_control(client, "hangup", **key)
+
+
+def end_queued_leg(client: DialClient, leg: Leg, reason: str) -> bool:
+    """End a leg no worker has claimed: claim it for the control client (so no worker can),
+    then store its end, CDR and terminal event. False when a worker claimed it first."""
+    from workers.runtime.book import LegBook, LegContext
+    from workers.runtime.recorder import persist_batch
+
+    controller = f"control@{uuid.uuid4().hex[:8]}"
+    claimed = client.repository.claim_leg(worker=controller, leg_id=str(leg.id))
+    if claimed is None:
+        return False
+    book = LegBook(controller)
+    context = book.register(LegContext(
+        leg_id=str(leg.id), trunk=leg.trunk, correlation_id=leg.correlation_id,
+        scenario=str(leg.scenario.value), to_uri=leg.request_uri,
+    ))
+    pending = book.synthetic_end(
+        context, at=time.time(), state="cancelled", reason=reason,
+        disposition=Disposition.CANCELLED, hangup_reason=HangupReason.NORMAL,
+    )
+    keys = client.repository.run(persist_batch, [pending], controller)
+    outbox = PostgresOutbox(client.repository, trunk=leg.trunk, workers=[controller])
+    publisher = EventPublisher(StreamWriter(client.redis, client.settings), outbox)
+    publisher.flush()
+    publisher.publish([(keys[0], pending.event)])
+    return True
+
+
+# --- the owner worker's side -----------------------------------------------------------------
+
+
+def handle_control(
+    runtime: WorkerRuntime,
+    action: str,
+    *,
+    leg_id: str | None = None,
+    correlation_id: str | None = None,
+    call_id: str | None = None,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """Run a cancel/hangup on the signaling loop for a leg this worker owns."""
+    if action not in ACTIONS:
+        return {"result": "unknown", "detail": f"unknown action {action!r}"}
+
+    def on_loop() -> dict[str, Any]:
+        book = runtime.book
+        context = (
+            (book.find(correlation_id=correlation_id) if correlation_id else None)
+            or (book.find(leg_id=leg_id) if leg_id else None)
+            or (book.find(call_id=call_id) if call_id else None)
+        )
+        if context is None or context.finished:
+            return {"result": "not_here", "detail": "this worker has no such live leg"}
+        manager = runtime.signaling.manager
+        target = context.call_id
+        if not target:
+            return {"result": "not_here", "detail": "the leg has no INVITE yet"}
+        try:
+            if action == "cancel":
+                if manager.is_leg_established(target):
+                    return {"result": "answered", "call_id": target,
+                            "detail": "already answered; use hangup"}
+                manager.send_cancel(target)
+                return {"result": "sent", "call_id": target, "detail": "CANCEL sent"}
+            established = manager.is_leg_established(target)
+            manager.hangup(target)
+            return {"result": "sent", "call_id": target,
+                    "detail": "BYE sent" if established else "CANCEL sent"}
+        except LocalProtocolError as error:
+            return {"result": "not_here", "call_id": target, "detail": str(error)}
+
+    try:
+        return runtime.signaling.call(on_loop).result(timeout=timeout)
+    except Exception as error:
+        return {"result": "no_answer", "detail": f"signaling loop did not run it: {error}"}

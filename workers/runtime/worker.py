@@ -1,0 +1,594 @@
+"""One worker process's runtime: signaling service, leg book, recorder, limits, heartbeat, recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import Celery
+
+from models import operations
+from models.db import make_engine
+from models.dial_fields import InvalidDialRequest, validate_dial_fields
+from models.enums import TERMINAL_STATES, LegState
+from models.operations import ClaimedLeg
+from models.repository import Repository
+from models.times import utc_now
+from models.transient import is_transient
+from sipstack.cdr import Disposition
+from sipstack.config import CoreConfig
+from sipstack.dialog import DialogSnapshot
+from sipstack.errors import LocalProtocolError
+from sipstack.events import LegEvent
+from sipstack.transport import Transport
+from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
+from workers.config.settings import Settings, TrunkConfig
+from workers.coordination.limits import TrunkLimits
+from workers.coordination.recovery import (
+    BrokerResetWatch,
+    Heartbeat,
+    OwnerWatch,
+    RecoveredLeg,
+    adopt,
+    live_owners,
+    new_instance_id,
+    owner_id,
+    queued_legs,
+    recovery_cseq,
+)
+from workers.events.stream import (
+    REDIS_UNAVAILABLE,
+    EventPublisher,
+    PostgresOutbox,
+    StreamWriter,
+)
+from workers.observability.attach import WorkerObservability, leg_fields
+from workers.observability.log_format import call_fields
+from workers.runtime.book import LegBook, LegContext, PendingEvent
+from workers.runtime.feeder import DialFeeder
+from workers.runtime.recorder import LegRecorder
+from workers.signaling.manager import ManagerHooks, SignalingService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class DialOutcome:
+    """What became of one dial message."""
+
+    status: str  # accepted | duplicate | retry | requeue | failed
+    detail: str = ""
+    retry_after: float = 0.0
+    call_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What became of the legs of one dial message (one leg or a batch)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
+    retry_after: float = 0.0
+    requeue: str = ""  # set: this worker cannot take the message at all (why)
+    detail: str = ""
+
+    def note_failed(self, why: str) -> None:
+        self.failed += 1
+        self.detail = why
+
+    def retry_later(self, legs: Sequence[tuple[Any, str, str]], after: float, why: str) -> None:
+        self.retry.extend((text, correlation_id) for _, text, correlation_id in legs)
+        self.retry_after = max(self.retry_after, after)
+        self.detail = why
+
+    def summary(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "failed": self.failed, "retried": len(self.retry)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    """Everything one pinned worker process needs to know."""
+
+    settings: Settings
+    trunk: TrunkConfig
+    node: str  # the Celery node name (its direct queue is `<node>.dq2`)
+    bind_host: str = "127.0.0.1"
+    sip_port: int = 0
+    user_agent: str = "outbound/0.1"
+    maintenance_interval: float | None = None  # default: a third of the heartbeat TTL
+    # metrics and call log lines (default: log lines only)
+    observability: WorkerObservability | None = None
+
+
+class WorkerRuntime:
+    """One worker's signaling service, leg book, recorder, limits, heartbeat and recovery.
+
+    Plain Python: the Celery bootstep starts and stops it, the tasks call `handle_dial` and
+    `handle_control`; tests can drive it without Celery.
+    """
+
+    def __init__(
+        self, options: WorkerOptions, *, app: Celery | None = None, dial_threads: int = 8
+    ) -> None:
+        self.options = options
+        self.dial_threads = dial_threads
+        self.settings = options.settings
+        self.trunk = options.trunk
+        self.app = app
+        self.instance = new_instance_id()
+        self.owner = owner_id(options.node, self.instance)
+        self.accepting = False
+        self.observability = options.observability or WorkerObservability(options.trunk.name)
+        self.stats: dict[str, int] = {"accepted": 0, "duplicates": 0, "retries": 0,
+                                      "failed": 0, "recovered": 0, "requeued": 0}
+        self._stop_maintenance = threading.Event()
+        self._next_purge = 0.0
+        self._maintenance: threading.Thread | None = None
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> WorkerRuntime:
+        settings = self.settings
+        # One pooled connection per dial thread plus the recorder's and maintenance's: a pool
+        # smaller than that opens and closes a connection for every dial (overflow churn).
+        # No pre-ping (a round trip per transaction): a connection a restarted server dropped
+        # fails its statement, is invalidated, and the repository's retry takes a fresh one.
+        self.repository = Repository(make_engine(
+            settings.database_url, pool_size=self.dial_threads + 4, max_overflow=4,
+            pool_pre_ping=False,
+        ))
+        self.redis: redis.Redis[Any] = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2,
+            health_check_interval=10,
+        )
+        self.broker_redis: redis.Redis[Any] | None = None
+        if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            self.broker_redis = redis.Redis.from_url(
+                settings.broker_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        self.limits = TrunkLimits(self.redis, settings)
+        self.heartbeat = Heartbeat(
+            self.redis, settings, node=self.options.node, instance=self.instance,
+            trunk=self.trunk.name, on_beat=self._renew_leases,
+        )
+        self.heartbeat.take_over()
+        self.book = LegBook(self.owner, trunk=self.trunk.name)
+        self.outbox = PostgresOutbox(
+            self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
+        )
+        self.publisher = EventPublisher(StreamWriter(self.redis, settings), self.outbox)
+        self.recorder = LegRecorder(
+            self.repository, self.publisher, worker=self.owner, outbox=self.outbox,
+            on_finished=self._finished,
+        ).start()
+        hooks = ManagerHooks(
+            on_event=self._on_event,
+            on_dialog_call_id_adopted=self.book.call_id_adopted,
+            on_leg_removed=self._on_leg_removed,
+        )
+        core_config = CoreConfig(
+            local_addresses={Transport.UDP: (self.options.bind_host, self.options.sip_port)},
+            from_user=self.trunk.caller_user or "outbound",
+            from_display_name=self.trunk.caller_display_name,
+            user_agent=self.options.user_agent,
+        )
+        # With the trunk's certificate there is a TLS listener: sips: Contacts point at it.
+        transport_config = self.trunk.transport_config(self.options.bind_host,
+                                                       self.options.sip_port)
+        self.signaling = SignalingService(core_config, transport_config, hooks,
+                                          thread_name=f"sip-{self.trunk.name}")
+        self.signaling.start()
+        self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
+        self.book.set_snapshot_source(self._snapshot)
+        self.observability.attach(self)
+        self.heartbeat.start()
+        self.owner_watch = OwnerWatch(self.redis, settings)
+        self.broker_watch = (
+            BrokerResetWatch(self.broker_redis, settings, self.trunk.name)
+            if self.broker_redis is not None else None
+        )
+        self._started = True
+        self.accepting = True
+        self.maintain()  # a dead predecessor's legs are ended before the first dial
+        interval = self.options.maintenance_interval or settings.heartbeat_ttl / 3
+        self._maintenance = threading.Thread(
+            target=self._maintain_forever, args=(interval,), name="maintenance", daemon=True
+        )
+        self._maintenance.start()
+        log.info("worker %s serving trunk %s, SIP on %s", self.owner, self.trunk.name,
+                 self._listening())
+        return self
+
+    def _listening(self) -> str:
+        transports = self.signaling.manager.transports
+        return ", ".join(
+            f"{kind.value} {_render_address(transports.local_address(kind))}"
+            for kind in Transport if kind is Transport.UDP or transports.is_listening(kind)
+        )
+
+    @property
+    def sip_address(self) -> tuple[str, int]:
+        return self.signaling.manager.local_address
+
+    def stop(self, drain_timeout: float | None = None) -> bool:
+        """Graceful stop: no new dials, CANCEL unanswered legs, let answered ones run up to
+        the drain timeout, BYE what is left, store every event and CDR. True when nothing
+        was lost."""
+        if not self._started:
+            return True
+        self._started = False
+        self.accepting = False
+        self._stop_maintenance.set()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=30)
+        timeout = self.settings.drain_timeout if drain_timeout is None else drain_timeout
+        self._drain(timeout)
+        self.signaling.stop(timeout=10.0)
+        self.feeder.close()
+        stored = self.recorder.stop(timeout=60.0)
+        self.heartbeat.stop(remove=stored)
+        self._release_quietly([c.leg_id for c in self.book.live()])
+        self.redis.close()
+        if self.broker_redis is not None:
+            self.broker_redis.close()
+        self.repository.engine.dispose()
+        return stored
+
+    def _drain(self, timeout: float) -> None:
+        def cancel_unanswered() -> int:
+            manager = self.signaling.manager
+            for call_id in manager.live_legs():
+                if not manager.is_leg_established(call_id):
+                    try:
+                        manager.send_cancel(call_id)
+                    except LocalProtocolError as error:
+                        context = self.book.find(call_id=call_id)
+                        log.debug("drain: not cancelled: %s", error, extra=leg_fields(context)
+                                  if context is not None else call_fields(call_id=call_id))
+            return len(manager.live_legs())
+
+        try:
+            live = self.signaling.call(cancel_unanswered).result(timeout=10)
+        except Exception as error:
+            log.error("drain: could not cancel unanswered legs: %s", error)
+            return
+        log.info("draining %d leg(s) for up to %.0f s", live, timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                live = self.signaling.call(
+                    lambda: len(self.signaling.manager.live_legs())
+                ).result(timeout=5)
+            except Exception:
+                break
+            if live == 0:
+                return
+            time.sleep(0.1)
+        log.info("drain timeout: %d leg(s) still up get a BYE", live)
+
+    # --- signaling loop hooks ------------------------------------------------------------------
+
+    def _record(self, pending: PendingEvent | None) -> None:
+        """Hand an event to the recorder (any thread; never blocks)."""
+        if pending is None:
+            return
+        self.recorder.submit(pending)
+        try:  # metrics and log lines never cost an event its storage
+            self.observability.recorded(pending)
+        except Exception:
+            log.exception("observing event %s failed", pending.event.event_id)
+
+    def _on_event(self, event: LegEvent) -> None:
+        self._record(self.book.pending_for(event))
+
+    def _snapshot(self, call_id: str) -> DialogSnapshot | None:
+        try:
+            return self.signaling.manager.dialog_snapshot(call_id)
+        except LocalProtocolError:
+            return None
+
+    def _on_leg_removed(self, call_id: str) -> None:
+        context = self.book.find(call_id=call_id)
+        if context is not None and not context.finished:
+            # dropped without a terminal event (shutdown timeout): it still gets one, and a CDR
+            self._record(self.book.synthetic_end(
+                context, at=time.time(), state="ended" if context.established else "failed",
+                reason="dropped by the worker at shutdown (no answer to BYE/CANCEL)",
+                disposition=Disposition.ANSWERED if context.established else Disposition.FAILED,
+            ))
+
+    def _finished(self, contexts: list[LegContext]) -> None:
+        for context in contexts:
+            self.book.forget(context)
+        with contextlib.suppress(*REDIS_UNAVAILABLE):  # else the leases lapse by themselves
+            self.limits.release_leases(self.trunk.name, [c.leg_id for c in contexts])
+
+    def _renew_leases(self) -> None:
+        live = [context.leg_id for context in self.book.live()]
+        if live:
+            self.limits.renew_leases(self.trunk.name, live)
+
+    # --- dials ---------------------------------------------------------------------------------
+
+    def handle_dial(
+        self, leg_id: str, trunk: str, correlation_id: str = "", enqueued_at: float | None = None
+    ) -> DialOutcome:
+        """Take the trunk's limits, claim the leg and hand it to the loop (one dial message)."""
+        batch = self.handle_dial_batch(trunk, [(leg_id, correlation_id)], enqueued_at)
+        if batch.requeue:
+            return DialOutcome("requeue", batch.requeue)
+        if batch.retry:
+            return DialOutcome("retry", batch.detail, retry_after=batch.retry_after)
+        status = ("accepted" if batch.accepted else "duplicate" if batch.duplicates
+                  else "failed")
+        return DialOutcome(status, batch.detail)
+
+    def handle_dial_batch(
+        self, trunk: str, legs: Sequence[tuple[str, str]], enqueued_at: float | None = None
+    ) -> BatchOutcome:
+        """Take the trunk's limits for the legs, claim them and hand them to the loop.
+
+        Two round trips for the whole message (one Redis script, one UPDATE … RETURNING);
+        legs are only read when their claim lost, to say why. Legs the limits refuse come back
+        in `retry`. The INVITEs go out on the loop after the task returned: a leg that cannot
+        be dialed there still ends with an event and a CDR.
+        """
+        outcome = BatchOutcome()
+        if not self.accepting:
+            outcome.requeue = "worker is stopping"
+            return outcome
+        if trunk != self.trunk.name:
+            outcome.requeue = f"this worker serves trunk {self.trunk.name!r}"
+            return outcome
+        valid: list[tuple[uuid.UUID, str, str]] = []
+        for leg_id, correlation_id in legs:
+            try:
+                valid.append((operations.as_uuid(leg_id), leg_id, correlation_id))
+            except ValueError:
+                outcome.note_failed(f"leg id {leg_id!r} is not a UUID")
+        if not valid:
+            self._count(outcome)
+            return outcome
+        # Room first, limits next: a CPS slot is taken just before its INVITE goes out.
+        reserved = self.feeder.reserve(len(valid))
+        accepted_before = outcome.accepted
+        try:
+            self._admit_claim_hand_over(trunk, valid, outcome, enqueued_at)
+        finally:
+            self.feeder.release(reserved - (outcome.accepted - accepted_before))
+        self._count(outcome)
+        return outcome
+
+    def _admit_claim_hand_over(
+        self, trunk: str, valid: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
+        enqueued_at: float | None,
+    ) -> None:
+        try:
+            admission = self.limits.admit_many(
+                trunk, [text for _, text, _ in valid],
+                max_concurrent=self.trunk.max_concurrent, cps=self.trunk.cps,
+            )
+        except REDIS_UNAVAILABLE:
+            outcome.retry_later(valid, 1.0, "Redis unavailable for the trunk limits")
+            return
+        admitted, refused = valid[:admission.admitted], valid[admission.admitted:]
+        if refused:
+            if admission.refused_by == "cps":
+                outcome.retry_later(refused, admission.retry_after + random.random() * 0.05,
+                                    "cps reached")
+            else:
+                outcome.retry_later(refused, 0.1 + random.random() * 0.4,
+                                    "max_concurrent reached")
+        if admitted:
+            self._claim_and_hand_over(admitted, outcome, enqueued_at)
+
+    def _claim_and_hand_over(
+        self, admitted: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
+        enqueued_at: float | None,
+    ) -> None:
+        try:
+            # The token is drawn once: a retry after a lost commit answer wins its claims again.
+            claimed = self.repository.run_connection(
+                operations.claim_for_dial, worker=self.owner, token=uuid.uuid4(),
+                at=utc_now(), leg_ids=[leg for leg, _, _ in admitted],
+            )
+        except Exception as error:
+            self._release_quietly([text for _, text, _ in admitted])
+            self._raise_unless_transient(error, "claiming legs")
+            outcome.retry_later(admitted, 1.0, "PostgreSQL unavailable while claiming")
+            return
+        self.observability.claimed(len(claimed), enqueued_at)
+        won = {leg.leg_id for leg in claimed}
+        lost = [item for item in admitted if item[0] not in won]
+        if lost:
+            self._not_claimed(lost, outcome)
+        for leg in claimed:
+            self._hand_over(leg, outcome)
+
+    def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
+        """Why claims lost (a redelivered or repeated message, or no such leg)."""
+        try:
+            found = self.repository.run_connection(
+                operations.leg_states, [leg for leg, _, _ in lost]
+            )
+        except Exception as error:
+            self._raise_unless_transient(error, "reading legs")
+            outcome.retry_later(lost, 1.0, "PostgreSQL unavailable while reading legs")
+            return
+        # Live legs keep their lease (its member is the leg id, held by the leg's owner).
+        self._release_quietly([
+            text for leg, text, _ in lost if leg not in found or found[leg][0] in TERMINAL_STATES
+        ])
+        for leg, text, correlation_id in lost:
+            fields = call_fields(correlation_id=correlation_id, trunk=self.trunk.name,
+                                 leg_id=text)
+            if leg not in found:
+                outcome.note_failed(f"no leg {leg} in the database")
+                log.warning("dial message for a leg that is not in the database", extra=fields)
+            else:
+                state, owner = found[leg]
+                outcome.duplicates += 1
+                outcome.detail = f"leg is already {state.value} ({owner})"
+                log.debug("dial message again: %s", outcome.detail, extra=fields)
+
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
+        leg_id = str(leg.leg_id)
+        context = LegContext(
+            leg_id=leg_id, trunk=self.trunk.name, correlation_id=leg.correlation_id,
+            scenario=leg.scenario, to_uri=leg.request_uri, leg_uuid=leg.leg_id,
+            from_uri=f"sip:{leg.caller_user or self.trunk.caller_user or 'outbound'}@"
+                     f"{self.options.bind_host}",
+        )
+        try:
+            request = self.trunk.build_request(validate_dial_fields(dict(leg.request)))
+        except (InvalidDialRequest, ValueError) as error:
+            reason = f"stored request is not dialable: {error}"
+            self._fail_before_invite(context, reason)
+            outcome.note_failed(reason)
+            return
+        self.book.register(context)
+        self.feeder.submit(context, request)
+        outcome.accepted += 1
+
+    def _count(self, outcome: BatchOutcome) -> None:
+        self.stats["accepted"] += outcome.accepted
+        self.stats["duplicates"] += outcome.duplicates
+        self.stats["failed"] += outcome.failed
+        self.stats["retries"] += len(outcome.retry)
+
+    def _fail_before_invite(self, context: LegContext, reason: str) -> None:
+        """End a claimed leg that never got its INVITE out (any thread)."""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="failed", reason=reason,
+            disposition=Disposition.FAILED, error=reason,
+        ))
+        log.warning("failed before its INVITE: %s", reason, extra=leg_fields(context))
+
+    @staticmethod
+    def _raise_unless_transient(error: Exception, doing: str) -> None:
+        if not is_transient(error):
+            raise error
+        log.warning("PostgreSQL unavailable while %s: %s", doing, error.__class__.__name__)
+
+    def _release_quietly(self, leg_ids: list[str]) -> None:
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            self.limits.release_leases(self.trunk.name, leg_ids)
+
+    # --- maintenance: recovery, broker resets, outbox purge ----------------------------------
+
+    def _maintain_forever(self, interval: float) -> None:
+        while not self._stop_maintenance.wait(interval):
+            try:
+                self.maintain()
+            except Exception as error:
+                log.warning("maintenance round failed: %s", error)
+
+    def maintain(self) -> None:
+        """One round: end dead owners' legs, re-publish dials a broker reset lost."""
+        try:
+            owners = self.repository.run(live_owners, self.trunk.name, self.owner)
+            for dead in self.owner_watch.dead(owners):
+                self.recover_owner(dead)
+        except REDIS_UNAVAILABLE as error:
+            log.warning("recovery check skipped, Redis unavailable: %s", error)
+        if self.broker_watch is not None:
+            try:
+                if self.broker_watch.reset_detected():
+                    self.requeue_queued()
+            except REDIS_UNAVAILABLE as error:
+                log.warning("broker check skipped, Redis unavailable: %s", error)
+        if time.monotonic() >= self._next_purge:
+            # Published events are kept two days: recovery reads a live leg's last seq from
+            # them, and no leg lives longer than a day (dial_fields caps every duration).
+            self._next_purge = time.monotonic() + 600
+            purged = self.repository.purge_published(time.time() - 2 * 86400)
+            if purged:
+                log.info("purged %d published outbox events", purged)
+
+    def requeue_queued(self, chunk: int = 100) -> int:
+        """Publish dial messages again for every queued leg of the trunk, a batch message per
+        `chunk` legs (duplicates lose the claim; lost messages are replaced)."""
+        legs = self.repository.run(queued_legs, self.trunk.name)
+        if not legs or self.app is None:
+            return 0
+        queue = dial_queue_name(self.trunk.name)
+        for start in range(0, len(legs), chunk):
+            self.app.send_task(
+                DIAL_BATCH_TASK,
+                kwargs={"trunk": self.trunk.name,
+                        "legs": [list(leg) for leg in legs[start:start + chunk]],
+                        "enqueued_at": None},
+                queue=queue, routing_key=queue, ignore_result=True,
+            )
+        self.stats["requeued"] += len(legs)
+        log.warning("broker was reset: re-published %d queued dial(s) of %s",
+                    len(legs), self.trunk.name)
+        return len(legs)
+
+    def recover_owner(self, dead: str) -> list[str]:
+        """Adopt a dead owner's legs and end each one; returns the adopted leg ids."""
+        adopted = self.repository.run(adopt, dead, self.owner)
+        self.owner_watch.forget(dead)
+        self.publisher.defer()  # its unpublished events (now ours) go out before the ends
+        if not adopted:
+            return []
+        log.warning("owner %s is dead: ending its %d leg(s)", dead, len(adopted))
+        for leg in adopted:
+            self._end_recovered(dead, leg)
+        self.stats["recovered"] += len(adopted)
+        return [leg.leg_id for leg in adopted]
+
+    def _end_recovered(self, dead: str, leg: RecoveredLeg) -> None:
+        context = LegContext(
+            leg_id=leg.leg_id, trunk=leg.trunk, correlation_id=leg.correlation_id,
+            scenario=leg.scenario, to_uri=leg.request_uri, call_id=leg.call_id or "",
+            seq=leg.last_seq, started_at=leg.invited_at,
+            first_provisional_at=leg.first_provisional_at, answered_at=leg.answered_at,
+            established=leg.state == LegState.ESTABLISHED,
+        )
+        reason = f"owner worker {dead} died; ended by recovery"
+        log.info("recovery: ending a %s leg of dead worker %s", leg.state.value, dead,
+                 extra=leg_fields(context))
+        snapshot = leg.snapshot
+        if snapshot is not None and leg.state != LegState.CLAIMED:
+            if leg.state == LegState.ESTABLISHED or leg.answered_at is not None:
+                snapshot = dataclasses.replace(
+                    snapshot, state="established",
+                    answered_at=snapshot.answered_at or leg.answered_at,
+                )
+                snapshot = recovery_cseq(snapshot, time.time())
+            self.book.register(context)
+            try:
+                self.signaling.call(self.signaling.manager.end_recovered, snapshot).result(10)
+                return
+            except Exception as error:
+                log.error("recovery signaling failed: %s", error, extra=leg_fields(context))
+                self.book.forget(context)
+        # No INVITE on record (or signaling refused): nothing to CANCEL or BYE from here.
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="failed" if leg.answered_at is None else "ended",
+            reason=reason + " before its INVITE was recorded" if snapshot is None else reason,
+            disposition=Disposition.FAILED if leg.answered_at is None else Disposition.ANSWERED,
+        ))
+
+
+def _render_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
