@@ -180,8 +180,10 @@ def srv_order(records: Sequence[SrvRecord], rng: random.Random) -> list[SrvRecor
     so they are chosen only rarely (and in turn when all weights are zero)."""
     ordered: list[SrvRecord] = []
     for priority in sorted({r.priority for r in records}):
+        # An RRset has no order: sort it, so one seed gives one order whatever the server sent.
         remaining = sorted(
-            (r for r in records if r.priority == priority), key=lambda r: r.weight != 0
+            (r for r in records if r.priority == priority),
+            key=lambda r: (r.weight != 0, r.target, r.port, r.weight),
         )
         while remaining:
             total = sum(r.weight for r in remaining)
