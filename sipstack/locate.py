@@ -306,7 +306,7 @@ def _walk(
             f"locate {shorten(uri.render(), 60)}: transport {explicit} is not supported here"
         )
     fallback = explicit or (Transport.TLS if uri.is_secure else Transport.UDP)
-    if fallback not in supported:
+    if fallback not in supported:  # a sip: URI with no UDP here (sips: demands TLS above)
         fallback = supported[0]
     if is_ip_literal(host):
         return [ServerTarget((host, uri.port or fallback.default_port), fallback, host)]

@@ -96,6 +96,14 @@ _Q850_OUTCOMES: dict[int, Outcome] = {
 }
 
 
+# 6xx are global failures (RFC 3261 §21.6: no other location will do better); 486 is a busy
+# callee, 410 a number that is gone, 484 a number that is incomplete everywhere, 487 a
+# request we cancelled ourselves (retrying it would ring a person we gave up on).
+DEFAULT_FINAL_AT_CALLEE: frozenset[int] = frozenset(
+    {410, 484, 486, 487, 600, 603, 604, 606, 607, 608}
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutcomeRules:
     """A trunk's say in classification and failover.
@@ -106,21 +114,17 @@ class OutcomeRules:
     """
 
     busy_from_proxy: bool = False
-    final_codes: frozenset[int] = frozenset()
+    final_codes: frozenset[int] = DEFAULT_FINAL_AT_CALLEE
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "final_codes", frozenset(self.final_codes))
         for code in self.final_codes:
             _check_final(code, "final_codes")
-        if not self.final_codes:
-            object.__setattr__(self, "final_codes", DEFAULT_FINAL_AT_CALLEE)
 
-
-# 6xx are global failures (RFC 3261 §21.6: no other location will do better); 486 is a busy
-# callee, 410 a number that is gone, 484 a number that is incomplete everywhere, 487 a
-# request we cancelled ourselves (retrying it would ring a person we gave up on).
-DEFAULT_FINAL_AT_CALLEE: frozenset[int] = frozenset(
-    {410, 484, 486, 487, 600, 603, 604, 606, 607, 608}
-)
+    def retry_on_next_trunk(self, status: int | None, rang: bool) -> bool:
+        return retry_on_next_trunk(
+            status, rang, self.final_codes, busy_from_proxy=self.busy_from_proxy
+        )
 
 
 def _check_final(code: int, what: str) -> None:
@@ -183,12 +187,15 @@ def retry_on_next_trunk(
     status: int | None,
     rang: bool,
     final_codes: Collection[int] = DEFAULT_FINAL_AT_CALLEE,
+    *,
+    busy_from_proxy: bool = False,
 ) -> bool:
     """May the next trunk of the group dial this callee again after this final status?
 
     Never after a 2xx or 3xx (redirects are followed, not failed over), a code in
     `final_codes`, or a 408/480 that came after ringing (the callee was reached and did not
-    pick up). A missing final response (None) is a failed path: retry.
+    pick up). A missing final response (None) is a failed path: retry. With
+    `busy_from_proxy`, a 486 before any ringing is the trunk's own "no room": retry.
     """
     if status is None:
         return True
@@ -198,6 +205,8 @@ def retry_on_next_trunk(
         _check_final(code, "final_codes")
     if status < 400:
         return False
+    if busy_from_proxy and status == _BUSY and not rang:
+        return True
     if status in final_codes:
         return False
     return not (rang and status in _NO_ANSWER)

@@ -226,3 +226,8 @@ def test_bad_inputs_name_the_problem() -> None:
     locator = Locator("sip:example.com", 0, rng=random.Random())
     with pytest.raises(RuntimeError, match="not done, waiting for"):
         locator.result  # noqa: B018
+
+
+def test_sips_is_never_downgraded_when_tls_is_not_supported() -> None:
+    with pytest.raises(ValueError, match="transport tls is not supported"):
+        Locator("sips:192.0.2.7", 0, rng=random.Random(), supported=(UDP, TCP))

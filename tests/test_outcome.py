@@ -144,6 +144,14 @@ def test_final_codes_are_per_trunk() -> None:
     assert OutcomeRules().final_codes == DEFAULT_FINAL_AT_CALLEE
 
 
+@pytest.mark.parametrize(("rang", "retry"), [(False, True), (True, False)])
+def test_a_proxy_486_fails_over_only_before_ringing(rang: bool, retry: bool) -> None:
+    rules = OutcomeRules(busy_from_proxy=True)  # default final codes, 486 among them
+    assert rules.retry_on_next_trunk(486, rang) is retry
+    assert is_final_for_callee(classify_outcome(486, rang=rang, rules=rules)) is not retry
+    assert OutcomeRules().retry_on_next_trunk(486, False) is False
+
+
 @pytest.mark.parametrize("bad", [100, 180, 199, 700, "486"])
 def test_a_non_final_status_is_an_error_naming_it(bad: object) -> None:
     with pytest.raises(ValueError, match=repr(bad).replace("'", ".")):
