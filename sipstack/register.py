@@ -70,6 +70,7 @@ _S, _I = RegState, RegInput
 # The whole state machine; anything else is LocalProtocolError (ours) or ignored (theirs).
 TRANSITIONS: dict[tuple[RegState, RegInput], RegState] = {
     (_S.IDLE, _I.START): _S.REGISTERING,
+    (_S.IDLE, _I.STOP): _S.STOPPED,
     (_S.REGISTERING, _I.ACCEPTED): _S.REGISTERED,
     (_S.REGISTERING, _I.RETRY_NOW): _S.REGISTERING,
     (_S.REGISTERING, _I.FAILED): _S.BACKING_OFF,
@@ -81,6 +82,8 @@ TRANSITIONS: dict[tuple[RegState, RegInput], RegState] = {
     (_S.UNREGISTERING, _I.ACCEPTED): _S.STOPPED,
     (_S.UNREGISTERING, _I.RETRY_NOW): _S.UNREGISTERING,
     (_S.UNREGISTERING, _I.FAILED): _S.STOPPED,
+    (_S.UNREGISTERING, _I.STOP): _S.UNREGISTERING,  # stop() is idempotent (worker drain)
+    (_S.STOPPED, _I.STOP): _S.STOPPED,
 }
 
 
@@ -214,10 +217,13 @@ class Registration:
         self._send_register(now)
 
     def stop(self, now: float) -> None:
-        """Unbind (REGISTER with Expires: 0) when bound or binding; else just stop."""
+        """Unbind (REGISTER with Expires: 0) when bound or binding; else just stop.
+
+        Calling it again while unbinding, or once stopped, changes nothing."""
+        before = self.state
         self._step(RegInput.STOP)
         self._cancel_timer()
-        if self.state is RegState.UNREGISTERING:
+        if self.state is RegState.UNREGISTERING and before is not RegState.UNREGISTERING:
             self._abandon_tx()
             self._auth_tries = 0
             self._send_register(now)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipstack.auth import parse_authorization, verify_authorization
 from sipstack.dial import Credentials
@@ -266,3 +268,53 @@ def test_bad_config_is_named(changes: dict[str, object], message: str) -> None:
 def test_every_state_is_reachable_in_the_table() -> None:
     reached = {RegState.IDLE} | set(TRANSITIONS.values())
     assert reached == set(RegState)
+
+
+_RESPONSES = [
+    (100, ()),
+    (200, ()),
+    (200, (("Contact", f"<{CONTACT}>;expires=30"),)),
+    (401, (("WWW-Authenticate", CHALLENGE),)),
+    (407, (("Proxy-Authenticate", CHALLENGE),)),
+    (401, (("WWW-Authenticate", CHALLENGE + ", stale=true"),)),
+    (423, (("Min-Expires", "900"),)),
+    (423, (("Min-Expires", "5"),)),
+    (403, ()),
+    (503, ()),
+]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(st.integers(0, len(_RESPONSES) - 1), st.sampled_from(["timer", "stop"]))))
+def test_any_sequence_of_answers_and_timers_keeps_the_binding_alive(steps: list[object]) -> None:
+    """Invariants under any registrar behaviour: nothing raises, a live binding always has
+    something scheduled, retries are in the future, and after stop nothing more is sent."""
+    clock = FakeClock()
+    reg = Registration(config(), rng=random.Random(0))
+    reg.start(clock.now)
+    last: Request | None = None
+    for step in steps:
+        for out in reg.outgoing():
+            message = parse_message(out.data)
+            assert isinstance(message, Request)
+            last = message
+        if step == "stop":
+            reg.stop(clock.now)
+        elif step == "timer":
+            deadline = reg.next_deadline()
+            if deadline is not None:
+                clock.now = max(clock.now, deadline)
+                reg.handle_timer(clock.now)
+        elif last is not None:
+            code, headers = _RESPONSES[step]  # type: ignore[index]
+            response = make_response(last, code, to_tag="r", headers=headers)
+            reg.receive(response.to_bytes(), REGISTRAR, clock.now)
+        for event in reg.events():
+            if isinstance(event, RegistrationFailed) and event.retry_at is not None:
+                assert event.retry_at > event.at
+        if reg.state is not RegState.STOPPED:
+            assert reg.next_deadline() is not None, reg.state
+    if reg.state is RegState.STOPPED:
+        reg.outgoing()
+        run_until(reg, clock, clock.now + 3600)
+        assert reg.outgoing() == [] and reg.next_deadline() is None
