@@ -168,3 +168,20 @@ def test_asyncio_resolution(server: Dnsmasq) -> None:
 def test_bad_nameserver_is_named() -> None:
     with pytest.raises(ValueError, match="port"):
         DnsLocator("127.0.0.1:notaport")
+
+
+def test_negative_answers_are_cached_for_the_soa_minimum() -> None:
+    # dnsmasq's --local answers carry no SOA, so this path is checked on a built response.
+    import dns.message
+    import dns.rrset
+
+    from workers.dns_locate import _negative_ttl
+
+    response = dns.message.make_response(dns.message.make_query("nope.carrier.test.", "A"))
+    assert _negative_ttl(response, 30.0) == 30.0  # no SOA: the configured default
+    response.authority.append(
+        dns.rrset.from_text(
+            "carrier.test.", 300, "IN", "SOA", "ns.carrier.test. h.carrier.test. 1 60 60 600 12"
+        )
+    )
+    assert _negative_ttl(response, 30.0) == 12.0  # min(SOA TTL 300, minimum 12)

@@ -6,6 +6,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sipstack.errors import SipParseError
 from sipstack.locate import (
@@ -231,3 +233,19 @@ def test_bad_inputs_name_the_problem() -> None:
 def test_sips_is_never_downgraded_when_tls_is_not_supported() -> None:
     with pytest.raises(ValueError, match="transport tls is not supported"):
         Locator("sips:192.0.2.7", 0, rng=random.Random(), supported=(UDP, TCP))
+
+
+@given(
+    st.lists(
+        st.builds(srv, st.integers(0, 3), st.integers(0, 100), st.integers(1, 65535),
+                  st.sampled_from(["a.example", "b.example", "c.example", "d.example"])),
+        max_size=12,
+    ),
+    st.integers(0, 2**32),
+)  # fmt: skip
+def test_srv_order_is_a_permutation_by_ascending_priority(
+    records: list[SrvRecord], seed: int
+) -> None:
+    ordered = srv_order(records, random.Random(seed))
+    assert sorted(ordered, key=repr) == sorted(records, key=repr)
+    assert [r.priority for r in ordered] == sorted(r.priority for r in records)
