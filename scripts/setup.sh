@@ -7,6 +7,7 @@ need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v stunnel4 >/dev/null 2>&1 || need_apt+=(stunnel4)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -14,6 +15,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # Debian's dnsmasq may start its own daemon on port 53; tests run their own on free ports.
+    if [ -s /run/dnsmasq/dnsmasq.pid ]; then kill "$(cat /run/dnsmasq/dnsmasq.pid)" 2>/dev/null || true; fi
 fi
 
 bash scripts/services.sh
