@@ -29,10 +29,11 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import redis
 
+from workers.coordination.shared_state import text_values, update_hash
 from workers.events.stream import format_at
 
 BACKOFF_STATUSES = frozenset({429, 503})
@@ -211,7 +212,7 @@ class BackPressure:
         return self._settings.key("pressure", trunk)
 
     def state(self, trunk: str) -> Pressure:
-        return _decode(self._redis.hmget(self.key(trunk), _FIELDS))
+        return _decode(text_values(self._redis.hmget(self.key(trunk), _FIELDS)))
 
     def factor(self, trunk: str, now: float) -> float:
         factor = factor_at(self.state(trunk), now, self.config)
@@ -234,25 +235,18 @@ class BackPressure:
             _check_retry_after(retry_after)
             factor = self.factor(trunk, now)
             return factor, factor
-        key = self.key(trunk)
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # immediate mode until multi()
-                    state = _decode(cast(list[Any], pipe.hmget(key, _FIELDS)))
-                    new = after_signal(state, status, retry_after, now, config)
-                    pipe.multi()
-                    pipe.hset(key, mapping={
-                        "factor": repr(new.factor), "hold_until": repr(new.hold_until),
-                        "decreased_at": "" if new.decreased_at is None else repr(new.decreased_at),
-                    })
-                    ttl = max(recovered_at(new, config) - now, 0.0) + config.interval
-                    pipe.pexpire(key, math.ceil(ttl * 1000))
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue  # another worker's signal came in between: read it and redo
-        before, after = factor_at(state, now, config), factor_at(new, now, config)
+
+        def step(values: list[str | None]) -> tuple[dict[str, str], float, tuple[float, float]]:
+            state = _decode(values)
+            new = after_signal(state, status, retry_after, now, config)
+            fields = {
+                "factor": repr(new.factor), "hold_until": repr(new.hold_until),
+                "decreased_at": "" if new.decreased_at is None else repr(new.decreased_at),
+            }
+            ttl = max(recovered_at(new, config) - now, 0.0) + config.interval
+            return fields, ttl, (factor_at(state, now, config), factor_at(new, now, config))
+
+        before, after = update_hash(self._redis, self.key(trunk), _FIELDS, step)
         self._last[trunk] = after
         return before, after
 
@@ -266,10 +260,8 @@ class BackPressure:
 _FIELDS = ["factor", "hold_until", "decreased_at"]
 
 
-def _decode(values: list[Any]) -> Pressure:
-    factor, hold_until, decreased_at = (
-        v.decode() if isinstance(v, bytes) else v for v in values
-    )
+def _decode(values: list[str | None]) -> Pressure:
+    factor, hold_until, decreased_at = values
     if factor is None:
         return Pressure()
     return Pressure(

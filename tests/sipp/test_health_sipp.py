@@ -1,0 +1,89 @@
+"""OPTIONS health checks against SIPp: up while it answers, down after N misses once it is
+stopped, up again after M answers once it is back on the same port; shared through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from sipstack.health import HealthRule, TrunkHealth
+from tests.sipp.harness import Sipp, free_ports
+from tests.waiting import eventually
+from workers.config.settings import Settings, TrunkConfig
+from workers.coordination.health import HealthPinger, TrunkHealthBoard
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(key_prefix=f"test-health-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[redis.Redis[Any]]:
+    connection: redis.Redis[Any] = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    yield connection
+    keys = list(connection.scan_iter(f"{settings.key_prefix}:*"))
+    if keys:
+        connection.delete(*keys)
+    connection.close()
+
+
+def test_a_trunk_goes_down_when_sipp_stops_and_up_when_it_is_back(
+    tmp_path: Path, client: redis.Redis[Any], settings: Settings
+) -> None:
+    port = free_ports(1)
+    trunk = TrunkConfig(name="carrier", proxy=f"127.0.0.1:{port}")
+
+    started: list[Sipp] = []
+
+    def sipp(run: int) -> Sipp:
+        process = Sipp("uas_options.xml", port, "udp", tmp_path / f"run{run}", calls=10_000)
+        started.append(process)
+        return process.start()
+
+    board = TrunkHealthBoard(client, settings, HealthRule(down_after=2, up_after=2))
+    other_worker = TrunkHealthBoard(client, settings, HealthRule(down_after=2, up_after=2))
+    changes: list[tuple[str, bool, str | None]] = []
+    pinger = HealthPinger(
+        board, [trunk], interval=0.05, timeout=0.3, bind_host="127.0.0.1",
+        on_change=lambda name, health, result: changes.append((name, health.up, result.error)),
+    )
+    first = sipp(1)
+
+    async def scenario() -> None:
+        pinger.start()
+        try:
+            answered = await eventually(
+                lambda: (s := board.state("carrier")).successes >= 2 and s, "two answered pings",
+                timeout=10,
+            )
+            assert isinstance(answered, TrunkHealth) and answered.up and answered.misses == 0
+            assert other_worker.is_up("carrier")
+
+            await asyncio.to_thread(first.stop)
+            await eventually(lambda: not other_worker.is_up("carrier"), "down", timeout=10)
+            # it went down on the second consecutive miss (the rule's `since` is that ping's)
+            down = board.state("carrier")
+            assert down.misses >= 2 and down.since is not None
+            assert changes == [("carrier", False, "no response in 0.3 s")]
+
+            await asyncio.to_thread(sipp, 2)
+            await eventually(lambda: other_worker.is_up("carrier"), "up again", timeout=10)
+            back = board.state("carrier")
+            assert back.successes == 2 and back.since is not None
+            assert changes[1:] == [("carrier", True, None)]
+            assert board.last_up("carrier") == 1.0
+        finally:
+            await pinger.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for process in started:
+            process.stop()
