@@ -1,0 +1,1 @@
+"""Choosing trunks for a dial: trunk groups and failover (docs/routing.md)."""
