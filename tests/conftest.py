@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.db_fixtures"]
+pytest_plugins = ["tests.db_fixtures", "tests.redis_fixtures"]
 
 # CI: reproducible examples and no per-example deadline (a shared 2-core machine stalls);
 # local runs keep Hypothesis' random exploration. Tests that set max_examples keep theirs.

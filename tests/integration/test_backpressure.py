@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,21 +29,6 @@ pytestmark = pytest.mark.services
 
 CONFIG = BackPressureConfig(decrease=0.5, increase=0.25, interval=10.0, min_factor=0.1,
                             guard=1.0, max_hold=60.0)
-
-
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(key_prefix=f"test-pressure-{uuid.uuid4().hex[:10]}", heartbeat_ttl=10.0)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis[Any]]:
-    connection: redis.Redis[Any] = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    yield connection
-    keys = list(connection.scan_iter(f"{settings.key_prefix}:*"))
-    if keys:
-        connection.delete(*keys)
-    connection.close()
 
 
 # -- the arithmetic -------------------------------------------------------------------------
@@ -140,13 +123,13 @@ def test_events_are_edge_triggered() -> None:
 
 
 def test_a_signal_on_one_worker_lowers_the_cps_every_worker_sees(
-    client: redis.Redis[Any], settings: Settings
+    redis_client: redis.Redis[Any], redis_settings: Settings
 ) -> None:
     other: redis.Redis[Any] = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     try:
         clock = FakeClock(1_000_000.0)
-        first = BackPressure(client, settings, CONFIG)
-        second = BackPressure(other, settings, CONFIG)
+        first = BackPressure(redis_client, redis_settings, CONFIG)
+        second = BackPressure(other, redis_settings, CONFIG)
         assert second.effective_cps("t", 20.0, clock.now) == 20.0
         assert first.signal("t", 503, 30.0, clock.now) == (1.0, 0.5)
         assert second.effective_cps("t", 20.0, clock.now) == 10.0
@@ -163,23 +146,25 @@ def test_a_signal_on_one_worker_lowers_the_cps_every_worker_sees(
 
 
 def test_a_response_that_is_no_signal_changes_nothing_and_writes_nothing(
-    client: redis.Redis[Any], settings: Settings
+    redis_client: redis.Redis[Any], redis_settings: Settings
 ) -> None:
-    pressure = BackPressure(client, settings, CONFIG)
+    pressure = BackPressure(redis_client, redis_settings, CONFIG)
     assert pressure.signal("t", 503, None, 100.0) == (1.0, 1.0)
     assert pressure.signal("t", 486, 10.0, 100.0) == (1.0, 1.0)
-    assert not client.exists(pressure.key("t"))
+    assert not redis_client.exists(pressure.key("t"))
 
 
-def test_the_key_expires_once_recovered(client: redis.Redis[Any], settings: Settings) -> None:
-    pressure = BackPressure(client, settings, CONFIG)
+def test_the_key_expires_once_recovered(
+    redis_client: redis.Redis[Any], redis_settings: Settings
+) -> None:
+    pressure = BackPressure(redis_client, redis_settings, CONFIG)
     pressure.signal("t", 429, 30.0, 100.0)
     # back at 1 at 100 + 30 + 2 intervals = 150: the key lives 50 s plus one interval
-    assert 59_000 < client.pttl(pressure.key("t")) <= 60_000
+    assert 59_000 < redis_client.pttl(pressure.key("t")) <= 60_000
 
 
 def test_concurrent_signals_from_many_clients_serialise(
-    client: redis.Redis[Any], settings: Settings
+    redis_client: redis.Redis[Any], redis_settings: Settings
 ) -> None:
     import threading
 
@@ -187,7 +172,7 @@ def test_concurrent_signals_from_many_clients_serialise(
                                 guard=0.0)
     clients = [redis.Redis.from_url("redis://127.0.0.1:6379/0") for _ in range(4)]
     try:
-        workers = [BackPressure(c, settings, config) for c in clients]
+        workers = [BackPressure(c, redis_settings, config) for c in clients]
         barrier = threading.Barrier(len(workers))
 
         def send(pressure: BackPressure) -> None:
@@ -201,17 +186,17 @@ def test_concurrent_signals_from_many_clients_serialise(
         for thread in threads:
             thread.join(timeout=30)
             # 20 decreases, none lost to a race (a lost update would leave 0.5 ** k, k < 20)
-        assert BackPressure(client, settings, config).state("t").factor == 0.5 ** 20
+        assert BackPressure(redis_client, redis_settings, config).state("t").factor == 0.5 ** 20
     finally:
         for c in clients:
             c.close()
 
 
 def test_the_effective_cps_composes_with_trunk_limits(
-    client: redis.Redis[Any], settings: Settings
+    redis_client: redis.Redis[Any], redis_settings: Settings
 ) -> None:
-    pressure = BackPressure(client, settings, CONFIG)
-    limits = TrunkLimits(client, settings, lease_ttl=10.0)
+    pressure = BackPressure(redis_client, redis_settings, CONFIG)
+    limits = TrunkLimits(redis_client, redis_settings, lease_ttl=10.0)
     t0 = 2_000_000.0
     pressure.signal("t", 503, 60.0, t0)
     cps = pressure.effective_cps("t", 8.0, t0 + 1)
@@ -228,15 +213,17 @@ def test_the_effective_cps_composes_with_trunk_limits(
     assert not refused.granted and refused.retry_after == pytest.approx(9.0)
 
 
-def test_bad_configured_cps_is_refused(client: redis.Redis[Any], settings: Settings) -> None:
+def test_bad_configured_cps_is_refused(
+    redis_client: redis.Redis[Any], redis_settings: Settings
+) -> None:
     with pytest.raises(ValueError, match="configured_cps"):
-        BackPressure(client, settings).effective_cps("t", 0.0, 1.0)
+        BackPressure(redis_client, redis_settings).effective_cps("t", 0.0, 1.0)
 
 
 def test_the_gauge_reads_the_last_factor_without_io(
-    client: redis.Redis[Any], settings: Settings
+    redis_client: redis.Redis[Any], redis_settings: Settings
 ) -> None:
-    pressure = BackPressure(client, settings, CONFIG)
+    pressure = BackPressure(redis_client, redis_settings, CONFIG)
     registry = CollectorRegistry()
     register_pressure_gauges(registry, "t", factor=pressure.gauge_reader("t"))
     assert registry.get_sample_value("outbound_trunk_cps_factor", {"trunk": "t"}) == 1.0

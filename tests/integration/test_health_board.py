@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,27 +17,12 @@ from workers.observability.pressure_metrics import register_pressure_gauges
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(key_prefix=f"test-health-{uuid.uuid4().hex[:10]}")
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis[Any]]:
-    connection: redis.Redis[Any] = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    yield connection
-    keys = list(connection.scan_iter(f"{settings.key_prefix}:*"))
-    if keys:
-        connection.delete(*keys)
-    connection.close()
-
-
 def test_misses_from_two_workers_count_in_one_run(
-    client: redis.Redis[Any], settings: Settings
+    redis_client: redis.Redis[Any], redis_settings: Settings
 ) -> None:
     rule = HealthRule(down_after=3, up_after=2)
-    first = TrunkHealthBoard(client, settings, rule)
-    second = TrunkHealthBoard(client, settings, rule)
+    first = TrunkHealthBoard(redis_client, redis_settings, rule)
+    second = TrunkHealthBoard(redis_client, redis_settings, rule)
     clock = FakeClock(1000.0)
     assert first.is_up("t") and first.state("t") == TrunkHealth()  # never pinged: up
     first.record("t", False, clock.advance(1))
@@ -54,17 +37,23 @@ def test_misses_from_two_workers_count_in_one_run(
     assert second.state("t") == back
 
 
-def test_the_state_lapses_when_nobody_pings(client: redis.Redis[Any], settings: Settings) -> None:
-    board = TrunkHealthBoard(client, settings, HealthRule(down_after=1), stale_after=30.0)
+def test_the_state_lapses_when_nobody_pings(
+    redis_client: redis.Redis[Any], redis_settings: Settings
+) -> None:
+    board = TrunkHealthBoard(
+        redis_client, redis_settings, HealthRule(down_after=1), stale_after=30.0
+    )
     board.record("t", False, 1.0)
     assert not board.is_up("t")
-    assert 29_000 < client.pttl(board.key("t")) <= 30_000
-    client.delete(board.key("t"))  # what the expiry does
+    assert 29_000 < redis_client.pttl(board.key("t")) <= 30_000
+    redis_client.delete(board.key("t"))  # what the expiry does
     assert board.is_up("t")
 
 
-def test_the_up_gauge_reads_the_last_state(client: redis.Redis[Any], settings: Settings) -> None:
-    board = TrunkHealthBoard(client, settings, HealthRule(down_after=1))
+def test_the_up_gauge_reads_the_last_state(
+    redis_client: redis.Redis[Any], redis_settings: Settings
+) -> None:
+    board = TrunkHealthBoard(redis_client, redis_settings, HealthRule(down_after=1))
     registry = CollectorRegistry()
     register_pressure_gauges(registry, "t", factor=lambda: 1.0,
                              up=lambda: board.last_up("t"))
@@ -75,20 +64,20 @@ def test_the_up_gauge_reads_the_last_state(client: redis.Redis[Any], settings: S
 
 @pytest.mark.parametrize("stale_after", [0, -1.0, float("inf"), "30"])
 def test_bad_stale_after_is_refused(
-    client: redis.Redis[Any], settings: Settings, stale_after: Any
+    redis_client: redis.Redis[Any], redis_settings: Settings, stale_after: Any
 ) -> None:
     with pytest.raises(ValueError, match="stale_after"):
-        TrunkHealthBoard(client, settings, stale_after=stale_after)
+        TrunkHealthBoard(redis_client, redis_settings, stale_after=stale_after)
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [
     ({"interval": 0}, "interval"), ({"timeout": -1}, "timeout"), ({"trunks": []}, "trunks"),
 ])
 def test_the_pinger_refuses_bad_arguments_naming_them(
-    client: redis.Redis[Any], settings: Settings, kwargs: dict[str, Any], name: str
+    redis_client: redis.Redis[Any], redis_settings: Settings, kwargs: dict[str, Any], name: str
 ) -> None:
     arguments: dict[str, Any] = {"trunks": [TrunkConfig(name="t", proxy="127.0.0.1:5060")]}
     arguments.update(kwargs)
     trunks = arguments.pop("trunks")
     with pytest.raises(ValueError, match=name):
-        HealthPinger(TrunkHealthBoard(client, settings), trunks, **arguments)
+        HealthPinger(TrunkHealthBoard(redis_client, redis_settings), trunks, **arguments)

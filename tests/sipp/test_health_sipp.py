@@ -4,12 +4,9 @@ stopped, up again after M answers once it is back on the same port; shared throu
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from sipstack.health import HealthRule, TrunkHealth
@@ -19,23 +16,8 @@ from workers.config.settings import Settings, TrunkConfig
 from workers.coordination.health import HealthPinger, TrunkHealthBoard
 
 
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(key_prefix=f"test-health-{uuid.uuid4().hex[:10]}")
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis[Any]]:
-    connection: redis.Redis[Any] = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    yield connection
-    keys = list(connection.scan_iter(f"{settings.key_prefix}:*"))
-    if keys:
-        connection.delete(*keys)
-    connection.close()
-
-
 def test_a_trunk_goes_down_when_sipp_stops_and_up_when_it_is_back(
-    tmp_path: Path, client: redis.Redis[Any], settings: Settings
+    tmp_path: Path, redis_client: redis.Redis[Any], redis_settings: Settings
 ) -> None:
     port = free_ports(1)
     trunk = TrunkConfig(name="carrier", proxy=f"127.0.0.1:{port}")
@@ -47,8 +29,9 @@ def test_a_trunk_goes_down_when_sipp_stops_and_up_when_it_is_back(
         started.append(process)
         return process.start()
 
-    board = TrunkHealthBoard(client, settings, HealthRule(down_after=2, up_after=2))
-    other_worker = TrunkHealthBoard(client, settings, HealthRule(down_after=2, up_after=2))
+    rule = HealthRule(down_after=2, up_after=2)
+    board = TrunkHealthBoard(redis_client, redis_settings, rule)
+    other_worker = TrunkHealthBoard(redis_client, redis_settings, rule)
     changes: list[tuple[str, bool, str | None]] = []
     pinger = HealthPinger(
         board, [trunk], interval=0.05, timeout=0.3, bind_host="127.0.0.1",
