@@ -106,7 +106,8 @@ def test_events_are_edge_triggered() -> None:
     throttled = pressure_event("t", 1.0, 0.5, 1_700_000_000.0, configured_cps=20.0,
                                status=503, retry_after=30.0)
     assert throttled == {
-        "event_id": "trunk:t:1700000000000", "seq": "1700000000000", "state": THROTTLED,
+        "event_id": "trunk:t:trunk_throttled:1700000000000", "seq": "1700000000000",
+        "state": THROTTLED,
         "trunk": "t", "status_code": "503", "reason": "503 Retry-After 30",
         "factor": "0.5000", "cps": "10.0000", "at": "2023-11-14T22:13:20.000000Z",
     }
@@ -229,3 +230,29 @@ def test_the_gauge_reads_the_last_factor_without_io(
     assert registry.get_sample_value("outbound_trunk_cps_factor", {"trunk": "t"}) == 1.0
     pressure.signal("t", 503, 30.0, 100.0)
     assert registry.get_sample_value("outbound_trunk_cps_factor", {"trunk": "t"}) == 0.5
+
+
+def test_poll_emits_each_edge_once_per_worker_with_one_event_id_across_workers(
+    redis_client: redis.Redis[Any], redis_settings: Settings
+) -> None:
+    signaller = BackPressure(redis_client, redis_settings, CONFIG)
+    watcher = BackPressure(redis_client, redis_settings, CONFIG)
+    t0 = 1_700_000_000.0
+    assert watcher.poll("t", 20.0, t0) == (20.0, None)
+    before, after = signaller.signal("t", 503, 30.0, t0)
+    throttled = pressure_event("t", before, after, t0, configured_cps=20.0, status=503,
+                               retry_after=30.0)
+    assert throttled is not None and throttled["state"] == THROTTLED
+    assert signaller.poll("t", 20.0, t0 + 1) == (10.0, None)  # it knew already
+    cps, seen = watcher.poll("t", 20.0, t0 + 1)  # another worker notices the same edge
+    assert cps == 10.0 and seen is not None
+    assert (seen["event_id"], seen["state"]) == (throttled["event_id"], THROTTLED)
+    assert watcher.poll("t", 20.0, t0 + 2) == (10.0, None)  # edge-triggered: once
+    # back at 1 at t0 + 30 + 2 * 10; the two workers notice at different times
+    assert watcher.poll("t", 20.0, t0 + 45)[1] is None  # 0.75: recovering, not news
+    _, first = watcher.poll("t", 20.0, t0 + 51)
+    _, second = signaller.poll("t", 20.0, t0 + 55)
+    assert first is not None and second is not None
+    assert first == second and first["state"] == RECOVERED
+    assert first["at"] == "2023-11-14T22:14:10.000000Z"  # t0 + 50, not either worker's now
+    assert watcher.poll("t", 20.0, t0 + 56) == (20.0, None)

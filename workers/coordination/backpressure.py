@@ -80,6 +80,11 @@ def _is_number(value: object) -> bool:
     return type(value) in (int, float)
 
 
+def _check_cps(configured_cps: float) -> None:
+    if not _is_number(configured_cps) or not 0 < configured_cps < math.inf:
+        raise ValueError(f"configured_cps: must be positive, got {configured_cps!r}")
+
+
 def _check_retry_after(retry_after: float | None) -> None:
     if retry_after is not None and (
         not _is_number(retry_after) or not 0 <= retry_after < math.inf
@@ -156,29 +161,32 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def pressure_event(
-    trunk: str, before: float, after: float, now: float, *, configured_cps: float,
+    trunk: str, before: float, after: float, at: float, *, configured_cps: float,
     status: int | None = None, retry_after: float | None = None,
 ) -> dict[str, str] | None:
     """The record to XADD on the trunk's stream when the factor crosses 1, edge-triggered:
     `trunk_throttled` when it drops below 1 from 1, `trunk_recovered` when it is back at 1;
     None otherwise (a further decrease while throttled is not news).
 
-    Fields follow the leg events' stream entries (`event_id`, `seq`, `state`, `trunk`,
-    `status_code`, `reason`, `at`) so a consumer that reads those does not choke, plus
-    `factor` and `cps` (the effective calls per second)."""
+    `at`: when the edge happened, taken from the shared state (`decreased_at` for throttled,
+    `recovered_at` for recovered; `BackPressure.poll` does this), so every worker that
+    notices the same edge builds the same `event_id` and consumers drop the repeats, as they
+    do for leg events. Fields follow the leg events' stream entries (`event_id`, `seq`,
+    `state`, `trunk`, `status_code`, `reason`, `at`) so a consumer that reads those does not
+    choke, plus `factor` and `cps` (the effective calls per second)."""
     if before >= 1.0 > after:
         kind = THROTTLED
     elif after >= 1.0 > before:
         kind = RECOVERED
     else:
         return None
-    seq = int(now * 1000)
+    seq = round(at * 1000)
     reason = ""
     if kind == THROTTLED and status is not None:
         reason = f"{status} Retry-After {retry_after:g}" if retry_after is not None \
             else str(status)
     return {
-        "event_id": f"trunk:{trunk}:{seq}",
+        "event_id": f"trunk:{trunk}:{kind}:{seq}",
         "seq": str(seq),
         "state": kind,
         "trunk": trunk,
@@ -186,7 +194,7 @@ def pressure_event(
         "reason": reason,
         "factor": f"{min(after, 1.0):.4f}",
         "cps": f"{configured_cps * min(after, 1.0):.4f}",
-        "at": format_at(now),
+        "at": format_at(at),
     }
 
 
@@ -219,10 +227,26 @@ class BackPressure:
         self._last[trunk] = factor
         return factor
 
+    def poll(
+        self, trunk: str, configured_cps: float, now: float
+    ) -> tuple[float, dict[str, str] | None]:
+        """`effective_cps`, and the `pressure_event` when the factor crossed 1 since this
+        process's last reading (a worker calls this where it admits dials, or on a timer)."""
+        _check_cps(configured_cps)
+        state = self.state(trunk)
+        before = self._last.get(trunk, 1.0)
+        after = factor_at(state, now, self.config)
+        self._last[trunk] = after
+        if after < 1.0:
+            at = state.decreased_at if state.decreased_at is not None else now
+        else:  # the hash lapses one interval after recovery: then `now` is all we know
+            at = recovered_at(state, self.config) if state.factor < 1.0 else now
+        event = pressure_event(trunk, before, after, at, configured_cps=configured_cps)
+        return configured_cps * after, event
+
     def effective_cps(self, trunk: str, configured_cps: float, now: float) -> float:
         """The CPS to pass to `TrunkLimits.admit_many(..., cps=...)` now."""
-        if not _is_number(configured_cps) or not configured_cps > 0:
-            raise ValueError(f"configured_cps: must be positive, got {configured_cps!r}")
+        _check_cps(configured_cps)
         return configured_cps * self.factor(trunk, now)
 
     def signal(
