@@ -29,22 +29,16 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
-from workers.coordination.shared_state import text_values, update_hash
+from workers.coordination.shared_state import KeySpace, text_values, update_hash
 from workers.events.stream import format_at
 
 BACKOFF_STATUSES = frozenset({429, 503})
 THROTTLED = "trunk_throttled"
 RECOVERED = "trunk_recovered"
-
-
-class KeySpace(Protocol):
-    """What is needed of the settings: the Redis key under the deployment's prefix."""
-
-    def key(self, *parts: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

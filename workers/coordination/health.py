@@ -28,8 +28,7 @@ import redis
 from cli.commands.trunks import OptionsPinger, PingResult
 from sipstack.health import HealthRule, TrunkHealth, ping_ok
 from workers.config.settings import TrunkConfig
-from workers.coordination.backpressure import KeySpace
-from workers.coordination.shared_state import text_values, update_hash
+from workers.coordination.shared_state import KeySpace, text_values, update_hash
 
 log = logging.getLogger(__name__)
 

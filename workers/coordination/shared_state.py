@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import redis
 
 T = TypeVar("T")
+
+
+class KeySpace(Protocol):
+    """What is needed of the settings: the Redis key under the deployment's prefix
+    (`Settings.key`), so these modules do not depend on how settings are built."""
+
+    def key(self, *parts: str) -> str: ...
 
 
 def text_values(values: Sequence[Any]) -> list[str | None]:
