@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from tests.clock import FakeClock
@@ -72,9 +74,44 @@ def test_a_signal_while_recovering_cuts_from_the_recovered_factor() -> None:
     assert (state.factor, state.hold_until) == (0.375, 115.0)
 
 
+def test_recovery_reaches_exactly_one_despite_float_steps() -> None:
+    config = BackPressureConfig(increase=0.3, interval=1.0)
+    state = Pressure(factor=0.1, hold_until=0.0)  # 0.1 + 3 * 0.3 == 0.9999999999999999
+    assert recovered_at(state, config) == 3.0
+    assert factor_at(state, 2.5, config) == pytest.approx(0.7)
+    assert factor_at(state, 3.0, config) == 1.0
+
+
 def test_retry_after_is_capped_by_max_hold() -> None:
     state = after_signal(Pressure(), 503, 86400.0, 100.0, CONFIG)
     assert state.hold_until == 160.0
+
+
+@given(
+    st.lists(st.tuples(
+        st.floats(0, 50), st.sampled_from([503, 429, 500, 486]),
+        st.one_of(st.none(), st.floats(0, 100)),
+    ), max_size=30),
+    st.sampled_from([CONFIG, BackPressureConfig(), BackPressureConfig(
+        decrease=0.7, increase=0.03, interval=1.0, min_factor=0.01, guard=0.0)]),
+)
+def test_the_factor_stays_in_bounds_and_only_signals_lower_it(
+    steps: list[tuple[float, int, float | None]], config: BackPressureConfig
+) -> None:
+    state, now = Pressure(), 1000.0
+    for gap, status, retry_after in steps:
+        before = factor_at(state, now, config)
+        later = now + gap
+        assert factor_at(state, later, config) >= before  # time alone only raises it
+        now = later
+        current = factor_at(state, now, config)
+        state = after_signal(state, status, retry_after, now, config)
+        after = factor_at(state, now, config)
+        assert config.min_factor <= after <= 1.0
+        assert after <= current
+        if after < current:
+            assert status in (429, 503) and retry_after is not None
+        assert factor_at(state, recovered_at(state, config), config) == 1.0
 
 
 @pytest.mark.parametrize(("value", "seconds"), [

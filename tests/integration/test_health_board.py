@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,6 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from sipstack.health import HealthRule, TrunkHealth
 from tests.clock import FakeClock
+from tests.sipp.harness import free_ports
+from tests.waiting import eventually
 from workers.config.settings import Settings, TrunkConfig
 from workers.coordination.health import HealthPinger, TrunkHealthBoard
 from workers.observability.pressure_metrics import register_pressure_gauges
@@ -81,3 +84,29 @@ def test_the_pinger_refuses_bad_arguments_naming_them(
     trunks = arguments.pop("trunks")
     with pytest.raises(ValueError, match=name):
         HealthPinger(TrunkHealthBoard(redis_client, redis_settings), trunks, **arguments)
+
+
+def test_the_pinger_survives_rounds_that_fail_and_records_misses_when_redis_is_back(
+    redis_client: redis.Redis[Any], redis_settings: Settings
+) -> None:
+    closed = free_ports(2)  # nothing listens on either: no Redis, no SIP proxy
+    away: redis.Redis[Any] = redis.Redis(host="127.0.0.1", port=closed, socket_timeout=0.5)
+    trunk = TrunkConfig(name="t", proxy=f"127.0.0.1:{closed + 1}")
+    board = TrunkHealthBoard(away, redis_settings, HealthRule(down_after=1))
+    pinger = HealthPinger(board, [trunk], interval=0.01, timeout=0.05, bind_host="127.0.0.1")
+
+    async def scenario() -> None:
+        pinger.start()
+        try:
+            await eventually(lambda: pinger.failed_rounds >= 2, "two failed rounds", timeout=10)
+            assert pinger.rounds == 0
+            board._redis = redis_client  # Redis is back
+            await eventually(lambda: pinger.rounds >= 1, "a recorded round", timeout=10)
+        finally:
+            await pinger.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        away.close()
+    assert not TrunkHealthBoard(redis_client, redis_settings).is_up("t")

@@ -37,6 +37,7 @@ from workers.coordination.shared_state import KeySpace, text_values, update_hash
 from workers.events.stream import format_at
 
 BACKOFF_STATUSES = frozenset({429, 503})
+_EPSILON = 1e-9
 THROTTLED = "trunk_throttled"
 RECOVERED = "trunk_recovered"
 
@@ -103,8 +104,10 @@ def factor_at(state: Pressure, now: float, config: BackPressureConfig) -> float:
     """The share of the configured CPS the trunk gets at `now`."""
     if now <= state.hold_until or state.factor >= 1.0:
         return min(state.factor, 1.0)
-    steps = math.floor((now - state.hold_until) / config.interval)
-    return min(1.0, state.factor + steps * config.increase)
+    # the tolerances: float steps and times must still land on 1 at `recovered_at`
+    steps = math.floor((now - state.hold_until) / config.interval + _EPSILON)
+    factor = state.factor + steps * config.increase
+    return 1.0 if factor >= 1.0 - _EPSILON else factor  # 0.1 + 3 * 0.3 is 0.99999...
 
 
 def after_signal(
@@ -135,7 +138,7 @@ def recovered_at(state: Pressure, config: BackPressureConfig) -> float:
     """When the factor is back at 1 (if no further signal comes)."""
     if state.factor >= 1.0:
         return state.hold_until
-    steps = math.ceil((1.0 - state.factor) / config.increase - 1e-9)
+    steps = math.ceil((1.0 - _EPSILON - state.factor) / config.increase)
     return state.hold_until + steps * config.interval
 
 

@@ -129,7 +129,8 @@ class HealthPinger:
         self._bind_host = bind_host
         self._clock = clock
         self._on_change = on_change
-        self.rounds = 0
+        self.rounds = 0  # rounds recorded
+        self.failed_rounds = 0  # rounds lost to an OSError or a Redis error
         self._task: asyncio.Task[None] | None = None
 
     async def ping_once(self) -> list[PingResult]:
@@ -156,6 +157,7 @@ class HealthPinger:
             try:
                 await self.ping_once()
             except (OSError, redis.RedisError) as error:
+                self.failed_rounds += 1
                 log.warning("trunk health round failed: %r", error)
             await asyncio.sleep(self.interval)
 
