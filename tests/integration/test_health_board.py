@@ -100,7 +100,9 @@ def test_the_pinger_survives_rounds_that_fail_and_records_misses_when_redis_is_b
         try:
             await eventually(lambda: pinger.failed_rounds >= 2, "two failed rounds", timeout=10)
             assert pinger.rounds == 0
-            board._redis = redis_client  # Redis is back
+            pinger.board = TrunkHealthBoard(  # Redis is back
+                redis_client, redis_settings, HealthRule(down_after=1)
+            )
             await eventually(lambda: pinger.rounds >= 1, "a recorded round", timeout=10)
         finally:
             await pinger.stop()
