@@ -60,7 +60,6 @@ class CoreConfig:
     default_rtp_port: int = 10000
     session_expires: int | None = None  # RFC 4028 interval offered in INVITEs; None: no offer
     min_se: int = 90  # RFC 4028 Min-SE we send (and the floor we accept)
-    cancel_grace: float = 0.5  # a CANCEL requested before any 1xx goes out after this at the latest
     max_ring_time: float = 300.0  # CANCEL an INVITE still ringing after this (no ring_timeout)
     max_legs: int = 100_000  # dial() refuses new legs beyond this
     timers: TimerConfig = field(default_factory=TimerConfig)
@@ -74,8 +73,8 @@ class CoreConfig:
             )
         if self.min_se < 90:
             raise ValueError(f"min_se ({self.min_se}) is below the RFC 4028 floor of 90 s")
-        if self.cancel_grace < 0 or self.max_ring_time <= 0:
-            raise ValueError("cancel_grace must be >= 0 and max_ring_time > 0")
+        if self.max_ring_time <= 0:
+            raise ValueError("max_ring_time must be > 0")
 
     def local_address(self, transport: Transport) -> Address:
         address = self.local_addresses.get(transport)

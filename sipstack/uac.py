@@ -218,7 +218,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         return leg.call_id
 
     def cancel(self, call_id: str, now: float) -> None:
-        """CANCEL an unanswered leg (queued until a 1xx or the grace period); again: no-op."""
+        """CANCEL an unanswered leg (queued until a 1xx, never sent before one); again: no-op."""
         self._now = now
         leg = self._leg(call_id)
         if leg.state.answered:

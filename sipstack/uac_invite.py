@@ -375,7 +375,10 @@ class InviteHandling(CoreBase):
     # -- CANCEL -------------------------------------------------------------------------------
 
     def _request_cancel(self, leg: Leg, now: float, *, ring_timeout: bool) -> None:
-        """Queue or send the CANCEL (§9.1: not before a 1xx, or after the grace period)."""
+        """Send the CANCEL now after a 1xx, else queue it until the first 1xx (§9.1 MUST NOT).
+
+        A queued CANCEL never goes out on a deadline: a 2xx meanwhile is ACKed and BYEd, and the
+        INVITE's Timer B ends a leg that never heard a 1xx as cancelled."""
         if leg.cancel_requested or leg.state.answered or leg.ended:
             return
         leg.cancel_requested = True
@@ -385,14 +388,6 @@ class InviteHandling(CoreBase):
             leg.ring_timer = None
         if leg.state is LegState.RINGING:
             self._send_cancel(leg, now)
-        else:
-            leg.cancel_timer = self._schedule(
-                now + self.config.cancel_grace, self._on_cancel_grace, leg
-            )
-
-    def _on_cancel_grace(self, leg: Leg, now: float) -> None:
-        leg.cancel_timer = None
-        self._send_cancel(leg, now)
 
     def _send_cancel(self, leg: Leg, now: float) -> None:
         invite_tx = leg.invite_tx

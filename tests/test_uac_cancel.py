@@ -42,17 +42,45 @@ def test_cancel_copies_the_invite_fields() -> None:
     assert h.sent_requests("CANCEL")[0].out.address == h.sent_requests("INVITE")[0].out.address
 
 
-def test_cancel_before_any_provisional_waits_for_the_grace_period() -> None:
+def test_cancel_before_any_provisional_stays_queued_until_one_arrives() -> None:
+    """RFC 3261 §9.1: a CANCEL MUST NOT be sent before a provisional; no grace period."""
     h = Harness()
+    far = FarEnd()
     call_id = h.dial()
     start = h.now
     h.core.cancel(call_id, h.now)
     h.flush()
+    h.advance(5.0)
     assert h.sent_requests("CANCEL") == []
-    h.advance(0.499)
+    h.deliver(far.respond(h.last("INVITE"), 180))
+    assert _cancel_times(h, start) == [5.0]
+
+
+def test_queued_cancel_with_no_provisional_ever_ends_cancelled_at_timer_b_unsent() -> None:
+    h = Harness()
+    call_id = h.dial()
+    start = h.now
+    h.core.cancel(call_id, h.now)
+    h.advance(31.9)
+    assert h.core.leg_count == 1
+    h.advance(0.2)
+    cancelled = h.terminal(call_id)
+    assert isinstance(cancelled, LegCancelled)
+    assert cancelled.at == pytest.approx(start + 32)
     assert h.sent_requests("CANCEL") == []
-    h.advance(0.001)
-    assert _cancel_times(h, start) == [0.5]
+    assert cancelled.cdr.disposition is Disposition.CANCELLED
+
+
+def test_2xx_while_a_cancel_is_queued_gets_ack_and_bye_and_no_cancel() -> None:
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial()
+    h.core.cancel(call_id, h.now)
+    h.advance(3.0)
+    h.deliver(far.answer(h.last("INVITE")))
+    assert [s.request.method for s in h.wire[-2:]] == ["ACK", "BYE"]
+    h.advance(10)
+    assert h.sent_requests("CANCEL") == []
 
 
 def test_queued_cancel_is_released_by_the_first_provisional() -> None:
@@ -64,9 +92,7 @@ def test_queued_cancel_is_released_by_the_first_provisional() -> None:
     h.advance(0.2)
     h.deliver(far.respond(h.last("INVITE"), 100))
     assert _cancel_times(h, start) == [0.2]
-    h.advance(0.4)  # the grace timer must not send a second one at 0.5
-    assert _cancel_times(h, start) == [0.2]
-    h.advance(0.1)
+    h.advance(0.5)
     assert _cancel_times(h, start) == [0.2, 0.7]  # Timer E's retransmission, T1 later
 
 
