@@ -37,7 +37,7 @@ _ANSWERED_STATES = frozenset({LegState.ANSWERED, LegState.ESTABLISHED, LegState.
 class Ending:
     """How a leg we are tearing down will be recorded once the teardown finishes."""
 
-    __slots__ = ("error", "event_reason", "hangup_by", "hangup_reason", "reason_value")
+    __slots__ = ("ended_at", "error", "event_reason", "hangup_by", "hangup_reason", "reason_value")
 
     def __init__(
         self,
@@ -47,7 +47,11 @@ class Ending:
         event_reason: str,
         error: str | None = None,
         reason_value: ReasonValue | None = None,
+        ended_at: float | None = None,
     ) -> None:
+        # When the call ended for the CDR: the moment we sent our BYE (its outcome, up to
+        # Timer F later, does not lengthen the call); None: when the leg is finished.
+        self.ended_at = ended_at
         self.hangup_reason = hangup_reason
         self.hangup_by = hangup_by
         self.event_reason = event_reason

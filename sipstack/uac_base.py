@@ -243,6 +243,7 @@ class CoreBase:
             event_reason=event_reason or value.text or hangup.value,
             error=error,
             reason_value=value,
+            ended_at=now,
         )
         self._send_bye(leg, now)
 
@@ -342,8 +343,12 @@ class CoreBase:
         hangup_by: HangupBy,
         error: str | None = None,
         reason_value: ReasonValue | None = None,
+        ended_at: float | None = None,
     ) -> None:
-        """Emit the leg's one terminal event with its CDR and forget the leg."""
+        """Emit the leg's one terminal event with its CDR and forget the leg.
+
+        `ended_at` is when the call ended for billing (default `now`): for a leg we hung up,
+        when our BYE went out."""
         if leg.ended:
             return
         leg.ended = True
@@ -370,7 +375,7 @@ class CoreBase:
             started_at=leg.started_at,
             first_provisional_at=leg.first_provisional_at,
             answered_at=leg.answered_at,
-            ended_at=now,
+            ended_at=now if ended_at is None else min(ended_at, now),
             final_status_code=leg.final_status_code,
             disposition=classify_disposition(
                 leg.final_status_code,
@@ -416,6 +421,7 @@ class CoreBase:
             hangup_by=ending.hangup_by,
             error=ending.error or problem,
             reason_value=ending.reason_value,
+            ended_at=ending.ended_at,
         )
 
     # -- answers nobody waits for -------------------------------------------------------------
