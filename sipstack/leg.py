@@ -138,7 +138,7 @@ class Leg:
         "refresh_auth_headers",
         "refresh_auth_tries",
         "refresh_method",
-        "refresh_retry_used",
+        "refresh_failure",
         "refresh_tx",
         "reinvite_ack",
         "reinvite_request",
@@ -149,6 +149,7 @@ class Leg:
         "ring_timer",
         "scenario",
         "session_codec",
+        "session_expires_at",
         "session_interval",
         "session_timer",
         "srtp",
@@ -247,6 +248,7 @@ class Leg:
         self.bye_auth_tries = 0
 
         self.session_interval: int | None = None
+        self.session_expires_at: float | None = None  # the last refresh + the interval
         self.we_refresh = False
         self.min_se = 90  # RFC 4028 Min-SE of the dialog: ours, raised by any 422
         self.refresh_method = "UPDATE"  # "INVITE" once the peer shows it takes no UPDATE
@@ -254,7 +256,7 @@ class Leg:
         self.refresh_422_retried = False
         self.refresh_auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the refresh
         self.refresh_auth_tries = 0
-        self.refresh_retry_used = False
+        self.refresh_failure: str | None = None  # a refresh failed; the session runs out
         self.pending_reinvite: UnackedResponse | None = None
         # Our last re-INVITE: its request (for the ACK of a failure) and the ACK of its 2xx.
         self.reinvite_tx: ClientTransaction | None = None

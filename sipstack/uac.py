@@ -20,8 +20,12 @@ Decisions where the brief or the RFCs leave room:
   that gets a freshly built ACK for the same dialog and CSeq.
 - Session refreshes use UPDATE unless the 2xx's Allow lacks it; a 405/501 to the UPDATE
   switches to re-INVITE (same SDP, same o= version) at once; a 405/501 to that too stops
-  refreshing and keeps the call (the peer cannot police the session either); 408, 481, other
-  failures and timeouts end it with timer_expired. A 491 retries once after 2.1-4 s (§14.1).
+  refreshing and keeps the call (the peer cannot police the session either); 408, 481 and
+  timeouts end it at once with timer_expired (RFC 3261 §12.2.1.2). Any other failure keeps
+  the session until it expires (RFC 4028 §10), then BYEs with timer_expired; a 491 is retried
+  after 2.1-4 s (§14.1), a 500/503 with Retry-After after that delay, while before expiry.
+- A Session-Expires in the 2xx is honoured even when we offered none (we always send
+  `Supported: timer`, so a proxy may impose it, RFC 4028 §8.1).
 - A peer's refresh without Session-Expires would switch the timer off (RFC 4028 §9): we keep
   it and refresh ourselves, and our 2xx says `refresher=uas`. A 2xx to our refresh without
   Session-Expires keeps the interval (refreshing into a peer that no longer polices is

@@ -13,6 +13,17 @@ from sipstack.uac_build import ALLOW, SDP_CONTENT_TYPE, SUPPORTED
 
 # RFC 4028 §10: the side that is not the refresher gives up at expiry minus min(32, SE/3).
 _WATCHDOG_MARGIN_CAP = 32.0
+# RFC 3261 §12.2.1.2: the responses to an in-dialog request that end the dialog.
+_DIALOG_ENDING_CODES = frozenset({408, 481})
+
+
+def _retry_after(response: Response) -> float | None:
+    """The delta-seconds of a Retry-After (RFC 3261 §20.33), ignoring comment and params."""
+    value = response.header("retry-after")
+    if value is None:
+        return None
+    digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
+    return float(digits) if digits.isdigit() else None
 
 
 def supports_timer(message: Request | Response) -> bool:
@@ -33,7 +44,9 @@ class SessionTimers(CoreBase):
             leg.session_timer = None
         interval = leg.session_interval
         if interval is None:
+            leg.session_expires_at = None
             return
+        leg.session_expires_at = now + interval  # every arming follows a (re)freshed session
         if leg.we_refresh:
             leg.session_timer = self._schedule(now + interval / 2, self._on_refresh_due, leg)
         else:
@@ -154,17 +167,43 @@ class SessionTimers(CoreBase):
             # and stop refreshing rather than drop it.
             leg.session_interval = None
             return
-        if code == 491 and not leg.refresh_retry_used:
-            leg.refresh_retry_used = True
-            leg.session_timer = self._schedule(
-                now + self._glare_delay(leg), self._on_refresh_due, leg
-            )
+        failure = f"session refresh failed: {code} {response.reason}"
+        if code in _DIALOG_ENDING_CODES:
+            self._fail_refresh(leg, now, failure)
             return
-        self._fail_refresh(leg, now, f"session refresh failed: {code} {response.reason}")
+        # RFC 4028 §10, RFC 3261 §12.2.1.2: any other failure leaves the session valid until
+        # it expires; a glare (§14.1) or an overload with Retry-After is tried again first.
+        delay: float | None = None
+        if code == 491:
+            delay = self._glare_delay(leg)
+        elif code in (500, 503):
+            delay = _retry_after(response)
+        expires_at = leg.session_expires_at
+        if delay is not None and (expires_at is None or now + delay < expires_at):
+            leg.session_timer = self._schedule(now + delay, self._on_refresh_due, leg)
+            return
+        self._keep_until_expiry(leg, now, failure)
+
+    def _keep_until_expiry(self, leg: Leg, now: float, failure: str) -> None:
+        """The refresh failed without ending the dialog: BYE when the session expires."""
+        expires_at = leg.session_expires_at
+        if expires_at is None or expires_at <= now:
+            self._fail_refresh(leg, now, failure)
+            return
+        leg.refresh_failure = failure
+        leg.session_timer = self._schedule(expires_at, self._on_unrefreshed_expiry, leg)
+
+    def _on_unrefreshed_expiry(self, leg: Leg, now: float) -> None:
+        leg.session_timer = None
+        if leg.ended or leg.state is not LegState.ESTABLISHED:
+            return
+        self._fail_refresh(
+            leg, now, f"{leg.refresh_failure or 'session refresh failed'}; the session expired"
+        )
 
     def _on_refresh_accepted(self, leg: Leg, response: Response, now: float) -> None:
         leg.refresh_422_retried = False
-        leg.refresh_retry_used = False
+        leg.refresh_failure = None
         leg.refresh_auth_tries = 0
         self._refresh_target(leg, response)
         value = response.header("session-expires")
