@@ -62,6 +62,10 @@ class CoreConfig:
     min_se: int = 90  # RFC 4028 Min-SE we send (and the floor we accept)
     max_ring_time: float = 300.0  # CANCEL an INVITE still ringing after this (no ring_timeout)
     max_legs: int = 100_000  # dial() refuses new legs beyond this
+    # The cap of every table the core keeps about things other than live legs (detached
+    # INVITEs, INVITEs we sent, ACKs and responses kept for retransmissions): a flood of
+    # stray traffic evicts the oldest entries (or is dropped) instead of growing memory.
+    max_remembered: int = 10_000
     timers: TimerConfig = field(default_factory=TimerConfig)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,8 @@ class CoreConfig:
             )
         if self.min_se < 90:
             raise ValueError(f"min_se ({self.min_se}) is below the RFC 4028 floor of 90 s")
+        if self.max_remembered < 1:
+            raise ValueError("max_remembered must be >= 1")
         if self.max_ring_time <= 0:
             raise ValueError("max_ring_time must be > 0")
 

@@ -8,7 +8,11 @@ Decisions where the brief or the RFCs leave room:
 - A 2xx whose SDP is unusable was answered: it is ACKed and BYEd at once and ends as LegEnded
   (hangup_by local, hangup_reason error, error "unusable SDP answer"); no AnswerReceived.
 - A 2xx that crosses our CANCEL is ACKed and BYEd; it ends as LegEnded (disposition answered).
-- A 2xx no live leg waits for (another fork, a dropped leg) is ACKed and BYEd, never left open.
+- A 2xx no live leg waits for (another fork, a dropped leg) is ACKed and BYEd, never left open,
+  but only when it answers an INVITE we sent (its transaction, or Call-ID + From tag + CSeq of
+  one we remember): any other 2xx is dropped and counted (stats.dropped_answers), so a forged
+  2xx cannot make us BYE whatever Contact it names. Every table about things other than live
+  legs is capped by CoreConfig.max_remembered.
 - confirm_answer / abort_answer return False when the leg ended meanwhile (pre_ack races the
   network); they raise LocalProtocolError only for a leg that never had an answer.
 - An answer nobody confirms within 64*T1 is ACKed and BYEd (the UAS gives up then anyway).
@@ -431,6 +435,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         )
         leg.state = LegState.RINGING
         leg.cancel_requested = True
+        self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
         self._send_cancel(leg, now)
         return leg.call_id
 
@@ -501,12 +506,19 @@ class UacCore(IncomingRequests, ConnectionLoss):
         leg: Leg | None = None
         if transaction is None:
             leg = self._legs.get(response.call_id or "")
+            if leg is not None and response.from_tag != leg.from_tag:
+                leg = None  # the Call-ID of one of ours, but not our From tag: not our dialog
             if leg is not None:
                 transaction = _leg_transaction(leg, method, number)
         if transaction is not None:
             self._transactions.receive_response(transaction, response, source, now)
             return
         if method == "INVITE" and 200 <= response.status_code < 300:
+            if leg is None and not self._sent_this_invite(response, now):
+                # §17.1.1.2/§13.2.2.4 are about our own INVITEs: ACKing and BYEing a 2xx we
+                # never asked for, to the Contact it names, would amplify a forgery.
+                self.stats.dropped_answers += 1
+                return
             if leg is not None and leg.state.answered and number != leg.invite_cseq:
                 self._ack_forgotten_reinvite_answer(leg, response)
             elif leg is not None and leg.state.answered:

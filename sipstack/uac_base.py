@@ -69,7 +69,11 @@ class CoreBase:
             user=user,
             outgoing=self._outgoing,
             stats=self.stats,
+            max_detached=self.config.max_remembered,
         )
+        # The INVITEs we sent, (Call-ID, From tag, CSeq) -> until when a 2xx to one is ours
+        # to ACK and BYE (forks of it included) once no transaction or leg knows it any more.
+        self._sent_invites: dict[tuple[str, str, int], float] = {}
         self._sent_responses: dict[ResponseKey, tuple[bytes, Transport, Address]] = {}
         self._orphan_acks: dict[tuple[str, str], tuple[bytes, Transport, Address]] = {}
         # Our failure responses to INVITEs over UDP, resent until their ACK (Timer G / H),
@@ -440,6 +444,9 @@ class CoreBase:
             self.stats.absorbed_retransmissions += 1
             self._send(*known)
             return
+        if len(self._orphan_acks) >= self.config.max_remembered:
+            self.stats.dropped_answers += 1  # a flood: never let it grow memory or BYEs
+            return
         local_header = response.header("from")
         remote_header = response.header("to")
         if not call_id or local_header is None or remote_header is None:
@@ -489,3 +496,25 @@ class CoreBase:
 
     def _forget_orphan(self, key: tuple[str, str], now: float) -> None:
         self._orphan_acks.pop(key, None)
+
+    # -- the INVITEs we sent ------------------------------------------------------------------
+
+    def _remember_invite(self, call_id: str, from_tag: str, cseq: int, now: float) -> None:
+        """Note an INVITE we sent, so a late 2xx to it (or a fork's) is still ours to end."""
+        invites = self._sent_invites
+        # Expiry is monotonic in insertion order: the expired ones are at the front.
+        while invites:
+            oldest = next(iter(invites))
+            if invites[oldest] > now and len(invites) < self.config.max_remembered:
+                break
+            del invites[oldest]
+        invites.pop((call_id, from_tag, cseq), None)
+        invites[(call_id, from_tag, cseq)] = (
+            now + self.config.max_ring_time + self._timer_config.timer_b
+        )
+
+    def _sent_this_invite(self, response: Response, now: float) -> bool:
+        """Whether a response's Call-ID, From tag and CSeq name an INVITE we sent."""
+        key = (response.call_id or "", response.from_tag or "", response.cseq[0])
+        until = self._sent_invites.get(key)
+        return until is not None and now < until

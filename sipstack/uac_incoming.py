@@ -118,7 +118,10 @@ class IncomingRequests(SessionTimers):
         self._send(data, transport, destination)
         if not transport.is_connection_oriented:
             key = _response_key(request)
-            self._sent_responses[key] = (data, transport, destination)
+            sent = self._sent_responses
+            if key not in sent and len(sent) >= self.config.max_remembered:
+                del sent[next(iter(sent))]  # the oldest: its retransmission gets a new answer
+            sent[key] = (data, transport, destination)
             # Timer J: a retransmitted request may arrive for 64*T1 (§17.2.2).
             self._schedule(now + self._timer_config.timer_b, self._forget_response, key)
             if request.method == "INVITE" and status >= 300:
@@ -143,7 +146,10 @@ class IncomingRequests(SessionTimers):
             interval=t1,
             until=now + self._timer_config.timer_b,
         )
-        previous = self._unacked_failures.get(key)
+        failures = self._unacked_failures
+        previous = failures.pop(key, None)
+        if previous is None and len(failures) >= self.config.max_remembered:
+            previous = failures.pop(next(iter(failures)))  # the oldest stops being resent
         if previous is not None and previous.timer is not None:
             previous.timer.cancel()
         unacked.timer = self._schedule(now + t1, self._on_timer_g, key)

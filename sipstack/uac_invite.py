@@ -81,6 +81,7 @@ class InviteHandling(CoreBase):
         )
         leg.invite_via = via
         leg.invite_tx = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
+        self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
 
     def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
         leg: Leg = transaction.owner
