@@ -227,7 +227,9 @@ class Leg:
         self.first_provisional_at: float | None = None
         self.answered_at: float | None = None
         self.final_status_code: int | None = None
-        self.early_sdp: bytes | None = None
+        # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes
+        # the answer its own dialog gave, never another fork's (RFC 3264 §4).
+        self.early_sdp: dict[str, bytes] | None = None
 
         self.cancel_requested = False
         self.cancel_by_ring_timeout = False

@@ -948,6 +948,10 @@ def _check_fields(
                 raise _field_error(lines, first_line, key, "header appears more than once", 1)
     if not raw_call_id.strip(" \t"):
         raise _field_error(lines, first_line, "call-id", "empty value")
+    if not raw_call_id.isascii():
+        # RFC 3261 §25.1: callid = word ["@" word], words of ASCII characters only.
+        problem = f"{_show(raw_call_id.strip())} has a non-ASCII character"
+        raise _field_error(lines, first_line, "call-id", problem)
 
     try:
         number_method = parse_cseq(raw_cseq)

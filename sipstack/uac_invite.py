@@ -137,7 +137,10 @@ class InviteHandling(CoreBase):
         leg.state = LegState.RINGING  # any 1xx, 100 included, lets a CANCEL go (§9.1)
         has_sdp = is_sdp(response)
         if has_sdp:
-            leg.early_sdp = response.body  # the 2xx may omit the answer it already gave
+            # The 2xx may omit the answer its early dialog already gave.
+            if leg.early_sdp is None:
+                leg.early_sdp = {}
+            leg.early_sdp[response.to_tag or ""] = response.body
         self._emit(
             ProvisionalReceived(
                 call_id=leg.call_id,
@@ -186,7 +189,8 @@ class InviteHandling(CoreBase):
         self._adopt_call_id(leg, response.call_id, now)
         leg.ack_data = self._build_ack(leg)
         leg.state = LegState.ANSWERED
-        body = response.body if is_sdp(response) else (leg.early_sdp or b"")
+        early = leg.early_sdp or {}
+        body = response.body if is_sdp(response) else early.get(leg.remote_tag, b"")
         leg.free_invite_parts()
         if leg.lost_connection:
             # The 2xx crossed the CANCEL sent again after the connection broke: hang up.

@@ -271,6 +271,7 @@ class SessionTimers(CoreBase):
             leg.we_refresh = refresher == "uas"
             self._arm_session_timer(leg, now)
         headers = [("Session-Expires", f"{offered.delta};refresher={refresher}")]
-        if refresher == "uac":
+        if refresher == "uac" or peer_supports:
+            # RFC 4028 §9: a 2xx to a UAC that supports timer requires it, whoever refreshes.
             headers.append(("Require", "timer"))
         return 200, headers

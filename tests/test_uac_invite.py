@@ -728,3 +728,20 @@ def test_remembered_tables_are_bounded_by_the_configured_cap() -> None:
     assert h.core.stats.orphan_answers == 3 and h.core.stats.dropped_answers == 3
     assert len(h.core._orphan_acks) == 3
     assert len(h.core._sent_invites) <= 3
+
+
+def test_a_forks_2xx_without_sdp_does_not_take_another_forks_183_answer() -> None:
+    """RFC 3264: an answer belongs to its (early) dialog; fork b never answered our offer."""
+    h = Harness()
+    fork_a = FarEnd(tag="fork-a")
+    fork_b = FarEnd(tag="fork-b", contact="<sip:b@192.0.2.21:5060>")
+    call_id = h.dial()
+    invite = h.last("INVITE")
+    h.deliver(fork_a.respond(invite, 183, body=ANSWER_SDP))
+    h.deliver(fork_b.answer(invite, body=b""))
+    assert h.events_of(AnswerReceived) == []  # no usable answer in fork b's dialog
+    bye = h.last("BYE")
+    assert bye.to_tag == "fork-b"
+    h.deliver(fork_b.respond(bye, 200))
+    ended = h.terminal(call_id)
+    assert isinstance(ended, LegEnded) and ended.cdr.error == "unusable SDP answer"
