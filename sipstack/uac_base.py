@@ -369,6 +369,8 @@ class CoreBase:
         self.stats.legs_ended += 1
         if leg.recovered:
             event_reason = f"recovered leg: {event_reason}"
+        if reason_value is None and event_type is LegCancelled:
+            reason_value = self._cancel_reason(leg)  # the Reason our CANCEL carried
         cdr = CdrRecord(
             call_id=leg.call_id,
             correlation_id=leg.correlation_id,
@@ -406,6 +408,11 @@ class CoreBase:
                 cdr=cdr,
             )
         )
+
+    @staticmethod
+    def _cancel_reason(leg: Leg) -> ReasonValue:
+        hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
+        return reason_for_local_hangup(hangup)
 
     def _finish_ending(self, leg: Leg, now: float, *, problem: str | None = None) -> None:
         """Record a leg whose teardown (our BYE, or a BYE racing it) is over."""

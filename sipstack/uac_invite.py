@@ -22,7 +22,6 @@ from sipstack.reason import (
     classify_reason,
     parse_reason_header,
     primary_reason,
-    reason_for_local_hangup,
 )
 from sipstack.sdp import SdpAnswer, parse_answer
 from sipstack.transactions import ClientTransaction
@@ -407,11 +406,6 @@ class InviteHandling(CoreBase):
         leg.cancel_timer = self._schedule(
             now + self._timer_config.timer_b, self._on_cancel_expired, leg
         )
-
-    @staticmethod
-    def _cancel_reason(leg: Leg) -> ReasonValue:
-        hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
-        return reason_for_local_hangup(hangup)
 
     @staticmethod
     def _cancelled_class(leg: Leg) -> HangupReason:

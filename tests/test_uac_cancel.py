@@ -267,3 +267,32 @@ def test_cancel_of_a_silent_invite_ends_as_cancelled_at_timer_b() -> None:
     assert isinstance(cancelled, LegCancelled)
     assert cancelled.cdr.final_status_code is None
     assert cancelled.cdr.disposition is Disposition.CANCELLED
+
+
+def test_terminal_events_say_how_the_call_ended_ring_timeout_vs_cancel() -> None:
+    """Both end LegCancelled with a 487: disposition, hangup fields and Reason tell them apart."""
+    outcomes = {}
+    for how in ("ring_timeout", "cancel"):
+        h = Harness()
+        far = FarEnd()
+        call_id, invite = _ringing(h, far, ring_timeout=5.0)
+        if how == "cancel":
+            h.core.cancel(call_id, h.now)
+            h.flush()
+        else:
+            h.advance(5.0)
+        cancel = h.last("CANCEL")
+        h.deliver(far.respond(cancel, 200))
+        h.deliver(far.respond(invite, 487))
+        event = h.terminal(call_id)
+        assert isinstance(event, LegCancelled)
+        outcomes[how] = event.outcome
+        assert event.final_status_code == 487 and event.hangup_by is HangupBy.LOCAL
+    ring, cancel = outcomes["ring_timeout"], outcomes["cancel"]
+    assert ring.disposition is Disposition.NO_ANSWER
+    assert ring.hangup_reason is HangupReason.TIMER_EXPIRED
+    assert (ring.reason_protocol, ring.reason_cause) == ("Q.850", 19)
+    assert cancel.disposition is Disposition.CANCELLED
+    assert cancel.hangup_reason is HangupReason.NORMAL
+    assert (cancel.reason_protocol, cancel.reason_cause) == ("Q.850", 16)
+    assert cancel.final_status_code == 487
