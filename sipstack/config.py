@@ -62,6 +62,8 @@ class CoreConfig:
     min_se: int = 90  # RFC 4028 Min-SE we send (and the floor we accept)
     max_ring_time: float = 300.0  # CANCEL an INVITE still ringing after this (no ring_timeout)
     max_legs: int = 100_000  # dial() refuses new legs beyond this
+    udp_only: bool = False  # the trunk takes UDP only: a request over 1300 bytes stays on UDP
+    path_mtu: int | None = None  # known path MTU (RFC 3261 §18.1.1); None: unknown, 1300 applies
     # The cap of every table the core keeps about things other than live legs (detached
     # INVITEs, INVITEs we sent, ACKs and responses kept for retransmissions): a flood of
     # stray traffic evicts the oldest entries (or is dropped) instead of growing memory.

@@ -48,6 +48,9 @@ Decisions where the brief or the RFCs leave room:
   in-dialog CANCEL 200 (nothing pending). Failures to INVITEs over UDP are resent until their
   ACK (Timer G/H); responses carry received/rport (RFC 3581). A response with more than one
   Via is dropped (§8.1.3.3).
+- An INVITE over 1300 bytes planned for UDP goes over TCP instead (RFC 3261 §18.1.1, path MTU
+  unknown; CoreConfig.path_mtu when known) unless DialRequest.udp_only or CoreConfig.udp_only;
+  the rule is sipstack.transport.transport_for_request. The leg then stays on TCP.
 - In-dialog requests go to the first Route, else the remote target; host names are passed to
   the shell as they are (it resolves them), since the core does no I/O.
 - A lost TCP/TLS connection (uac_connection): an INVITE with no response yet fails; a ringing
