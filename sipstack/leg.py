@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from sipstack.transactions import ClientTransaction
 
 
-class LegState(Enum):
+class LegPhase(Enum):
     CALLING = "calling"  # INVITE sent, no provisional response yet
     RINGING = "ringing"  # a 1xx arrived
     ANSWERED = "answered"  # a 2xx arrived; waiting for confirm_answer / abort_answer
@@ -28,10 +28,10 @@ class LegState(Enum):
 
     @property
     def answered(self) -> bool:
-        return self in _ANSWERED_STATES
+        return self in _ANSWERED_PHASES
 
 
-_ANSWERED_STATES = frozenset({LegState.ANSWERED, LegState.ESTABLISHED, LegState.ENDING})
+_ANSWERED_PHASES = frozenset({LegPhase.ANSWERED, LegPhase.ESTABLISHED, LegPhase.ENDING})
 
 
 class Ending:
@@ -201,7 +201,7 @@ class Leg:
         self.to_header = to_header  # without tag
         self.to_uri = to_uri
         self.started_at = started_at
-        self.state = LegState.CALLING
+        self.state = LegPhase.CALLING
         self.ended = False
         self.recovered = False
         # The connection the leg relied on broke: its CANCEL or BYE went again on a new one.

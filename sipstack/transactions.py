@@ -11,9 +11,9 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipstack.config import TimerConfig
+from sipstack.core_output import CoreStats, Outgoing
 from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transport import Address, Transport
-from sipstack.uac_io import CoreStats, Outgoing
 
 if TYPE_CHECKING:
     from sipstack.message import Response

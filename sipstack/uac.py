@@ -72,6 +72,7 @@ from collections.abc import Callable
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.config import CoreConfig
+from sipstack.core_output import Outgoing
 from sipstack.dial import DialRequest
 from sipstack.dialog import Dialog, DialogSnapshot
 from sipstack.errors import LocalProtocolError, SipParseError, UnknownLegError
@@ -84,7 +85,7 @@ from sipstack.events import (
     LegFailed,
 )
 from sipstack.headers.name_addr import NameAddr
-from sipstack.leg import Leg, LegState
+from sipstack.leg import Leg, LegPhase
 from sipstack.message import Request, Response, parse_message
 from sipstack.reason import Q850, LocalHangup, ReasonValue
 from sipstack.transactions import ClientTransaction, TxState
@@ -93,7 +94,6 @@ from sipstack.uac_base import CONNECTION_LOST
 from sipstack.uac_build import RandomBytes, plan_invite
 from sipstack.uac_connection import ConnectionLoss
 from sipstack.uac_incoming import IncomingRequests
-from sipstack.uac_io import Outgoing
 
 RECOVERED_REASON = ReasonValue(Q850, 16, "Call ended by recovery after a worker restart")
 
@@ -256,7 +256,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             leg.answer_timer.cancel()
             leg.answer_timer = None
         self._send_ack(leg)
-        leg.state = LegState.ESTABLISHED
+        leg.state = LegPhase.ESTABLISHED
         # The UAS retransmits its 2xx for 64*T1 at most; later ones get a freshly built ACK.
         self._schedule(now + self._timer_config.timer_b, self._forget_ack, leg)
         self._emit(
@@ -292,7 +292,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         """True once the 2xx was ACKed (also while our BYE is out)."""
         leg = self._legs.get(call_id)
         return leg is not None and (
-            leg.state is LegState.ESTABLISHED or leg.state is LegState.ENDING
+            leg.state is LegPhase.ESTABLISHED or leg.state is LegPhase.ENDING
         )
 
     def drop(self, call_id: str) -> bool:
@@ -367,11 +367,11 @@ class UacCore(IncomingRequests, ConnectionLoss):
             raise LocalProtocolError(f"leg {snapshot.call_id} is live here; use bye or cancel")
         state = snapshot.state
         answered = state in (
-            LegState.ANSWERED.value,
-            LegState.ESTABLISHED.value,
-            LegState.ENDING.value,
+            LegPhase.ANSWERED.value,
+            LegPhase.ESTABLISHED.value,
+            LegPhase.ENDING.value,
         )
-        if not answered and state not in (LegState.CALLING.value, LegState.RINGING.value):
+        if not answered and state not in (LegPhase.CALLING.value, LegPhase.RINGING.value):
             raise LocalProtocolError(
                 f"DialogSnapshot.state {state!r} is not calling, ringing, answered, "
                 "established or ending"
@@ -418,7 +418,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             leg.remote_tag = snapshot.remote_tag
             leg.final_status_code = 200
             leg.answered_at = snapshot.answered_at if snapshot.answered_at is not None else now
-            leg.state = LegState.ESTABLISHED
+            leg.state = LegPhase.ESTABLISHED
             self._start_bye(
                 leg,
                 now,
@@ -436,7 +436,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             address=snapshot.peer_address,
             owner=leg,
         )
-        leg.state = LegState.RINGING
+        leg.state = LegPhase.RINGING
         leg.cancel_requested = True
         self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
         self._send_cancel(leg, now)
@@ -489,7 +489,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         leg = self._legs.get(call_id)
         if leg is None or leg.ended:
             return None
-        if leg.state is not LegState.ANSWERED:
+        if leg.state is not LegPhase.ANSWERED:
             if leg.state.answered:
                 return None
             raise LocalProtocolError(
@@ -539,7 +539,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         source: Address,
         now: float,
     ) -> None:
-        acked = leg.state is LegState.ESTABLISHED or leg.state is LegState.ENDING
+        acked = leg.state is LegPhase.ESTABLISHED or leg.state is LegPhase.ENDING
         if acked and response.to_tag == leg.remote_tag:
             self.stats.absorbed_retransmissions += 1
             self._send_ack(leg)
@@ -601,7 +601,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
 
     def _on_max_duration(self, leg: Leg, now: float) -> None:
         leg.duration_timer = None
-        if leg.state is LegState.ESTABLISHED and not leg.ended:
+        if leg.state is LegPhase.ESTABLISHED and not leg.ended:
             self._start_bye(
                 leg, now, LocalHangup.MAX_DURATION, event_reason="maximum duration reached"
             )

@@ -9,11 +9,12 @@ from typing import Any
 from sipstack.auth import DigestSession, choose_challenge
 from sipstack.cdr import CdrRecord, HangupBy, HangupReason, classify_disposition
 from sipstack.config import CoreConfig
+from sipstack.core_output import CoreStats, Outgoing
 from sipstack.dialog import Dialog, NextHop
 from sipstack.errors import LocalProtocolError, SipParseError
 from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
 from sipstack.headers.session_timer import MinSE
-from sipstack.leg import Ending, Leg, LegState, UnackedResponse
+from sipstack.leg import Ending, Leg, LegPhase, UnackedResponse
 from sipstack.message import Request, Response
 from sipstack.reason import (
     Q850,
@@ -27,7 +28,6 @@ from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transactions import ClientTransaction, TransactionLayer, TransactionUser, TxState
 from sipstack.transport import Address, Transport
 from sipstack.uac_build import IdGenerator, RandomBytes, via_value
-from sipstack.uac_io import CoreStats, Outgoing
 from sipstack.uri import format_hostport
 
 ResponseKey = tuple[str, str, str, int]  # Call-ID, top Via branch, method, CSeq number
@@ -233,13 +233,13 @@ class CoreBase:
         reason_value: ReasonValue | None = None,
     ) -> None:
         """End an answered leg with a BYE carrying a Reason; the leg ends on its outcome."""
-        if leg.ended or leg.state is LegState.ENDING:
+        if leg.ended or leg.state is LegPhase.ENDING:
             return
-        if leg.state is LegState.ANSWERED:
+        if leg.state is LegPhase.ANSWERED:
             self._send_ack(leg)  # never leave a 2xx unacknowledged, even when hanging up
         leg.stop_timers()
         self._stop_refresh(leg, now)
-        leg.state = LegState.ENDING
+        leg.state = LegPhase.ENDING
         value = reason_value or reason_for_local_hangup(hangup)
         leg.ending = Ending(
             hangup_reason=HANGUP_CLASS[hangup],

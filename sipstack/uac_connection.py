@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.events import LegCancelled, LegFailed
-from sipstack.leg import Leg, LegState
+from sipstack.leg import Leg, LegPhase
 from sipstack.reason import LocalHangup, ReasonValue
 from sipstack.transactions import TxState
 from sipstack.transport import Address, Transport
@@ -37,7 +37,7 @@ class ConnectionLoss(InviteHandling):
         leg.lost_connection = True
         state = leg.state
         invite_tx = leg.invite_tx
-        if state is LegState.RINGING and invite_tx is not None and invite_tx.state in _CANCELLABLE:
+        if state is LegPhase.RINGING and invite_tx is not None and invite_tx.state in _CANCELLABLE:
             leg.stop_timers()
             self._abandon(leg.cancel_tx)
             # Still matched, so a late final gets its ACK and a late 2xx its ACK and BYE.
@@ -56,7 +56,7 @@ class ConnectionLoss(InviteHandling):
                 hangup_by=HangupBy.LOCAL,
                 error=CONNECTION_LOST,
             )
-        elif state is LegState.ENDING:
+        elif state is LegPhase.ENDING:
             self._abandon(leg.bye_tx)  # our BYE may never have left: the same BYE, anew
             leg.bye_tx = None
             self._send_bye(leg, now)

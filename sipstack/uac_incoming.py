@@ -7,7 +7,7 @@ from sipstack.errors import SipParseError
 from sipstack.events import LegEnded
 from sipstack.headers.split import split_header_values
 from sipstack.headers.via import Via
-from sipstack.leg import Leg, LegState, UnackedResponse
+from sipstack.leg import Leg, LegPhase, UnackedResponse
 from sipstack.message import Request, make_response
 from sipstack.reason import LocalHangup, classify_reason, primary_reason
 from sipstack.transport import Address, Transport
@@ -176,10 +176,10 @@ class IncomingRequests(SessionTimers):
         self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
         self._respond(request, 200, source, transport, now)
-        if leg.state is LegState.ENDING:
+        if leg.state is LegPhase.ENDING:
             self._finish_ending(leg, now)  # our BYE and theirs crossed; ours was first
             return
-        if leg.state is LegState.ANSWERED:
+        if leg.state is LegPhase.ANSWERED:
             self._send_ack(leg)  # complete the INVITE transaction before the dialog goes
         reasons = response_reasons(request)  # works on any message
         primary = primary_reason(reasons)
@@ -213,7 +213,7 @@ class IncomingRequests(SessionTimers):
         self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
         if (
-            leg.state is not LegState.ESTABLISHED
+            leg.state is not LegPhase.ESTABLISHED
             or leg.pending_reinvite is not None
             or _offer_pending(leg)
         ):

@@ -14,7 +14,7 @@ from sipstack.events import (
 )
 from sipstack.headers.name_addr import NameAddr
 from sipstack.headers.session_timer import SessionExpires
-from sipstack.leg import Leg, LegState
+from sipstack.leg import Leg, LegPhase
 from sipstack.message import Request, Response
 from sipstack.reason import (
     LocalHangup,
@@ -128,12 +128,12 @@ class InviteHandling(CoreBase):
             self._on_invite_failure(leg, response, now)
 
     def _on_provisional(self, leg: Leg, response: Response, now: float) -> None:
-        if leg.state is not LegState.CALLING and leg.state is not LegState.RINGING:
+        if leg.state is not LegPhase.CALLING and leg.state is not LegPhase.RINGING:
             return
         if leg.first_provisional_at is None and response.status_code != 100:
             # 100 Trying is hop-by-hop: only the far end's 18x measures post-dial delay.
             leg.first_provisional_at = now
-        leg.state = LegState.RINGING  # any 1xx, 100 included, lets a CANCEL go (§9.1)
+        leg.state = LegPhase.RINGING  # any 1xx, 100 included, lets a CANCEL go (§9.1)
         has_sdp = is_sdp(response)
         if has_sdp:
             # The 2xx may omit the answer its early dialog already gave.
@@ -187,7 +187,7 @@ class InviteHandling(CoreBase):
         leg.remote_tag = response.to_tag or ""
         self._adopt_call_id(leg, response.call_id, now)
         leg.ack_data = self._build_ack(leg)
-        leg.state = LegState.ANSWERED
+        leg.state = LegPhase.ANSWERED
         early = leg.early_sdp or {}
         body = response.body if is_sdp(response) else early.get(leg.remote_tag, b"")
         leg.free_invite_parts()
@@ -239,7 +239,7 @@ class InviteHandling(CoreBase):
         if leg.remote_tag and response.to_tag != leg.remote_tag:
             self._end_orphan_answer(response, leg.transport, source, now)
             return
-        if leg.state is LegState.ANSWERED:
+        if leg.state is LegPhase.ANSWERED:
             return  # ACK waits for confirm_answer; the peer keeps retransmitting until then
         self.stats.absorbed_retransmissions += 1
         self._send_ack(leg)
@@ -266,7 +266,7 @@ class InviteHandling(CoreBase):
 
     def _on_answer_deadline(self, leg: Leg, now: float) -> None:
         leg.answer_timer = None
-        if leg.state is LegState.ANSWERED and not leg.ended:
+        if leg.state is LegPhase.ANSWERED and not leg.ended:
             self._start_bye(
                 leg,
                 now,
@@ -347,7 +347,7 @@ class InviteHandling(CoreBase):
         leg.auth_headers = self._credentials(
             leg, method="INVITE", uri=leg.request_uri, body=leg.offer_body
         )
-        leg.state = LegState.CALLING
+        leg.state = LegPhase.CALLING
         self._send_invite(leg, now)
 
     def _on_invite_timeout(
@@ -390,7 +390,7 @@ class InviteHandling(CoreBase):
         if leg.ring_timer is not None:
             leg.ring_timer.cancel()
             leg.ring_timer = None
-        if leg.state is LegState.RINGING:
+        if leg.state is LegPhase.RINGING:
             self._send_cancel(leg, now)
 
     def _send_cancel(self, leg: Leg, now: float) -> None:
@@ -465,7 +465,7 @@ class InviteHandling(CoreBase):
 
     def _on_ring_timeout(self, leg: Leg, now: float) -> None:
         leg.ring_timer = None
-        if leg.state is LegState.CALLING or leg.state is LegState.RINGING:
+        if leg.state is LegPhase.CALLING or leg.state is LegPhase.RINGING:
             self._request_cancel(leg, now, ring_timeout=True)
 
     # -- session timer negotiation (the timers themselves live in uac_session_timer) ----------

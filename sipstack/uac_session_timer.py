@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sipstack.errors import SipParseError
 from sipstack.headers.session_timer import SessionExpires
-from sipstack.leg import Leg, LegState
+from sipstack.leg import Leg, LegPhase
 from sipstack.message import Request, Response
 from sipstack.reason import LocalHangup
 from sipstack.transactions import ClientTransaction
@@ -57,7 +57,7 @@ class SessionTimers(CoreBase):
 
     def _on_refresh_due(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
-        if leg.ended or leg.state is not LegState.ESTABLISHED:
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
         self._send_refresh(leg, now)
 
@@ -121,7 +121,7 @@ class SessionTimers(CoreBase):
 
     def _on_session_expired(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
-        if leg.ended or leg.state is not LegState.ESTABLISHED:
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
         self._start_bye(
             leg,
@@ -137,7 +137,7 @@ class SessionTimers(CoreBase):
         if transaction is not leg.refresh_tx or code < 200:
             return
         leg.refresh_tx = None
-        if leg.ended or leg.state is not LegState.ESTABLISHED:
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
         if code < 300:
             self._on_refresh_accepted(leg, response, now)
@@ -195,7 +195,7 @@ class SessionTimers(CoreBase):
 
     def _on_unrefreshed_expiry(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
-        if leg.ended or leg.state is not LegState.ESTABLISHED:
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
         self._fail_refresh(
             leg, now, f"{leg.refresh_failure or 'session refresh failed'}; the session expired"
@@ -230,7 +230,7 @@ class SessionTimers(CoreBase):
         if transaction is not leg.refresh_tx:
             return
         leg.refresh_tx = None
-        if not leg.ended and leg.state is LegState.ESTABLISHED:
+        if not leg.ended and leg.state is LegPhase.ESTABLISHED:
             self._fail_refresh(leg, now, "session refresh got no response")
 
     def _fail_refresh(self, leg: Leg, now: float, error: str) -> None:
@@ -249,7 +249,7 @@ class SessionTimers(CoreBase):
         value = request.header("session-expires")
         if value is None:
             interval = leg.session_interval
-            if interval is None or leg.state is not LegState.ESTABLISHED:
+            if interval is None or leg.state is not LegPhase.ESTABLISHED:
                 return 200, []
             # RFC 4028 §9: without Session-Expires the peer stops refreshing; rather than BYE a
             # healthy call at the old expiry, we take over the refreshes and say so.
@@ -266,7 +266,7 @@ class SessionTimers(CoreBase):
         # In the peer's request, "uac" names the peer and "uas" names us (RFC 4028 §9).
         refresher = offered.refresher or ("uac" if peer_supports else "uas")
         self.stats.session_refreshes_received += 1
-        if leg.state is LegState.ESTABLISHED:
+        if leg.state is LegPhase.ESTABLISHED:
             leg.session_interval = offered.delta
             leg.we_refresh = refresher == "uas"
             self._arm_session_timer(leg, now)

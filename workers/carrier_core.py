@@ -7,12 +7,12 @@ import random
 from collections.abc import Callable
 from typing import Protocol, cast
 
+from sipstack.core_output import Outgoing
 from sipstack.errors import SipParseError
 from sipstack.headers.name_addr import NameAddr
 from sipstack.message import Request, Response, parse_message
 from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transport import Address, Transport
-from sipstack.uac_io import Outgoing
 from workers.carrier_auth import AuthVerdict
 from workers.carrier_config import (
     ACK_TIMEOUT_REASON,

@@ -1,4 +1,4 @@
-"""What the UAC core hands back to its shell: datagrams to send and its counters."""
+"""What the UAC core hands back to its shell: data to send (Outgoing) and its counters."""
 
 from __future__ import annotations
 
