@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.dial import Credentials
+from sipstack.errors import LocalProtocolError
 from sipstack.transport import Address, Transport
 
 if TYPE_CHECKING:
@@ -32,6 +33,40 @@ class LegPhase(Enum):
 
 
 _ANSWERED_PHASES = frozenset({LegPhase.ANSWERED, LegPhase.ESTABLISHED, LegPhase.ENDING})
+
+
+class LegInput(Enum):
+    """What moves a leg from one phase to the next."""
+
+    PROVISIONAL = "a 1xx to the INVITE"
+    INVITE_RESENT = "the INVITE went again (credentials, a raised interval)"
+    ANSWER = "a 2xx to the INVITE"
+    CONFIRMED = "pre_ack passed: the 2xx is ACKed"
+    HANGING_UP = "our BYE goes out"
+    RECOVERED_ANSWERED = "a dead process's answered leg, taken over"
+    RECOVERED_RINGING = "a dead process's unanswered leg, taken over"
+    FINISHED = "the terminal event went out"
+
+
+_P = LegPhase
+_L = LegInput
+# (phase, input) -> next phase: the only moves a leg makes, in one place (as transactions.py
+# does for transactions). A pair missing here is a bug in the core: LocalProtocolError.
+# FINISHED keeps the phase (how far the leg got stays readable) and marks the leg ended.
+LEG_TABLE: dict[tuple[LegPhase, LegInput], LegPhase] = {
+    (_P.CALLING, _L.PROVISIONAL): _P.RINGING,
+    (_P.RINGING, _L.PROVISIONAL): _P.RINGING,
+    (_P.CALLING, _L.INVITE_RESENT): _P.CALLING,
+    (_P.RINGING, _L.INVITE_RESENT): _P.CALLING,
+    (_P.CALLING, _L.ANSWER): _P.ANSWERED,
+    (_P.RINGING, _L.ANSWER): _P.ANSWERED,
+    (_P.ANSWERED, _L.CONFIRMED): _P.ESTABLISHED,
+    (_P.ANSWERED, _L.HANGING_UP): _P.ENDING,
+    (_P.ESTABLISHED, _L.HANGING_UP): _P.ENDING,
+    (_P.CALLING, _L.RECOVERED_ANSWERED): _P.ESTABLISHED,
+    (_P.CALLING, _L.RECOVERED_RINGING): _P.RINGING,
+    **{(phase, _L.FINISHED): phase for phase in LegPhase},
+}
 
 
 class Ending:
@@ -88,6 +123,8 @@ class Leg:
     """Everything the core keeps about one leg; heavy INVITE parts are freed once answered."""
 
     __slots__ = (
+        "_ended",
+        "_phase",
         "ack_data",
         "address",
         "answer_timer",
@@ -112,7 +149,6 @@ class Leg:
         "dialog",
         "duration_timer",
         "early_sdp",
-        "ended",
         "ending",
         "final_status_code",
         "first_provisional_at",
@@ -155,7 +191,6 @@ class Leg:
         "srtp",
         "srtp_key",
         "started_at",
-        "state",
         "to_header",
         "to_uri",
         "transport",
@@ -201,8 +236,8 @@ class Leg:
         self.to_header = to_header  # without tag
         self.to_uri = to_uri
         self.started_at = started_at
-        self.state = LegPhase.CALLING
-        self.ended = False
+        self._phase = LegPhase.CALLING
+        self._ended = False
         self.recovered = False
         # The connection the leg relied on broke: its CANCEL or BYE went again on a new one.
         self.lost_connection = False
@@ -270,6 +305,29 @@ class Leg:
         self.answer_timer: TimerHandle | None = None
         self.duration_timer: TimerHandle | None = None
         self.session_timer: TimerHandle | None = None
+
+    @property
+    def state(self) -> LegPhase:
+        return self._phase
+
+    @property
+    def ended(self) -> bool:
+        """The terminal event went out: the leg is gone for everyone but late responses."""
+        return self._ended
+
+    def advance(self, event: LegInput) -> LegPhase:
+        """The one place a leg's phase changes (LEG_TABLE)."""
+        if self._ended:
+            raise LocalProtocolError(f"leg {self.call_id} already ended: {event.value}")
+        next_phase = LEG_TABLE.get((self._phase, event))
+        if next_phase is None:
+            raise LocalProtocolError(
+                f"leg {self.call_id}: {event.value} is not accepted in phase {self._phase.value}"
+            )
+        self._phase = next_phase
+        if event is LegInput.FINISHED:
+            self._ended = True
+        return next_phase
 
     def stop_timers(self) -> None:
         for handle in (

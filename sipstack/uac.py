@@ -85,7 +85,7 @@ from sipstack.events import (
     LegFailed,
 )
 from sipstack.headers.name_addr import NameAddr
-from sipstack.leg import Leg, LegPhase
+from sipstack.leg import Leg, LegInput, LegPhase
 from sipstack.message import Request, Response, parse_message
 from sipstack.reason import Q850, LocalHangup, ReasonValue
 from sipstack.transactions import ClientTransaction, TxState
@@ -256,7 +256,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             leg.answer_timer.cancel()
             leg.answer_timer = None
         self._send_ack(leg)
-        leg.state = LegPhase.ESTABLISHED
+        leg.advance(LegInput.CONFIRMED)
         # The UAS retransmits its 2xx for 64*T1 at most; later ones get a freshly built ACK.
         self._schedule(now + self._timer_config.timer_b, self._forget_ack, leg)
         self._emit(
@@ -418,7 +418,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             leg.remote_tag = snapshot.remote_tag
             leg.final_status_code = 200
             leg.answered_at = snapshot.answered_at if snapshot.answered_at is not None else now
-            leg.state = LegPhase.ESTABLISHED
+            leg.advance(LegInput.RECOVERED_ANSWERED)
             self._start_bye(
                 leg,
                 now,
@@ -436,7 +436,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             address=snapshot.peer_address,
             owner=leg,
         )
-        leg.state = LegPhase.RINGING
+        leg.advance(LegInput.RECOVERED_RINGING)
         leg.cancel_requested = True
         self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
         self._send_cancel(leg, now)

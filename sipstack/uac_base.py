@@ -14,7 +14,7 @@ from sipstack.dialog import Dialog, NextHop
 from sipstack.errors import LocalProtocolError, SipParseError
 from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
 from sipstack.headers.session_timer import MinSE
-from sipstack.leg import Ending, Leg, LegPhase, UnackedResponse
+from sipstack.leg import Ending, Leg, LegInput, LegPhase, UnackedResponse
 from sipstack.message import Request, Response
 from sipstack.reason import (
     Q850,
@@ -239,7 +239,7 @@ class CoreBase:
             self._send_ack(leg)  # never leave a 2xx unacknowledged, even when hanging up
         leg.stop_timers()
         self._stop_refresh(leg, now)
-        leg.state = LegPhase.ENDING
+        leg.advance(LegInput.HANGING_UP)
         value = reason_value or reason_for_local_hangup(hangup)
         leg.ending = Ending(
             hangup_reason=HANGUP_CLASS[hangup],
@@ -355,7 +355,7 @@ class CoreBase:
         when our BYE went out."""
         if leg.ended:
             return
-        leg.ended = True
+        leg.advance(LegInput.FINISHED)
         leg.stop_timers()
         invite_tx = leg.invite_tx
         if invite_tx is not None and invite_tx.state in _LIVE_INVITE_STATES:

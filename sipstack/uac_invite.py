@@ -14,7 +14,7 @@ from sipstack.events import (
 )
 from sipstack.headers.name_addr import NameAddr
 from sipstack.headers.session_timer import SessionExpires
-from sipstack.leg import Leg, LegPhase
+from sipstack.leg import Leg, LegInput, LegPhase
 from sipstack.message import Request, Response
 from sipstack.reason import (
     LocalHangup,
@@ -133,7 +133,7 @@ class InviteHandling(CoreBase):
         if leg.first_provisional_at is None and response.status_code != 100:
             # 100 Trying is hop-by-hop: only the far end's 18x measures post-dial delay.
             leg.first_provisional_at = now
-        leg.state = LegPhase.RINGING  # any 1xx, 100 included, lets a CANCEL go (§9.1)
+        leg.advance(LegInput.PROVISIONAL)  # any 1xx, 100 included, lets a CANCEL go (§9.1)
         has_sdp = is_sdp(response)
         if has_sdp:
             # The 2xx may omit the answer its early dialog already gave.
@@ -187,7 +187,7 @@ class InviteHandling(CoreBase):
         leg.remote_tag = response.to_tag or ""
         self._adopt_call_id(leg, response.call_id, now)
         leg.ack_data = self._build_ack(leg)
-        leg.state = LegPhase.ANSWERED
+        leg.advance(LegInput.ANSWER)
         early = leg.early_sdp or {}
         body = response.body if is_sdp(response) else early.get(leg.remote_tag, b"")
         leg.free_invite_parts()
@@ -347,7 +347,7 @@ class InviteHandling(CoreBase):
         leg.auth_headers = self._credentials(
             leg, method="INVITE", uri=leg.request_uri, body=leg.offer_body
         )
-        leg.state = LegPhase.CALLING
+        leg.advance(LegInput.INVITE_RESENT)
         self._send_invite(leg, now)
 
     def _on_invite_timeout(
