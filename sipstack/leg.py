@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.dial import Credentials
 from sipstack.errors import LocalProtocolError
+from sipstack.outstanding import OutstandingRequest
 from sipstack.transport import Address, Transport
 
 if TYPE_CHECKING:
@@ -131,10 +132,7 @@ class Leg:
         "answered_at",
         "auth",
         "auth_challenges",
-        "auth_headers",
-        "bye_auth_headers",
-        "bye_auth_tries",
-        "bye_tx",
+        "bye",
         "call_id",
         "call_id_adopted",
         "cancel_by_ring_timeout",
@@ -155,12 +153,10 @@ class Leg:
         "from_header",
         "from_tag",
         "from_uri",
-        "invite_422_retried",
-        "invite_auth_tries",
+        "invite",
         "invite_cseq",
         "invite_head",
         "invite_tail",
-        "invite_tx",
         "invite_via",
         "local_sdp",
         "lost_connection",
@@ -170,12 +166,9 @@ class Leg:
         "offer_session_expires",
         "pending_reinvite",
         "recovered",
-        "refresh_422_retried",
-        "refresh_auth_headers",
-        "refresh_auth_tries",
+        "refresh",
         "refresh_failure",
         "refresh_method",
-        "refresh_tx",
         "reinvite_ack",
         "reinvite_request",
         "reinvite_tx",
@@ -244,7 +237,7 @@ class Leg:
 
         self.invite_cseq = 1
         self.invite_via = ""
-        self.invite_tx: ClientTransaction | None = None
+        self.invite = OutstandingRequest("INVITE")
         self.invite_head: tuple[tuple[str, str], ...] | None = None
         self.invite_tail: tuple[tuple[str, str], ...] | None = None
         self.offer_body = b""
@@ -255,9 +248,6 @@ class Leg:
         # The latest challenge per answer header ("Authorization", "Proxy-Authorization"):
         # every later request of the leg answers them with a fresh nc (§22.3).
         self.auth_challenges: dict[str, DigestChallenge] | None = None
-        self.auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the INVITE (and ACK)
-        self.invite_auth_tries = 0
-        self.invite_422_retried = False
 
         self.first_provisional_at: float | None = None
         self.answered_at: float | None = None
@@ -280,19 +270,14 @@ class Leg:
         self.srtp = False
         self.ending: Ending | None = None
         self.contact = ""
-        self.bye_tx: ClientTransaction | None = None
-        self.bye_auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the current BYE
-        self.bye_auth_tries = 0
+        self.bye = OutstandingRequest("BYE")
 
         self.session_interval: int | None = None
         self.session_expires_at: float | None = None  # the last refresh + the interval
         self.we_refresh = False
         self.min_se = 90  # RFC 4028 Min-SE of the dialog: ours, raised by any 422
         self.refresh_method = "UPDATE"  # "INVITE" once the peer shows it takes no UPDATE
-        self.refresh_tx: ClientTransaction | None = None
-        self.refresh_422_retried = False
-        self.refresh_auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the refresh
-        self.refresh_auth_tries = 0
+        self.refresh = OutstandingRequest("UPDATE")  # or the re-INVITE that refreshes
         self.refresh_failure: str | None = None  # a refresh failed; the session runs out
         self.pending_reinvite: UnackedResponse | None = None
         # Our last re-INVITE: its request (for the ACK of a failure) and the ACK of its 2xx.

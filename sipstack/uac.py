@@ -430,7 +430,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         existing = self._transactions.find(snapshot.invite_branch, "INVITE")
         if existing is not None:
             self._transactions.abandon(existing)
-        leg.invite_tx = self._transactions.adopt_proceeding_invite(
+        leg.invite.transaction = self._transactions.adopt_proceeding_invite(
             branch=snapshot.invite_branch,
             transport=snapshot.transport,
             address=snapshot.peer_address,
@@ -550,16 +550,11 @@ class UacCore(IncomingRequests, ConnectionLoss):
         self, leg: Leg, transaction: ClientTransaction, response: Response, now: float
     ) -> None:
         code = response.status_code
-        if transaction is not leg.bye_tx or code < 200:
+        if transaction is not leg.bye.transaction or code < 200:
             return
-        if code in (401, 407):
-            rejection = self._answer_challenge(
-                leg, response, carried=leg.bye_auth_headers, tries=leg.bye_auth_tries
-            )
-            if rejection is None:
-                leg.bye_auth_tries += 1
-                self._send_bye(leg, now)
-                return
+        if code in (401, 407) and self._answer_challenge(leg, leg.bye, response) is None:
+            self._send_bye(leg, now)
+            return
         problem = None if code < 300 or code == 481 else f"BYE answered {code} {response.reason}"
         self._finish_ending(leg, now, problem=problem)
 
@@ -575,7 +570,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         elif method == "INVITE":
             self._on_invite_timeout(leg, transaction, now, transport_error=transport_error)
         elif method == "BYE":
-            if transaction is leg.bye_tx:
+            if transaction is leg.bye.transaction:
                 problem = CONNECTION_LOST if transport_error else "no response to BYE (Timer F)"
                 self._finish_ending(leg, now, problem=problem)
         elif method == "UPDATE":
@@ -596,8 +591,11 @@ class UacCore(IncomingRequests, ConnectionLoss):
     @staticmethod
     def _forget_ack(leg: Leg, now: float) -> None:
         leg.ack_data = None
-        if leg.invite_tx is not None and leg.invite_tx.state is TxState.TERMINATED:
-            leg.invite_tx = None  # Timer M is over: nothing can match it any more
+        if (
+            leg.invite.transaction is not None
+            and leg.invite.transaction.state is TxState.TERMINATED
+        ):
+            leg.invite.transaction = None  # Timer M is over: nothing can match it any more
 
     def _on_max_duration(self, leg: Leg, now: float) -> None:
         leg.duration_timer = None
@@ -655,10 +653,10 @@ def _leg_transaction(leg: Leg, method: str, number: int) -> ClientTransaction | 
             return None
         return transaction
     candidates = {
-        "INVITE": leg.invite_tx,
+        "INVITE": leg.invite.transaction,
         "CANCEL": leg.cancel_tx,
-        "BYE": leg.bye_tx,
-        "UPDATE": leg.refresh_tx,
+        "BYE": leg.bye.transaction,
+        "UPDATE": leg.refresh.transaction,
     }
     transaction = candidates.get(method)
     if transaction is None or transaction.state is TxState.TERMINATED:

@@ -16,6 +16,7 @@ from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
 from sipstack.headers.session_timer import MinSE
 from sipstack.leg import Ending, Leg, LegInput, LegPhase, UnackedResponse
 from sipstack.message import Request, Response
+from sipstack.outstanding import OutstandingRequest
 from sipstack.reason import (
     Q850,
     SESSION_TIMER_SIP_REASON,
@@ -112,9 +113,9 @@ class CoreBase:
     def _abandon_transactions(self, leg: Leg, *, keep_invite: bool = True) -> None:
         """Stop the leg's transactions; INVITEs (ours, re-INVITE) are left to `_finish` to
         detach unless the connection they need is gone."""
-        transactions = [leg.cancel_tx, leg.bye_tx]
+        transactions = [leg.cancel_tx, leg.bye.transaction]
         if not keep_invite:
-            transactions += [leg.invite_tx, leg.refresh_tx]
+            transactions += [leg.invite.transaction, leg.refresh.transaction]
         for transaction in transactions:
             self._abandon(transaction)
 
@@ -183,8 +184,8 @@ class CoreBase:
 
     def _stop_refresh(self, leg: Leg, now: float) -> None:
         """No refresh outcome matters any more; a re-INVITE still gets its ACKs (detached)."""
-        transaction = leg.refresh_tx
-        leg.refresh_tx = None
+        transaction = leg.refresh.transaction
+        leg.refresh.transaction = None
         if transaction is None:
             return
         if transaction.method == "INVITE" and transaction.state in _LIVE_INVITE_STATES:
@@ -208,7 +209,7 @@ class CoreBase:
 
     def _build_ack(self, leg: Leg) -> bytes:
         """The ACK for the 2xx (§13.2.2.4): its own branch, the INVITE's CSeq number and creds."""
-        return self._build_ack_for(leg, leg.invite_cseq, leg.auth_headers)
+        return self._build_ack_for(leg, leg.invite_cseq, leg.invite.auth_headers)
 
     def _send_ack_for(self, leg: Leg, data: bytes) -> None:
         hop = self._dialog_for(leg).next_hop
@@ -263,26 +264,26 @@ class CoreBase:
             headers.append(("Reason", render_reason_header(values)))
         headers.append(("User-Agent", self.config.user_agent))
         dialog = self._dialog_for(leg)
-        leg.bye_auth_headers = self._credentials(
+        leg.bye.auth_headers = self._credentials(
             leg, method="BYE", uri=dialog.request_uri_and_routes()[0]
         )
-        headers.extend(leg.bye_auth_headers)
-        leg.bye_tx = self._send_in_dialog(leg, "BYE", headers, now)
+        headers.extend(leg.bye.auth_headers)
+        leg.bye.transaction = self._send_in_dialog(leg, "BYE", headers, now)
 
     # -- digest -------------------------------------------------------------------------------
 
     def _answer_challenge(
-        self, leg: Leg, response: Response, *, carried: tuple[tuple[str, str], ...], tries: int
+        self, leg: Leg, request: OutstandingRequest, response: Response
     ) -> str | None:
-        """Take a 401/407 to a request that `carried` these credentials and has answered
-        `tries` challenges: None when the request may go again (the challenge is kept for it
-        and later requests), else the error text.
+        """Take a 401/407 to `request`: None when it may go again (the challenge is kept for
+        it and the leg's later requests, and its tries counted), else the error text.
 
         A challenge of a kind the request already answered means rejected credentials, unless
         it says stale=true (§22.2, RFC 7616 §3.3); stale loops stop after MAX_AUTH_TRIES.
         Credentials sent pre-emptively (tries 0) were never asked for, so cannot be rejected.
         """
         code = response.status_code
+        tries = request.auth_tries
         credentials = leg.credentials
         if credentials is None:
             return f"authentication failed: {code} challenge and no credentials"
@@ -297,7 +298,7 @@ class CoreBase:
             )
         except SipParseError as exc:
             return f"authentication failed: {exc}"
-        answered = carried if tries else ()
+        answered = request.auth_headers if tries else ()
         if any(name == answer_header for name, _ in answered) and not challenge.stale:
             return (
                 f"authentication failed: credentials for realm {challenge.realm!r} "
@@ -307,6 +308,7 @@ class CoreBase:
             leg.auth_challenges = {}
         leg.auth_challenges[answer_header] = challenge
         self.stats.auth_retries += 1
+        request.auth_tries += 1
         return None
 
     def _credentials(
@@ -357,7 +359,7 @@ class CoreBase:
             return
         leg.advance(LegInput.FINISHED)
         leg.stop_timers()
-        invite_tx = leg.invite_tx
+        invite_tx = leg.invite.transaction
         if invite_tx is not None and invite_tx.state in _LIVE_INVITE_STATES:
             # No more retransmissions for a leg that is gone, but a late final still gets
             # its ACK (§17.1.1.3) and a late 2xx its ACK and BYE.

@@ -36,7 +36,7 @@ class ConnectionLoss(InviteHandling):
     def _rescue(self, leg: Leg, now: float) -> None:
         leg.lost_connection = True
         state = leg.state
-        invite_tx = leg.invite_tx
+        invite_tx = leg.invite.transaction
         if state is LegPhase.RINGING and invite_tx is not None and invite_tx.state in _CANCELLABLE:
             leg.stop_timers()
             self._abandon(leg.cancel_tx)
@@ -57,8 +57,8 @@ class ConnectionLoss(InviteHandling):
                 error=CONNECTION_LOST,
             )
         elif state is LegPhase.ENDING:
-            self._abandon(leg.bye_tx)  # our BYE may never have left: the same BYE, anew
-            leg.bye_tx = None
+            self._abandon(leg.bye.transaction)  # our BYE may never have left: the same BYE, anew
+            leg.bye.transaction = None
             self._send_bye(leg, now)
         else:
             self._start_bye(

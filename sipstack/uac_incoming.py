@@ -325,7 +325,7 @@ class IncomingRequests(SessionTimers):
 
 def _offer_pending(leg: Leg) -> bool:
     """Our re-INVITE (with its offer) still waits for its final response."""
-    refresh = leg.refresh_tx
+    refresh = leg.refresh.transaction
     return refresh is not None and refresh.method == "INVITE"
 
 

@@ -75,11 +75,11 @@ class InviteHandling(CoreBase):
             request_uri=leg.request_uri,
             via=via,
             cseq=leg.invite_cseq,
-            auth_headers=leg.auth_headers,
+            auth_headers=leg.invite.auth_headers,
             body=leg.offer_body,
         )
         leg.invite_via = via
-        leg.invite_tx = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
+        leg.invite.transaction = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
         self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
 
     def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
@@ -120,7 +120,7 @@ class InviteHandling(CoreBase):
         code = response.status_code
         if 200 <= code < 300:
             self._on_answer(leg, transaction, response, source, now)
-        elif transaction is not leg.invite_tx:
+        elif transaction is not leg.invite.transaction:
             return  # the answer to an INVITE we already re-sent with credentials
         elif code < 200:
             self._on_provisional(leg, response, now)
@@ -165,7 +165,7 @@ class InviteHandling(CoreBase):
         if leg.state.answered or leg.ended:
             self._on_repeated_answer(leg, response, source, now)
             return
-        if transaction is not leg.invite_tx:
+        if transaction is not leg.invite.transaction:
             self._end_orphan_answer(response, transaction.transport, source, now)
             return
         leg.final_status_code = response.status_code
@@ -283,11 +283,8 @@ class InviteHandling(CoreBase):
         error: str | None = None
         if not leg.cancel_requested:
             if code in (401, 407):
-                error = self._answer_challenge(
-                    leg, response, carried=leg.auth_headers, tries=leg.invite_auth_tries
-                )
+                error = self._answer_challenge(leg, leg.invite, response)
                 if error is None:
-                    leg.invite_auth_tries += 1
                     self._resend_invite(leg, now)
                     return
             elif code == 422 and self._retry_after_422(leg, response, now):
@@ -327,12 +324,12 @@ class InviteHandling(CoreBase):
 
     def _retry_after_422(self, leg: Leg, response: Response, now: float) -> bool:
         """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""
-        if leg.invite_422_retried or leg.invite_tail is None:
+        if leg.invite.retried_422 or leg.invite_tail is None:
             return False
         if not self._raise_min_se(leg, response):
             return False
         interval = max(leg.min_se, leg.offer_session_expires or 0)
-        leg.invite_422_retried = True
+        leg.invite.retried_422 = True
         leg.offer_session_expires = interval
         tail = [h for h in leg.invite_tail if h[0] not in ("Session-Expires", "Min-SE")]
         at = next((i for i, h in enumerate(tail) if h[0] == "User-Agent"), len(tail))
@@ -344,7 +341,7 @@ class InviteHandling(CoreBase):
     def _resend_invite(self, leg: Leg, now: float) -> None:
         """The same INVITE with CSeq + 1, a new branch and fresh credentials (or interval)."""
         leg.invite_cseq += 1
-        leg.auth_headers = self._credentials(
+        leg.invite.auth_headers = self._credentials(
             leg, method="INVITE", uri=leg.request_uri, body=leg.offer_body
         )
         leg.advance(LegInput.INVITE_RESENT)
@@ -353,7 +350,7 @@ class InviteHandling(CoreBase):
     def _on_invite_timeout(
         self, leg: Leg, transaction: ClientTransaction, now: float, *, transport_error: bool
     ) -> None:
-        if transaction is not leg.invite_tx or leg.ended or leg.state.answered:
+        if transaction is not leg.invite.transaction or leg.ended or leg.state.answered:
             return
         if leg.cancel_requested:
             self._finish(
@@ -394,7 +391,7 @@ class InviteHandling(CoreBase):
             self._send_cancel(leg, now)
 
     def _send_cancel(self, leg: Leg, now: float) -> None:
-        invite_tx = leg.invite_tx
+        invite_tx = leg.invite.transaction
         if leg.cancel_sent or leg.state.answered or leg.ended or invite_tx is None:
             return
         leg.cancel_sent = True

@@ -79,13 +79,13 @@ class SessionTimers(CoreBase):
         if method == "INVITE":
             body = leg.local_sdp
             headers += [("Allow", ALLOW), ("Content-Type", SDP_CONTENT_TYPE)]
-        leg.refresh_auth_headers = self._credentials(
+        leg.refresh.auth_headers = self._credentials(
             leg, method=method, uri=self._dialog_for(leg).request_uri_and_routes()[0], body=body
         )
-        headers.extend(leg.refresh_auth_headers)
+        headers.extend(leg.refresh.auth_headers)
         self.stats.session_refreshes_sent += 1
         transaction, request = self._start_in_dialog(leg, method, headers, now, body)
-        leg.refresh_tx = transaction
+        leg.refresh.transaction = transaction
         if method == "INVITE":
             leg.reinvite_tx = transaction
             leg.reinvite_request = request
@@ -103,12 +103,12 @@ class SessionTimers(CoreBase):
             if leg.reinvite_ack is None:
                 self._refresh_target(leg, response)  # the ACK goes to the new target
                 leg.reinvite_ack = self._build_ack_for(
-                    leg, response.cseq[0], leg.refresh_auth_headers
+                    leg, response.cseq[0], leg.refresh.auth_headers
                 )
             else:
                 self.stats.absorbed_retransmissions += 1
             self._send_ack_for(leg, leg.reinvite_ack)
-        if transaction is leg.refresh_tx:
+        if transaction is leg.refresh.transaction:
             self._on_refresh_response(leg, transaction, response, now)
 
     def _glare_delay(self, leg: Leg) -> float:
@@ -134,9 +134,9 @@ class SessionTimers(CoreBase):
         self, leg: Leg, transaction: ClientTransaction, response: Response, now: float
     ) -> None:
         code = response.status_code
-        if transaction is not leg.refresh_tx or code < 200:
+        if transaction is not leg.refresh.transaction or code < 200:
             return
-        leg.refresh_tx = None
+        leg.refresh.transaction = None
         if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
         if code < 300:
@@ -144,20 +144,15 @@ class SessionTimers(CoreBase):
             return
         if (
             code == 422
-            and not leg.refresh_422_retried
+            and not leg.refresh.retried_422
             and self._raise_interval_to_min_se(leg, response)
         ):
-            leg.refresh_422_retried = True
+            leg.refresh.retried_422 = True
             self._send_refresh(leg, now)
             return
-        if code in (401, 407):
-            rejection = self._answer_challenge(
-                leg, response, carried=leg.refresh_auth_headers, tries=leg.refresh_auth_tries
-            )
-            if rejection is None:
-                leg.refresh_auth_tries += 1
-                self._send_refresh(leg, now)
-                return
+        if code in (401, 407) and self._answer_challenge(leg, leg.refresh, response) is None:
+            self._send_refresh(leg, now)
+            return
         if code in (405, 501):
             if leg.refresh_method == "UPDATE":
                 leg.refresh_method = "INVITE"  # RFC 4028 §7.4: refresh with re-INVITE instead
@@ -202,9 +197,8 @@ class SessionTimers(CoreBase):
         )
 
     def _on_refresh_accepted(self, leg: Leg, response: Response, now: float) -> None:
-        leg.refresh_422_retried = False
+        leg.refresh.accepted()
         leg.refresh_failure = None
-        leg.refresh_auth_tries = 0
         self._refresh_target(leg, response)
         value = response.header("session-expires")
         if value is not None:
@@ -227,9 +221,9 @@ class SessionTimers(CoreBase):
         return True
 
     def _on_refresh_timeout(self, leg: Leg, transaction: ClientTransaction, now: float) -> None:
-        if transaction is not leg.refresh_tx:
+        if transaction is not leg.refresh.transaction:
             return
-        leg.refresh_tx = None
+        leg.refresh.transaction = None
         if not leg.ended and leg.state is LegPhase.ESTABLISHED:
             self._fail_refresh(leg, now, "session refresh got no response")
 
