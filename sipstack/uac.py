@@ -90,10 +90,12 @@ from sipstack.message import Request, Response, parse_message
 from sipstack.reason import Q850, LocalHangup, ReasonValue
 from sipstack.transactions import ClientTransaction, TxState
 from sipstack.transport import Address, Transport
-from sipstack.uac_base import CONNECTION_LOST
+from sipstack.uac_base import CONNECTION_LOST, CoreBase
 from sipstack.uac_build import RandomBytes, plan_invite
 from sipstack.uac_connection import ConnectionLoss
 from sipstack.uac_incoming import IncomingRequests
+from sipstack.uac_invite import InviteHandling
+from sipstack.uac_session_timer import SessionTimers
 
 RECOVERED_REASON = ReasonValue(Q850, 16, "Call ended by recovery after a worker restart")
 
@@ -103,7 +105,7 @@ BadInputHook = Callable[[Address, Transport, ValueError], None]
 It runs inside `receive`, so it must not raise."""
 
 
-class UacCore(IncomingRequests, ConnectionLoss):
+class UacCore(CoreBase):
     """All outbound legs of one signaling process. Not thread-safe: one loop drives it."""
 
     def __init__(
@@ -114,8 +116,17 @@ class UacCore(IncomingRequests, ConnectionLoss):
         on_bad_input: BadInputHook | None = None,
     ) -> None:
         super().__init__(config, random_bytes=random_bytes)
+        # The parts, one job each; they reach each other and the shared state through the core.
+        self._invites = InviteHandling(self)
+        self._session_timers = SessionTimers(self)
+        self._incoming = IncomingRequests(self)
+        self._connections = ConnectionLoss(self)
         self._now = 0.0  # the latest `now` we were given: the clock of drop()
         self._on_bad_input = on_bad_input
+
+    def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
+        """TransactionUser: the ACK of a failure to one of our INVITEs (uac_invite)."""
+        return self._invites.build_failure_ack(transaction, response)
 
     # -- the shell's side ---------------------------------------------------------------------
 
@@ -158,7 +169,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             if isinstance(message, Response):
                 self._on_response(message, source, transport, now)
             else:
-                self._on_request(message, source, transport, now)
+                self._incoming._on_request(message, source, transport, now)
         except ValueError as exc:
             # SipParseError / RemoteProtocolError from a header value only read here.
             self.stats.rejected_messages += 1
@@ -169,7 +180,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         """The TCP/TLS connection to `address` is gone. A leg whose INVITE has no response yet
         fails; a ringing leg is CANCELled and an answered one BYEd over a new connection."""
         self._now = now
-        self._lose_connection(transport, address, now)
+        self._connections._lose_connection(transport, address, now)
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -213,7 +224,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         leg.contact = plan.contact
         self._legs[leg.call_id] = leg
         self.stats.legs_started += 1
-        self._send_invite(leg, now)
+        self._invites._send_invite(leg, now)
         self._emit(
             InviteSent(
                 call_id=leg.call_id,
@@ -225,7 +236,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         ring_timeout = request.ring_timeout
         if ring_timeout is None:
             ring_timeout = self.config.max_ring_time
-        leg.ring_timer = self._schedule(now + ring_timeout, self._on_ring_timeout, leg)
+        leg.ring_timer = self._schedule(now + ring_timeout, self._invites._on_ring_timeout, leg)
         return leg.call_id
 
     def cancel(self, call_id: str, now: float) -> None:
@@ -234,7 +245,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         leg = self._leg(call_id)
         if leg.state.answered:
             raise LocalProtocolError(f"leg {call_id} is already established; use BYE")
-        self._request_cancel(leg, now, ring_timeout=False)
+        self._invites._request_cancel(leg, now, ring_timeout=False)
 
     def bye(self, call_id: str, now: float, reason: LocalHangup | None = None) -> None:
         """Hang up an answered leg; it ends on the BYE's outcome. Again while ending: no-op."""
@@ -274,7 +285,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         )
         if leg.max_duration is not None:
             leg.duration_timer = self._schedule(now + leg.max_duration, self._on_max_duration, leg)
-        self._start_session_timer(leg, now)
+        self._session_timers._start_session_timer(leg, now)
         return True
 
     def abort_answer(self, call_id: str, why: str, now: float) -> bool:
@@ -439,7 +450,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
         leg.advance(LegInput.RECOVERED_RINGING)
         leg.cancel_requested = True
         self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
-        self._send_cancel(leg, now)
+        self._invites._send_cancel(leg, now)
         return leg.call_id
 
     # -- transaction user ---------------------------------------------------------------------
@@ -452,20 +463,20 @@ class UacCore(IncomingRequests, ConnectionLoss):
             return  # a BYE to an orphan answer: nothing waits for its outcome
         method = transaction.method
         if transaction is leg.reinvite_tx:
-            self._on_reinvite_response(leg, transaction, response, now)
+            self._session_timers._on_reinvite_response(leg, transaction, response, now)
             return
         if leg.ended:
             if method == "INVITE" and 200 <= response.status_code < 300:
                 self._answer_for_ended_leg(leg, transaction, response, source, now)
             return
         if method == "INVITE":
-            self._on_invite_response(leg, transaction, response, source, now)
+            self._invites._on_invite_response(leg, transaction, response, source, now)
         elif method == "BYE":
             self._on_bye_response(leg, transaction, response, now)
         elif method == "UPDATE":
-            self._on_refresh_response(leg, transaction, response, now)
+            self._session_timers._on_refresh_response(leg, transaction, response, now)
         elif leg.lost_connection and transaction is leg.cancel_tx and response.status_code >= 200:
-            self._end_recancelled(leg, now, f"answered {response.status_code}")
+            self._connections._end_recancelled(leg, now, f"answered {response.status_code}")
         # Other CANCELs: a 200 only stops its retransmissions; a 481 means the INVITE already
         # has (or will have) its final response, which is what ends the leg.
 
@@ -525,7 +536,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
             if leg is not None and leg.state.answered and number != leg.invite_cseq:
                 self._ack_forgotten_reinvite_answer(leg, response)
             elif leg is not None and leg.state.answered:
-                self._on_repeated_answer(leg, response, source, now)
+                self._invites._on_repeated_answer(leg, response, source, now)
             else:
                 self._end_orphan_answer(response, transport, source, now)
             return
@@ -566,18 +577,18 @@ class UacCore(IncomingRequests, ConnectionLoss):
             return
         method = transaction.method
         if method == "INVITE" and transaction is leg.reinvite_tx:
-            self._on_refresh_timeout(leg, transaction, now)
+            self._session_timers._on_refresh_timeout(leg, transaction, now)
         elif method == "INVITE":
-            self._on_invite_timeout(leg, transaction, now, transport_error=transport_error)
+            self._invites._on_invite_timeout(leg, transaction, now, transport_error=transport_error)
         elif method == "BYE":
             if transaction is leg.bye.transaction:
                 problem = CONNECTION_LOST if transport_error else "no response to BYE (Timer F)"
                 self._finish_ending(leg, now, problem=problem)
         elif method == "UPDATE":
-            self._on_refresh_timeout(leg, transaction, now)
+            self._session_timers._on_refresh_timeout(leg, transaction, now)
         elif leg.lost_connection and transaction is leg.cancel_tx:
             outcome = "its new connection failed too" if transport_error else "no response"
-            self._end_recancelled(leg, now, outcome)
+            self._connections._end_recancelled(leg, now, outcome)
         # Other CANCELs: the 64*T1 cancel deadline of the leg decides.
 
     def _ack_forgotten_reinvite_answer(self, leg: Leg, response: Response) -> None:
@@ -629,7 +640,7 @@ class UacCore(IncomingRequests, ConnectionLoss):
                 LegCancelled,
                 now,
                 event_reason=event_reason,
-                hangup_reason=self._cancelled_class(leg),
+                hangup_reason=self._invites._cancelled_class(leg),
                 hangup_by=HangupBy.LOCAL,
             )
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.dialog import Dialog
 from sipstack.errors import SipParseError
@@ -26,8 +28,11 @@ from sipstack.reason import (
 from sipstack.sdp import SdpAnswer, parse_answer
 from sipstack.transactions import ClientTransaction
 from sipstack.transport import Address
-from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON, CoreBase
+from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON
 from sipstack.uac_build import SDP_CONTENT_TYPE, build_cancel, build_failure_ack, build_invite
+
+if TYPE_CHECKING:
+    from sipstack.uac import UacCore
 
 UNUSABLE_SDP = "unusable SDP answer"
 
@@ -61,14 +66,19 @@ def redirect_targets(response: Response) -> str:
     return ", ".join(targets)
 
 
-class InviteHandling(CoreBase):
+class InviteHandling:
     """Sends INVITEs and CANCELs and reacts to everything the INVITE transaction reports."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: UacCore) -> None:
+        self._core = core
 
     def _send_invite(self, leg: Leg, now: float) -> None:
         if leg.invite_head is None or leg.invite_tail is None:
             return
-        branch = self._ids.branch()
-        via = self._via_for(leg.transport, branch)
+        branch = self._core._ids.branch()
+        via = self._core._via_for(leg.transport, branch)
         data = build_invite(
             leg.invite_head,
             leg.invite_tail,
@@ -80,7 +90,7 @@ class InviteHandling(CoreBase):
         )
         leg.invite_via = via
         leg.invite.transaction = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
-        self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
+        self._core._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
 
     def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
         leg: Leg = transaction.owner
@@ -97,7 +107,7 @@ class InviteHandling(CoreBase):
         via = (
             leg.invite_via
             if transaction.branch in leg.invite_via
-            else self._via_for(transaction.transport, transaction.branch)
+            else self._core._via_for(transaction.transport, transaction.branch)
         )
         return build_failure_ack(
             request_uri=leg.request_uri,
@@ -140,7 +150,7 @@ class InviteHandling(CoreBase):
             if leg.early_sdp is None:
                 leg.early_sdp = {}
             leg.early_sdp[response.to_tag or ""] = response.body
-        self._emit(
+        self._core._emit(
             ProvisionalReceived(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -166,7 +176,7 @@ class InviteHandling(CoreBase):
             self._on_repeated_answer(leg, response, source, now)
             return
         if transaction is not leg.invite.transaction:
-            self._end_orphan_answer(response, transaction.transport, source, now)
+            self._core._end_orphan_answer(response, transaction.transport, source, now)
             return
         leg.final_status_code = response.status_code
         leg.answered_at = now
@@ -181,19 +191,19 @@ class InviteHandling(CoreBase):
             remote_header_without_tag=leg.to_header,
             invite_cseq=leg.invite_cseq,
             fallback_target=leg.request_uri,
-            fallback_hop=self._fallback_hop(leg),
+            fallback_hop=self._core._fallback_hop(leg),
         )
         leg.dialog = dialog
         leg.remote_tag = response.to_tag or ""
         self._adopt_call_id(leg, response.call_id, now)
-        leg.ack_data = self._build_ack(leg)
+        leg.ack_data = self._core._build_ack(leg)
         leg.advance(LegInput.ANSWER)
         early = leg.early_sdp or {}
         body = response.body if is_sdp(response) else early.get(leg.remote_tag, b"")
         leg.free_invite_parts()
         if leg.lost_connection:
             # The 2xx crossed the CANCEL sent again after the connection broke: hang up.
-            self._start_bye(
+            self._core._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -205,12 +215,12 @@ class InviteHandling(CoreBase):
         if leg.cancel_requested:
             # The 2xx crossed our CANCEL: the call exists now, so ACK it and hang up at once.
             hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
-            self._start_bye(leg, now, hangup, event_reason="answered while being cancelled")
+            self._core._start_bye(leg, now, hangup, event_reason="answered while being cancelled")
             return
         self._negotiate_session_timer(leg, response)
         answer = _usable_answer(body)
         if answer is None:
-            self._start_bye(
+            self._core._start_bye(
                 leg, now, LocalHangup.ERROR, error=UNUSABLE_SDP, event_reason=UNUSABLE_SDP
             )
             return
@@ -218,10 +228,10 @@ class InviteHandling(CoreBase):
         leg.session_codec = answer.codec
         leg.remote_rtp = answer.remote_rtp
         leg.srtp = answer.is_srtp and answer.crypto is not None
-        leg.answer_timer = self._schedule(
-            now + self._timer_config.timer_b, self._on_answer_deadline, leg
+        leg.answer_timer = self._core._schedule(
+            now + self._core._timer_config.timer_b, self._on_answer_deadline, leg
         )
-        self._emit(
+        self._core._emit(
             AnswerReceived(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -237,25 +247,25 @@ class InviteHandling(CoreBase):
     ) -> None:
         """A retransmitted 2xx gets the same ACK again; a 2xx from another fork is ended."""
         if leg.remote_tag and response.to_tag != leg.remote_tag:
-            self._end_orphan_answer(response, leg.transport, source, now)
+            self._core._end_orphan_answer(response, leg.transport, source, now)
             return
         if leg.state is LegPhase.ANSWERED:
             return  # ACK waits for confirm_answer; the peer keeps retransmitting until then
-        self.stats.absorbed_retransmissions += 1
-        self._send_ack(leg)
+        self._core.stats.absorbed_retransmissions += 1
+        self._core._send_ack(leg)
 
     def _adopt_call_id(self, leg: Leg, new_call_id: str | None, now: float) -> None:
         """An SBC may answer with another Call-ID: re-key the leg unless that one is taken."""
         old = leg.call_id
-        if not new_call_id or new_call_id == old or new_call_id in self._legs:
+        if not new_call_id or new_call_id == old or new_call_id in self._core._legs:
             return
-        del self._legs[old]
-        self._legs[new_call_id] = leg
+        del self._core._legs[old]
+        self._core._legs[new_call_id] = leg
         leg.call_id = new_call_id
         leg.call_id_adopted = True
         if leg.dialog is not None:
             leg.dialog.call_id = new_call_id
-        self._emit(
+        self._core._emit(
             CallIdAdopted(
                 old_call_id=old,
                 new_call_id=new_call_id,
@@ -267,7 +277,7 @@ class InviteHandling(CoreBase):
     def _on_answer_deadline(self, leg: Leg, now: float) -> None:
         leg.answer_timer = None
         if leg.state is LegPhase.ANSWERED and not leg.ended:
-            self._start_bye(
+            self._core._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -283,7 +293,7 @@ class InviteHandling(CoreBase):
         error: str | None = None
         if not leg.cancel_requested:
             if code in (401, 407):
-                error = self._answer_challenge(leg, leg.invite, response)
+                error = self._core._answer_challenge(leg, leg.invite, response)
                 if error is None:
                     self._resend_invite(leg, now)
                     return
@@ -292,7 +302,7 @@ class InviteHandling(CoreBase):
         reasons = response_reasons(response)
         primary = primary_reason(reasons)
         if leg.cancel_requested:
-            self._finish(
+            self._core._finish(
                 leg,
                 LegCancelled,
                 now,
@@ -311,7 +321,7 @@ class InviteHandling(CoreBase):
             targets = redirect_targets(response) or "no Contact"
             event_reason = f"{response.reason}; redirected to {targets}"
             error = error or f"redirect not followed: {targets}"
-        self._finish(
+        self._core._finish(
             leg,
             LegFailed,
             now,
@@ -326,7 +336,7 @@ class InviteHandling(CoreBase):
         """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""
         if leg.invite.retried_422 or leg.invite_tail is None:
             return False
-        if not self._raise_min_se(leg, response):
+        if not self._core._raise_min_se(leg, response):
             return False
         interval = max(leg.min_se, leg.offer_session_expires or 0)
         leg.invite.retried_422 = True
@@ -341,7 +351,7 @@ class InviteHandling(CoreBase):
     def _resend_invite(self, leg: Leg, now: float) -> None:
         """The same INVITE with CSeq + 1, a new branch and fresh credentials (or interval)."""
         leg.invite_cseq += 1
-        leg.invite.auth_headers = self._credentials(
+        leg.invite.auth_headers = self._core._credentials(
             leg, method="INVITE", uri=leg.request_uri, body=leg.offer_body
         )
         leg.advance(LegInput.INVITE_RESENT)
@@ -353,7 +363,7 @@ class InviteHandling(CoreBase):
         if transaction is not leg.invite.transaction or leg.ended or leg.state.answered:
             return
         if leg.cancel_requested:
-            self._finish(
+            self._core._finish(
                 leg,
                 LegCancelled,
                 now,
@@ -363,7 +373,7 @@ class InviteHandling(CoreBase):
                 error=CONNECTION_LOST if transport_error else None,
             )
             return
-        self._finish(
+        self._core._finish(
             leg,
             LegFailed,
             now,
@@ -397,11 +407,11 @@ class InviteHandling(CoreBase):
         leg.cancel_sent = True
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
-        if self._transactions.find(invite_tx.branch, "CANCEL") is None:
-            leg.cancel_tx = self._start_cancel(leg, invite_tx, self._cancel_reason(leg), now)
+        if self._core._transactions.find(invite_tx.branch, "CANCEL") is None:
+            leg.cancel_tx = self._start_cancel(leg, invite_tx, self._core._cancel_reason(leg), now)
         # §9.1: without a final response 64*T1 after the CANCEL, the INVITE counts as cancelled.
-        leg.cancel_timer = self._schedule(
-            now + self._timer_config.timer_b, self._on_cancel_expired, leg
+        leg.cancel_timer = self._core._schedule(
+            now + self._core._timer_config.timer_b, self._on_cancel_expired, leg
         )
 
     @staticmethod
@@ -421,7 +431,7 @@ class InviteHandling(CoreBase):
             call_id=leg.call_id,
             cseq=leg.invite_cseq,
             reason=reason.render(),
-            user_agent=self.config.user_agent,
+            user_agent=self._core.config.user_agent,
         )
         return self._start_toward_invite_hop(leg, "CANCEL", invite_tx.branch, data, now)
 
@@ -429,7 +439,7 @@ class InviteHandling(CoreBase):
         self, leg: Leg, method: str, branch: str, data: bytes, now: float
     ) -> ClientTransaction:
         """A transaction to the leg's first hop: the INVITE's, and its CANCEL's (§9.1)."""
-        return self._transactions.start(
+        return self._core._transactions.start(
             method=method,
             branch=branch,
             data=data,
@@ -443,7 +453,7 @@ class InviteHandling(CoreBase):
         leg.cancel_timer = None
         if leg.ended or leg.state.answered:
             return
-        self._finish(
+        self._core._finish(
             leg,
             LegCancelled,
             now,
@@ -457,7 +467,7 @@ class InviteHandling(CoreBase):
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
             leg.cancel_timer = None
-        self._abandon(leg.cancel_tx)
+        self._core._abandon(leg.cancel_tx)
         leg.cancel_tx = None
 
     def _on_ring_timeout(self, leg: Leg, now: float) -> None:

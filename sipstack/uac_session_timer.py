@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sipstack.errors import SipParseError
 from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegPhase
 from sipstack.message import Request, Response
 from sipstack.reason import LocalHangup
 from sipstack.transactions import ClientTransaction
-from sipstack.uac_base import CoreBase
 from sipstack.uac_build import ALLOW, SDP_CONTENT_TYPE, SUPPORTED
+
+if TYPE_CHECKING:
+    from sipstack.uac import UacCore
 
 # RFC 4028 §10: the side that is not the refresher gives up at expiry minus min(32, SE/3).
 _WATCHDOG_MARGIN_CAP = 32.0
@@ -31,8 +35,13 @@ def supports_timer(message: Request | Response) -> bool:
     return any(value.strip().lower() == "timer" for value in values)
 
 
-class SessionTimers(CoreBase):
+class SessionTimers:
     """Refreshes the session with UPDATE when we are the refresher, watches it otherwise."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: UacCore) -> None:
+        self._core = core
 
     def _start_session_timer(self, leg: Leg, now: float) -> None:
         if leg.session_interval is not None:
@@ -48,10 +57,10 @@ class SessionTimers(CoreBase):
             return
         leg.session_expires_at = now + interval  # every arming follows a (re)freshed session
         if leg.we_refresh:
-            leg.session_timer = self._schedule(now + interval / 2, self._on_refresh_due, leg)
+            leg.session_timer = self._core._schedule(now + interval / 2, self._on_refresh_due, leg)
         else:
             margin = min(_WATCHDOG_MARGIN_CAP, interval / 3)
-            leg.session_timer = self._schedule(
+            leg.session_timer = self._core._schedule(
                 now + interval - margin, self._on_session_expired, leg
             )
 
@@ -73,18 +82,21 @@ class SessionTimers(CoreBase):
             ("Supported", SUPPORTED),
             ("Session-Expires", f"{interval};refresher=uac"),
             ("Min-SE", str(leg.min_se)),
-            ("User-Agent", self.config.user_agent),
+            ("User-Agent", self._core.config.user_agent),
         ]
         body = b""
         if method == "INVITE":
             body = leg.local_sdp
             headers += [("Allow", ALLOW), ("Content-Type", SDP_CONTENT_TYPE)]
-        leg.refresh.auth_headers = self._credentials(
-            leg, method=method, uri=self._dialog_for(leg).request_uri_and_routes()[0], body=body
+        leg.refresh.auth_headers = self._core._credentials(
+            leg,
+            method=method,
+            uri=self._core._dialog_for(leg).request_uri_and_routes()[0],
+            body=body,
         )
         headers.extend(leg.refresh.auth_headers)
-        self.stats.session_refreshes_sent += 1
-        transaction, request = self._start_in_dialog(leg, method, headers, now, body)
+        self._core.stats.session_refreshes_sent += 1
+        transaction, request = self._core._start_in_dialog(leg, method, headers, now, body)
         leg.refresh.transaction = transaction
         if method == "INVITE":
             leg.reinvite_tx = transaction
@@ -101,20 +113,20 @@ class SessionTimers(CoreBase):
             return
         if code < 300:
             if leg.reinvite_ack is None:
-                self._refresh_target(leg, response)  # the ACK goes to the new target
-                leg.reinvite_ack = self._build_ack_for(
+                self._core._refresh_target(leg, response)  # the ACK goes to the new target
+                leg.reinvite_ack = self._core._build_ack_for(
                     leg, response.cseq[0], leg.refresh.auth_headers
                 )
             else:
-                self.stats.absorbed_retransmissions += 1
-            self._send_ack_for(leg, leg.reinvite_ack)
+                self._core.stats.absorbed_retransmissions += 1
+            self._core._send_ack_for(leg, leg.reinvite_ack)
         if transaction is leg.refresh.transaction:
             self._on_refresh_response(leg, transaction, response, now)
 
     def _glare_delay(self, leg: Leg) -> float:
         """§14.1 after a 491: 2.1-4 s for the Call-ID's owner (us, unless an SBC replaced it),
         else 0-2 s, in steps of 10 ms."""
-        steps = int.from_bytes(self._random_bytes(2), "big")
+        steps = int.from_bytes(self._core._random_bytes(2), "big")
         if leg.call_id_adopted:
             return (steps % 201) / 100
         return 2.1 + (steps % 191) / 100
@@ -123,7 +135,7 @@ class SessionTimers(CoreBase):
         leg.session_timer = None
         if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
-        self._start_bye(
+        self._core._start_bye(
             leg,
             now,
             LocalHangup.SESSION_TIMER_EXPIRED,
@@ -150,7 +162,7 @@ class SessionTimers(CoreBase):
             leg.refresh.retried_422 = True
             self._send_refresh(leg, now)
             return
-        if code in (401, 407) and self._answer_challenge(leg, leg.refresh, response) is None:
+        if code in (401, 407) and self._core._answer_challenge(leg, leg.refresh, response) is None:
             self._send_refresh(leg, now)
             return
         if code in (405, 501):
@@ -175,7 +187,7 @@ class SessionTimers(CoreBase):
             delay = _retry_after(response)
         expires_at = leg.session_expires_at
         if delay is not None and (expires_at is None or now + delay < expires_at):
-            leg.session_timer = self._schedule(now + delay, self._on_refresh_due, leg)
+            leg.session_timer = self._core._schedule(now + delay, self._on_refresh_due, leg)
             return
         self._keep_until_expiry(leg, now, failure)
 
@@ -186,7 +198,7 @@ class SessionTimers(CoreBase):
             self._fail_refresh(leg, now, failure)
             return
         leg.refresh_failure = failure
-        leg.session_timer = self._schedule(expires_at, self._on_unrefreshed_expiry, leg)
+        leg.session_timer = self._core._schedule(expires_at, self._on_unrefreshed_expiry, leg)
 
     def _on_unrefreshed_expiry(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
@@ -199,7 +211,7 @@ class SessionTimers(CoreBase):
     def _on_refresh_accepted(self, leg: Leg, response: Response, now: float) -> None:
         leg.refresh.accepted()
         leg.refresh_failure = None
-        self._refresh_target(leg, response)
+        self._core._refresh_target(leg, response)
         value = response.header("session-expires")
         if value is not None:
             try:
@@ -215,7 +227,7 @@ class SessionTimers(CoreBase):
         self._arm_session_timer(leg, now)
 
     def _raise_interval_to_min_se(self, leg: Leg, response: Response) -> bool:
-        if not self._raise_min_se(leg, response):
+        if not self._core._raise_min_se(leg, response):
             return False
         leg.session_interval = max(leg.session_interval or 0, leg.min_se)
         return True
@@ -228,7 +240,7 @@ class SessionTimers(CoreBase):
             self._fail_refresh(leg, now, "session refresh got no response")
 
     def _fail_refresh(self, leg: Leg, now: float, error: str) -> None:
-        self._start_bye(
+        self._core._start_bye(
             leg,
             now,
             LocalHangup.SESSION_TIMER_EXPIRED,
@@ -254,12 +266,12 @@ class SessionTimers(CoreBase):
             offered = SessionExpires.parse(value)
         except SipParseError:
             return 400, []
-        if offered.delta < self.config.min_se:
-            return 422, [("Min-SE", str(self.config.min_se))]
+        if offered.delta < self._core.config.min_se:
+            return 422, [("Min-SE", str(self._core.config.min_se))]
         peer_supports = supports_timer(request)
         # In the peer's request, "uac" names the peer and "uas" names us (RFC 4028 §9).
         refresher = offered.refresher or ("uac" if peer_supports else "uas")
-        self.stats.session_refreshes_received += 1
+        self._core.stats.session_refreshes_received += 1
         if leg.state is LegPhase.ESTABLISHED:
             leg.session_interval = offered.delta
             leg.we_refresh = refresher == "uas"
