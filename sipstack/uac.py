@@ -93,9 +93,12 @@ from sipstack.transport import Address, Transport
 from sipstack.uac_base import CONNECTION_LOST, CoreBase
 from sipstack.uac_build import RandomBytes, plan_invite
 from sipstack.uac_connection import ConnectionLoss
+from sipstack.uac_digest import Digest
+from sipstack.uac_endings import LegEndings
 from sipstack.uac_incoming import IncomingRequests
 from sipstack.uac_invite import InviteHandling
 from sipstack.uac_session_timer import SessionTimers
+from sipstack.uac_strays import StrayAnswers
 
 RECOVERED_REASON = ReasonValue(Q850, 16, "Call ended by recovery after a worker restart")
 
@@ -121,6 +124,9 @@ class UacCore(CoreBase):
         self._session_timers = SessionTimers(self)
         self._incoming = IncomingRequests(self)
         self._connections = ConnectionLoss(self)
+        self._digest = Digest(self)
+        self._endings = LegEndings(self)
+        self._strays = StrayAnswers(self)
         self._now = 0.0  # the latest `now` we were given: the clock of drop()
         self._on_bad_input = on_bad_input
 
@@ -255,7 +261,7 @@ class UacCore(CoreBase):
             raise LocalProtocolError(
                 f"leg {call_id} is not answered: dialog not ready for BYE (use cancel)"
             )
-        self._start_bye(leg, now, reason or LocalHangup.NORMAL)
+        self._endings._start_bye(leg, now, reason or LocalHangup.NORMAL)
 
     def confirm_answer(self, call_id: str, now: float) -> bool:
         """pre_ack succeeded: ACK, establish. False when the leg ended meanwhile."""
@@ -294,7 +300,7 @@ class UacCore(CoreBase):
         leg = self._leg_awaiting_pre_ack(call_id, "abort")
         if leg is None:
             return False
-        self._start_bye(
+        self._endings._start_bye(
             leg, now, LocalHangup.ERROR, error=why, event_reason=f"answer aborted: {why}"
         )
         return True
@@ -430,7 +436,7 @@ class UacCore(CoreBase):
             leg.final_status_code = 200
             leg.answered_at = snapshot.answered_at if snapshot.answered_at is not None else now
             leg.advance(LegInput.RECOVERED_ANSWERED)
-            self._start_bye(
+            self._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.NORMAL,
@@ -449,7 +455,7 @@ class UacCore(CoreBase):
         )
         leg.advance(LegInput.RECOVERED_RINGING)
         leg.cancel_requested = True
-        self._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
+        self._strays._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
         self._invites._send_cancel(leg, now)
         return leg.call_id
 
@@ -528,7 +534,7 @@ class UacCore(CoreBase):
             self._transactions.receive_response(transaction, response, source, now)
             return
         if method == "INVITE" and 200 <= response.status_code < 300:
-            if leg is None and not self._sent_this_invite(response, now):
+            if leg is None and not self._strays._sent_this_invite(response, now):
                 # §17.1.1.2/§13.2.2.4 are about our own INVITEs: ACKing and BYEing a 2xx we
                 # never asked for, to the Contact it names, would amplify a forgery.
                 self.stats.dropped_answers += 1
@@ -538,7 +544,7 @@ class UacCore(CoreBase):
             elif leg is not None and leg.state.answered:
                 self._invites._on_repeated_answer(leg, response, source, now)
             else:
-                self._end_orphan_answer(response, transport, source, now)
+                self._strays._end_orphan_answer(response, transport, source, now)
             return
         self.stats.stray_responses += 1
 
@@ -555,7 +561,7 @@ class UacCore(CoreBase):
             self.stats.absorbed_retransmissions += 1
             self._send_ack(leg)
         else:
-            self._end_orphan_answer(response, transaction.transport, source, now)
+            self._strays._end_orphan_answer(response, transaction.transport, source, now)
 
     def _on_bye_response(
         self, leg: Leg, transaction: ClientTransaction, response: Response, now: float
@@ -563,11 +569,11 @@ class UacCore(CoreBase):
         code = response.status_code
         if transaction is not leg.bye.transaction or code < 200:
             return
-        if code in (401, 407) and self._answer_challenge(leg, leg.bye, response) is None:
-            self._send_bye(leg, now)
+        if code in (401, 407) and self._digest._answer_challenge(leg, leg.bye, response) is None:
+            self._endings._send_bye(leg, now)
             return
         problem = None if code < 300 or code == 481 else f"BYE answered {code} {response.reason}"
-        self._finish_ending(leg, now, problem=problem)
+        self._endings._finish_ending(leg, now, problem=problem)
 
     def _on_transaction_failure(
         self, transaction: ClientTransaction, now: float, *, transport_error: bool
@@ -583,7 +589,7 @@ class UacCore(CoreBase):
         elif method == "BYE":
             if transaction is leg.bye.transaction:
                 problem = CONNECTION_LOST if transport_error else "no response to BYE (Timer F)"
-                self._finish_ending(leg, now, problem=problem)
+                self._endings._finish_ending(leg, now, problem=problem)
         elif method == "UPDATE":
             self._session_timers._on_refresh_timeout(leg, transaction, now)
         elif leg.lost_connection and transaction is leg.cancel_tx:
@@ -611,7 +617,7 @@ class UacCore(CoreBase):
     def _on_max_duration(self, leg: Leg, now: float) -> None:
         leg.duration_timer = None
         if leg.state is LegPhase.ESTABLISHED and not leg.ended:
-            self._start_bye(
+            self._endings._start_bye(
                 leg, now, LocalHangup.MAX_DURATION, event_reason="maximum duration reached"
             )
 
@@ -626,7 +632,7 @@ class UacCore(CoreBase):
     ) -> None:
         self._abandon_transactions(leg)
         if leg.state.answered:
-            self._finish(
+            self._endings._finish(
                 leg,
                 LegEnded,
                 now,
@@ -635,7 +641,7 @@ class UacCore(CoreBase):
                 hangup_by=hangup_by,
             )
         elif leg.cancel_requested:
-            self._finish(
+            self._endings._finish(
                 leg,
                 LegCancelled,
                 now,
@@ -644,7 +650,7 @@ class UacCore(CoreBase):
                 hangup_by=HangupBy.LOCAL,
             )
         else:
-            self._finish(
+            self._endings._finish(
                 leg,
                 LegFailed,
                 now,

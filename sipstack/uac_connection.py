@@ -58,7 +58,7 @@ class ConnectionLoss:
         elif not state.answered:
             # No response yet: §9.1 allows no CANCEL, and the INVITE may never have arrived.
             self._core._abandon_transactions(leg, keep_invite=False)
-            self._core._finish(
+            self._core._endings._finish(
                 leg,
                 LegCancelled if leg.cancel_requested else LegFailed,
                 now,
@@ -72,9 +72,9 @@ class ConnectionLoss:
                 leg.bye.transaction
             )  # our BYE may never have left: the same BYE, anew
             leg.bye.transaction = None
-            self._core._send_bye(leg, now)
+            self._core._endings._send_bye(leg, now)
         else:
-            self._core._start_bye(
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -84,11 +84,15 @@ class ConnectionLoss:
             )
 
     def _recancel_reason(self, leg: Leg) -> ReasonValue:
-        return self._core._cancel_reason(leg) if leg.cancel_requested else CONNECTION_LOST_REASON
+        return (
+            self._core._endings._cancel_reason(leg)
+            if leg.cancel_requested
+            else CONNECTION_LOST_REASON
+        )
 
     def _end_recancelled(self, leg: Leg, now: float, outcome: str) -> None:
         """The CANCEL sent again after a lost connection is over: so is the leg."""
-        self._core._finish(
+        self._core._endings._finish(
             leg,
             LegCancelled if leg.cancel_requested else LegFailed,
             now,

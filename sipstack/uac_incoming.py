@@ -186,13 +186,15 @@ class IncomingRequests:
     ) -> None:
         self._respond(request, 200, source, transport, now)
         if leg.state is LegPhase.ENDING:
-            self._core._finish_ending(leg, now)  # our BYE and theirs crossed; ours was first
+            self._core._endings._finish_ending(
+                leg, now
+            )  # our BYE and theirs crossed; ours was first
             return
         if leg.state is LegPhase.ANSWERED:
             self._core._send_ack(leg)  # complete the INVITE transaction before the dialog goes
         reasons = response_reasons(request)  # works on any message
         primary = primary_reason(reasons)
-        self._core._finish(
+        self._core._endings._finish(
             leg,
             LegEnded,
             now,
@@ -301,7 +303,7 @@ class IncomingRequests:
         pending.timer = None
         if now >= pending.until:
             leg.pending_reinvite = None
-            self._core._start_bye(
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,

@@ -90,7 +90,7 @@ class InviteHandling:
         )
         leg.invite_via = via
         leg.invite.transaction = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
-        self._core._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
+        self._core._strays._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
 
     def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
         leg: Leg = transaction.owner
@@ -176,7 +176,7 @@ class InviteHandling:
             self._on_repeated_answer(leg, response, source, now)
             return
         if transaction is not leg.invite.transaction:
-            self._core._end_orphan_answer(response, transaction.transport, source, now)
+            self._core._strays._end_orphan_answer(response, transaction.transport, source, now)
             return
         leg.final_status_code = response.status_code
         leg.answered_at = now
@@ -203,7 +203,7 @@ class InviteHandling:
         leg.free_invite_parts()
         if leg.lost_connection:
             # The 2xx crossed the CANCEL sent again after the connection broke: hang up.
-            self._core._start_bye(
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -215,12 +215,14 @@ class InviteHandling:
         if leg.cancel_requested:
             # The 2xx crossed our CANCEL: the call exists now, so ACK it and hang up at once.
             hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
-            self._core._start_bye(leg, now, hangup, event_reason="answered while being cancelled")
+            self._core._endings._start_bye(
+                leg, now, hangup, event_reason="answered while being cancelled"
+            )
             return
         self._negotiate_session_timer(leg, response)
         answer = _usable_answer(body)
         if answer is None:
-            self._core._start_bye(
+            self._core._endings._start_bye(
                 leg, now, LocalHangup.ERROR, error=UNUSABLE_SDP, event_reason=UNUSABLE_SDP
             )
             return
@@ -247,7 +249,7 @@ class InviteHandling:
     ) -> None:
         """A retransmitted 2xx gets the same ACK again; a 2xx from another fork is ended."""
         if leg.remote_tag and response.to_tag != leg.remote_tag:
-            self._core._end_orphan_answer(response, leg.transport, source, now)
+            self._core._strays._end_orphan_answer(response, leg.transport, source, now)
             return
         if leg.state is LegPhase.ANSWERED:
             return  # ACK waits for confirm_answer; the peer keeps retransmitting until then
@@ -277,7 +279,7 @@ class InviteHandling:
     def _on_answer_deadline(self, leg: Leg, now: float) -> None:
         leg.answer_timer = None
         if leg.state is LegPhase.ANSWERED and not leg.ended:
-            self._core._start_bye(
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -293,7 +295,7 @@ class InviteHandling:
         error: str | None = None
         if not leg.cancel_requested:
             if code in (401, 407):
-                error = self._core._answer_challenge(leg, leg.invite, response)
+                error = self._core._digest._answer_challenge(leg, leg.invite, response)
                 if error is None:
                     self._resend_invite(leg, now)
                     return
@@ -302,7 +304,7 @@ class InviteHandling:
         reasons = response_reasons(response)
         primary = primary_reason(reasons)
         if leg.cancel_requested:
-            self._core._finish(
+            self._core._endings._finish(
                 leg,
                 LegCancelled,
                 now,
@@ -321,7 +323,7 @@ class InviteHandling:
             targets = redirect_targets(response) or "no Contact"
             event_reason = f"{response.reason}; redirected to {targets}"
             error = error or f"redirect not followed: {targets}"
-        self._core._finish(
+        self._core._endings._finish(
             leg,
             LegFailed,
             now,
@@ -351,7 +353,7 @@ class InviteHandling:
     def _resend_invite(self, leg: Leg, now: float) -> None:
         """The same INVITE with CSeq + 1, a new branch and fresh credentials (or interval)."""
         leg.invite_cseq += 1
-        leg.invite.auth_headers = self._core._credentials(
+        leg.invite.auth_headers = self._core._digest._credentials(
             leg, method="INVITE", uri=leg.request_uri, body=leg.offer_body
         )
         leg.advance(LegInput.INVITE_RESENT)
@@ -363,7 +365,7 @@ class InviteHandling:
         if transaction is not leg.invite.transaction or leg.ended or leg.state.answered:
             return
         if leg.cancel_requested:
-            self._core._finish(
+            self._core._endings._finish(
                 leg,
                 LegCancelled,
                 now,
@@ -373,7 +375,7 @@ class InviteHandling:
                 error=CONNECTION_LOST if transport_error else None,
             )
             return
-        self._core._finish(
+        self._core._endings._finish(
             leg,
             LegFailed,
             now,
@@ -408,7 +410,9 @@ class InviteHandling:
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
         if self._core._transactions.find(invite_tx.branch, "CANCEL") is None:
-            leg.cancel_tx = self._start_cancel(leg, invite_tx, self._core._cancel_reason(leg), now)
+            leg.cancel_tx = self._start_cancel(
+                leg, invite_tx, self._core._endings._cancel_reason(leg), now
+            )
         # §9.1: without a final response 64*T1 after the CANCEL, the INVITE counts as cancelled.
         leg.cancel_timer = self._core._schedule(
             now + self._core._timer_config.timer_b, self._on_cancel_expired, leg
@@ -453,7 +457,7 @@ class InviteHandling:
         leg.cancel_timer = None
         if leg.ended or leg.state.answered:
             return
-        self._core._finish(
+        self._core._endings._finish(
             leg,
             LegCancelled,
             now,

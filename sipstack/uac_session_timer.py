@@ -88,7 +88,7 @@ class SessionTimers:
         if method == "INVITE":
             body = leg.local_sdp
             headers += [("Allow", ALLOW), ("Content-Type", SDP_CONTENT_TYPE)]
-        leg.refresh.auth_headers = self._core._credentials(
+        leg.refresh.auth_headers = self._core._digest._credentials(
             leg,
             method=method,
             uri=self._core._dialog_for(leg).request_uri_and_routes()[0],
@@ -135,7 +135,7 @@ class SessionTimers:
         leg.session_timer = None
         if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
-        self._core._start_bye(
+        self._core._endings._start_bye(
             leg,
             now,
             LocalHangup.SESSION_TIMER_EXPIRED,
@@ -162,7 +162,10 @@ class SessionTimers:
             leg.refresh.retried_422 = True
             self._send_refresh(leg, now)
             return
-        if code in (401, 407) and self._core._answer_challenge(leg, leg.refresh, response) is None:
+        if (
+            code in (401, 407)
+            and self._core._digest._answer_challenge(leg, leg.refresh, response) is None
+        ):
             self._send_refresh(leg, now)
             return
         if code in (405, 501):
@@ -240,7 +243,7 @@ class SessionTimers:
             self._fail_refresh(leg, now, "session refresh got no response")
 
     def _fail_refresh(self, leg: Leg, now: float, error: str) -> None:
-        self._core._start_bye(
+        self._core._endings._start_bye(
             leg,
             now,
             LocalHangup.SESSION_TIMER_EXPIRED,
