@@ -71,18 +71,6 @@ def test_queued_cancel_with_no_provisional_ever_ends_cancelled_at_timer_b_unsent
     assert cancelled.cdr.disposition is Disposition.CANCELLED
 
 
-def test_2xx_while_a_cancel_is_queued_gets_ack_and_bye_and_no_cancel() -> None:
-    h = Harness()
-    far = FarEnd()
-    call_id = h.dial()
-    h.core.cancel(call_id, h.now)
-    h.advance(3.0)
-    h.deliver(far.answer(h.last("INVITE")))
-    assert [s.request.method for s in h.wire[-2:]] == ["ACK", "BYE"]
-    h.advance(10)
-    assert h.sent_requests("CANCEL") == []
-
-
 def test_queued_cancel_is_released_by_the_first_provisional() -> None:
     h = Harness()
     far = FarEnd()
@@ -216,7 +204,7 @@ def test_answer_before_a_queued_cancel_means_no_cancel_at_all() -> None:
     far = FarEnd()
     call_id = h.dial()
     h.core.cancel(call_id, h.now)
-    h.advance(0.3)
+    h.advance(3.0)  # however long the CANCEL waits for a 1xx (RFC 3261 §9.1)
     h.deliver(far.answer(h.last("INVITE")))
     h.advance(5)
     assert h.sent_requests("CANCEL") == []

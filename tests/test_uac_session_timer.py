@@ -231,18 +231,20 @@ def test_a_second_491_does_not_hang_up() -> None:
     assert h.sent_requests("BYE") == [] and h.core.is_established(call_id)
 
 
+def _answered(h: Harness, far: FarEnd, *headers: tuple[str, str]) -> tuple[str, float]:
+    """Dial, answer with these headers and confirm: (call_id, when)."""
+    call_id = h.dial()
+    h.deliver(far.answer(h.last("INVITE"), headers=list(headers)))
+    assert h.core.confirm_answer(call_id, h.now)
+    return call_id, h.now
+
+
 def test_failed_reinvite_refresh_keeps_the_call_until_expiry() -> None:
     h = Harness(config=core_config(session_expires=600))
     far = FarEnd()
-    call_id = h.dial()
-    invite = h.last("INVITE")
-    h.deliver(
-        far.answer(
-            invite, headers=[("Session-Expires", "600;refresher=uac"), ("Allow", "INVITE, BYE")]
-        )
+    call_id, start = _answered(
+        h, far, ("Session-Expires", "600;refresher=uac"), ("Allow", "INVITE, BYE")
     )
-    assert h.core.confirm_answer(call_id, h.now)
-    start = h.now
     h.advance(300)
     reinvite = h.last("INVITE")
     assert reinvite.cseq[0] == 2
@@ -256,16 +258,9 @@ def test_a_session_timer_imposed_by_a_proxy_without_our_asking_is_honoured() -> 
     """We always send Supported: timer, so a proxy may impose one (RFC 4028 §8.1)."""
     h = Harness(config=core_config(session_expires=None))
     far = FarEnd()
-    call_id = h.dial()
-    invite = h.last("INVITE")
+    _, start = _answered(h, far, ("Session-Expires", "180;refresher=uac"), ("Require", "timer"))
+    invite = h.sent_requests("INVITE")[0].request
     assert invite.header("session-expires") is None and invite.header("supported") == "timer"
-    h.deliver(
-        far.answer(
-            invite, headers=[("Session-Expires", "180;refresher=uac"), ("Require", "timer")]
-        )
-    )
-    assert h.core.confirm_answer(call_id, h.now)
-    start = h.now
     h.advance(90)
     assert _update_times(h, start) == [90]
     assert h.last("UPDATE").header("session-expires") == "180;refresher=uac"
@@ -273,10 +268,6 @@ def test_a_session_timer_imposed_by_a_proxy_without_our_asking_is_honoured() -> 
 
 def test_a_proxy_imposed_uas_refresher_is_policed() -> None:
     h = Harness(config=core_config(session_expires=None))
-    far = FarEnd()
-    call_id = h.dial()
-    h.deliver(far.answer(h.last("INVITE"), headers=[("Session-Expires", "180;refresher=uas")]))
-    assert h.core.confirm_answer(call_id, h.now)
-    start = h.now
+    _, start = _answered(h, FarEnd(), ("Session-Expires", "180;refresher=uas"))
     h.advance(200)
     assert h.sent_requests("BYE")[0].at - start == 180 - 32
