@@ -1,5 +1,11 @@
 """UacCore: the sans-IO outbound SIP UAC for many legs (bytes and `now` in, bytes and events out).
 
+Over 500 lines on purpose: about 80 of them are this list of decisions, and the rest is the
+public API (dial, cancel, bye, confirm/abort, drop, cleanup, recovery), the transaction-user
+callbacks and the routing of each response to the part that owns it. The work itself is
+done by parts the core holds (uac_invite, uac_session_timer, uac_incoming, uac_connection,
+uac_endings, uac_digest, uac_strays) over the shared state and primitives of uac_base.
+
 The shell feeds `receive`, `handle_timer` and `connection_lost`, sends what `outgoing()` returns
 and re-arms one timer at `next_deadline()`. Every leg ends with exactly one terminal event
 (LegFailed, LegCancelled or LegEnded) carrying its CDR; after it the leg is gone.

@@ -1,4 +1,8 @@
-"""The INVITE side of a leg: sending it, its responses (1xx, 2xx, failures), auth, 422, CANCEL."""
+"""The INVITE side of a leg: sending it, its responses (1xx, 2xx, failures), auth, 422, CANCEL.
+
+About 500 lines: the client side of one INVITE transaction's outcomes and its CANCEL belong
+together (a CANCEL waits for a 1xx, a 2xx stops it); splitting CANCEL out would split §9.1.
+"""
 
 from __future__ import annotations
 
