@@ -96,7 +96,7 @@ from sipstack.message import Request, Response, parse_message
 from sipstack.reason import Q850, LocalHangup, ReasonValue
 from sipstack.transactions import ClientTransaction, TxState
 from sipstack.transport import Address, Transport
-from sipstack.uac_base import CONNECTION_LOST, CoreBase
+from sipstack.uac_base import CONNECTION_LOST, CoreShared
 from sipstack.uac_build import RandomBytes, plan_invite
 from sipstack.uac_connection import ConnectionLoss
 from sipstack.uac_digest import Digest
@@ -114,7 +114,7 @@ BadInputHook = Callable[[Address, Transport, ValueError], None]
 It runs inside `receive`, so it must not raise."""
 
 
-class UacCore(CoreBase):
+class UacCore:
     """All outbound legs of one signaling process. Not thread-safe: one loop drives it."""
 
     def __init__(
@@ -124,7 +124,11 @@ class UacCore(CoreBase):
         random_bytes: RandomBytes = os.urandom,
         on_bad_input: BadInputHook | None = None,
     ) -> None:
-        super().__init__(config, random_bytes=random_bytes)
+        # The state and primitives every part shares; the parts, one job each, reach it and
+        # each other through the core.
+        self.shared = CoreShared(config, random_bytes=random_bytes, user=self)
+        self.config = self.shared.config
+        self.stats = self.shared.stats
         # The parts, one job each; they reach each other and the shared state through the core.
         self._invites = InviteHandling(self)
         self._session_timers = SessionTimers(self)
@@ -144,27 +148,27 @@ class UacCore(CoreBase):
 
     @property
     def leg_count(self) -> int:
-        return len(self._legs)
+        return len(self.shared._legs)
 
     def outgoing(self) -> list[Outgoing]:
         """Everything to send since the last call, in order (drains)."""
-        pending = list(self._outgoing)
-        self._outgoing.clear()
+        pending = list(self.shared._outgoing)
+        self.shared._outgoing.clear()
         return pending
 
     def events(self) -> list[CoreEvent]:
         """Every event since the last call, in order (drains)."""
-        pending = list(self._events)
-        self._events.clear()
+        pending = list(self.shared._events)
+        self.shared._events.clear()
         return pending
 
     def next_deadline(self) -> float | None:
-        return self._heap.next_deadline()
+        return self.shared._heap.next_deadline()
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at `now`."""
         self._now = now
-        self._heap.run_due(now)
+        self.shared._heap.run_due(now)
 
     def receive(self, data: bytes, source: Address, transport: Transport, now: float) -> None:
         """One datagram or one framed stream message; never raises for what the peer sent."""
@@ -199,14 +203,14 @@ class UacCore(CoreBase):
     def dial(self, request: DialRequest, now: float) -> str:
         """Send the INVITE of a new leg; LocalProtocolError names a bad DialRequest field."""
         self._now = now
-        if request.call_id and request.call_id in self._legs:
+        if request.call_id and request.call_id in self.shared._legs:
             raise LocalProtocolError(
                 f"DialRequest.call_id: {request.call_id!r} is already used by a live leg"
             )
-        if len(self._legs) >= self.config.max_legs:
+        if len(self.shared._legs) >= self.config.max_legs:
             raise LocalProtocolError(f"too many legs: max_legs={self.config.max_legs} reached")
-        plan = plan_invite(request, self.config, self._ids)
-        if plan.call_id in self._legs:
+        plan = plan_invite(request, self.config, self.shared._ids)
+        if plan.call_id in self.shared._legs:
             raise LocalProtocolError(f"Call-ID {plan.call_id!r} is already used by a live leg")
         leg = Leg(
             call_id=plan.call_id,
@@ -234,10 +238,10 @@ class UacCore(CoreBase):
         leg.srtp_key = plan.srtp_key
         leg.offer_session_expires = plan.session_expires
         leg.contact = plan.contact
-        self._legs[leg.call_id] = leg
+        self.shared._legs[leg.call_id] = leg
         self.stats.legs_started += 1
         self._invites._send_invite(leg, now)
-        self._emit(
+        self.shared._emit(
             InviteSent(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -248,7 +252,9 @@ class UacCore(CoreBase):
         ring_timeout = request.ring_timeout
         if ring_timeout is None:
             ring_timeout = self.config.max_ring_time
-        leg.ring_timer = self._schedule(now + ring_timeout, self._invites._on_ring_timeout, leg)
+        leg.ring_timer = self.shared._schedule(
+            now + ring_timeout, self._invites._on_ring_timeout, leg
+        )
         return leg.call_id
 
     def cancel(self, call_id: str, now: float) -> None:
@@ -278,11 +284,11 @@ class UacCore(CoreBase):
         if leg.answer_timer is not None:
             leg.answer_timer.cancel()
             leg.answer_timer = None
-        self._send_ack(leg)
+        self.shared._send_ack(leg)
         leg.advance(LegInput.CONFIRMED)
         # The UAS retransmits its 2xx for 64*T1 at most; later ones get a freshly built ACK.
-        self._schedule(now + self._timer_config.timer_b, self._forget_ack, leg)
-        self._emit(
+        self.shared._schedule(now + self.shared._timer_config.timer_b, self._forget_ack, leg)
+        self.shared._emit(
             DialogEstablished(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -296,7 +302,9 @@ class UacCore(CoreBase):
             )
         )
         if leg.max_duration is not None:
-            leg.duration_timer = self._schedule(now + leg.max_duration, self._on_max_duration, leg)
+            leg.duration_timer = self.shared._schedule(
+                now + leg.max_duration, self._on_max_duration, leg
+            )
         self._session_timers._start_session_timer(leg, now)
         return True
 
@@ -313,14 +321,14 @@ class UacCore(CoreBase):
 
     def is_established(self, call_id: str) -> bool:
         """True once the 2xx was ACKed (also while our BYE is out)."""
-        leg = self._legs.get(call_id)
+        leg = self.shared._legs.get(call_id)
         return leg is not None and (
             leg.state is LegPhase.ESTABLISHED or leg.state is LegPhase.ENDING
         )
 
     def drop(self, call_id: str) -> bool:
         """Forget a leg without sending anything (its terminal event still comes); idempotent."""
-        leg = self._legs.get(call_id)
+        leg = self.shared._legs.get(call_id)
         if leg is None:
             return False
         self._end_without_signalling(
@@ -344,7 +352,7 @@ class UacCore(CoreBase):
             raise LocalProtocolError(
                 f"reason_class {reason_class!r} is not one of {known}"
             ) from None
-        leg = self._legs.get(call_id)
+        leg = self.shared._legs.get(call_id)
         if leg is None:
             return
         self._end_without_signalling(
@@ -386,7 +394,7 @@ class UacCore(CoreBase):
     def end_recovered(self, snapshot: DialogSnapshot, now: float) -> str:
         """End a leg a dead process owned: BYE if answered, CANCEL if still ringing."""
         self._now = now
-        if snapshot.call_id in self._legs:
+        if snapshot.call_id in self.shared._legs:
             raise LocalProtocolError(f"leg {snapshot.call_id} is live here; use bye or cancel")
         state = snapshot.state
         answered = state in (
@@ -410,7 +418,7 @@ class UacCore(CoreBase):
             trunk=snapshot.trunk,
             transport=snapshot.transport,
             address=snapshot.peer_address,
-            via_prefix=self._via_prefixes[snapshot.transport],
+            via_prefix=self.shared._via_prefixes[snapshot.transport],
             request_uri=snapshot.request_uri,
             from_header=snapshot.from_header,
             from_tag=snapshot.local_tag,
@@ -421,12 +429,12 @@ class UacCore(CoreBase):
         )
         leg.recovered = True
         leg.invite_cseq = snapshot.invite_cseq
-        leg.invite_via = snapshot.invite_via or self._via_for(
+        leg.invite_via = snapshot.invite_via or self.shared._via_for(
             snapshot.transport, snapshot.invite_branch
         )
-        self._legs[leg.call_id] = leg
+        self.shared._legs[leg.call_id] = leg
         if answered:
-            fallback = self._fallback_hop(leg)
+            fallback = self.shared._fallback_hop(leg)
             dialog = Dialog(
                 call_id=snapshot.call_id,
                 local_header=snapshot.from_header,
@@ -450,10 +458,10 @@ class UacCore(CoreBase):
                 reason_value=RECOVERED_REASON,
             )
             return leg.call_id
-        existing = self._transactions.find(snapshot.invite_branch, "INVITE")
+        existing = self.shared._transactions.find(snapshot.invite_branch, "INVITE")
         if existing is not None:
-            self._transactions.abandon(existing)
-        leg.invite.transaction = self._transactions.adopt_proceeding_invite(
+            self.shared._transactions.abandon(existing)
+        leg.invite.transaction = self.shared._transactions.adopt_proceeding_invite(
             branch=snapshot.invite_branch,
             transport=snapshot.transport,
             address=snapshot.peer_address,
@@ -501,7 +509,7 @@ class UacCore(CoreBase):
     # -- internals ----------------------------------------------------------------------------
 
     def _leg(self, call_id: str) -> Leg:
-        leg = self._legs.get(call_id)
+        leg = self.shared._legs.get(call_id)
         if leg is None:
             raise UnknownLegError(f"unknown call-id {call_id!r} (never dialled or already ended)")
         return leg
@@ -509,7 +517,7 @@ class UacCore(CoreBase):
     def _leg_awaiting_pre_ack(self, call_id: str, verb: str) -> Leg | None:
         """The answered leg whose pre_ack outcome is due; None when it ended or moved past
         its answer meanwhile. LocalProtocolError when it has no answer to `verb`."""
-        leg = self._legs.get(call_id)
+        leg = self.shared._legs.get(call_id)
         if leg is None or leg.ended:
             return None
         if leg.state is not LegPhase.ANSWERED:
@@ -528,16 +536,16 @@ class UacCore(CoreBase):
             return
         number, method = response.cseq
         branch = response.via_branch
-        transaction = self._transactions.find(branch, method) if branch else None
+        transaction = self.shared._transactions.find(branch, method) if branch else None
         leg: Leg | None = None
         if transaction is None:
-            leg = self._legs.get(response.call_id or "")
+            leg = self.shared._legs.get(response.call_id or "")
             if leg is not None and response.from_tag != leg.from_tag:
                 leg = None  # the Call-ID of one of ours, but not our From tag: not our dialog
             if leg is not None:
                 transaction = _leg_transaction(leg, method, number)
         if transaction is not None:
-            self._transactions.receive_response(transaction, response, source, now)
+            self.shared._transactions.receive_response(transaction, response, source, now)
             return
         if method == "INVITE" and 200 <= response.status_code < 300:
             if leg is None and not self._strays._sent_this_invite(response, now):
@@ -565,7 +573,7 @@ class UacCore(CoreBase):
         acked = leg.state is LegPhase.ESTABLISHED or leg.state is LegPhase.ENDING
         if acked and response.to_tag == leg.remote_tag:
             self.stats.absorbed_retransmissions += 1
-            self._send_ack(leg)
+            self.shared._send_ack(leg)
         else:
             self._strays._end_orphan_answer(response, transaction.transport, source, now)
 
@@ -609,7 +617,7 @@ class UacCore(CoreBase):
             self.stats.stray_responses += 1
             return
         self.stats.absorbed_retransmissions += 1
-        self._send_ack_for(leg, self._build_ack_for(leg, response.cseq[0]))
+        self.shared._send_ack_for(leg, self.shared._build_ack_for(leg, response.cseq[0]))
 
     @staticmethod
     def _forget_ack(leg: Leg, now: float) -> None:
@@ -636,7 +644,7 @@ class UacCore(CoreBase):
         hangup_by: HangupBy,
         event_reason: str,
     ) -> None:
-        self._abandon_transactions(leg)
+        self.shared._abandon_transactions(leg)
         if leg.state.answered:
             self._endings._finish(
                 leg,

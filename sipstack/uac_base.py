@@ -45,10 +45,18 @@ MAX_AUTH_TRIES = 3  # answers to challenges per request before giving up (stale 
 _LIVE_INVITE_STATES = frozenset({TxState.CALLING, TxState.PROCEEDING})
 
 
-class CoreBase:
-    """The shared half of UacCore; the INVITE, request and session-timer parts build on it."""
+class CoreShared:
+    """What every part of UacCore shares: configuration, counters, legs, transactions, timers,
+    the bounded memories, and the primitives to send, schedule, ACK and send in dialog. Held
+    by the core as `core.shared`; nothing inherits from it."""
 
-    def __init__(self, config: CoreConfig | None = None, *, random_bytes: RandomBytes = os.urandom):
+    def __init__(
+        self,
+        config: CoreConfig | None = None,
+        *,
+        random_bytes: RandomBytes = os.urandom,
+        user: TransactionUser,
+    ) -> None:
         self.config = config if config is not None else CoreConfig()
         self.stats = CoreStats()
         self._timer_config = self.config.timers
@@ -58,7 +66,6 @@ class CoreBase:
         self._outgoing: list[Outgoing] = []
         self._events: list[CoreEvent] = []
         self._legs: dict[str, Leg] = {}
-        user: TransactionUser = self  # type: ignore[assignment]  # UacCore implements it
         self._transactions = TransactionLayer(
             timers=self._timer_config,
             heap=self._heap,

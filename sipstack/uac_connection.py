@@ -33,14 +33,14 @@ class ConnectionLoss:
 
     def _lose_connection(self, transport: Transport, address: Address, now: float) -> None:
         # Taken first: what we send below goes to the same address and must not fail with them.
-        broken = self._core._transactions.using(transport, address)
+        broken = self._core.shared._transactions.using(transport, address)
         rescued: set[Leg] = set()
-        for leg in list(self._core._legs.values()):
+        for leg in list(self._core.shared._legs.values()):
             if leg.ended or leg.lost_connection or not relies_on(leg, transport, address):
                 continue
             rescued.add(leg)
             self._rescue(leg, now)
-        self._core._transactions.fail([tx for tx in broken if tx.owner not in rescued], now)
+        self._core.shared._transactions.fail([tx for tx in broken if tx.owner not in rescued], now)
 
     def _rescue(self, leg: Leg, now: float) -> None:
         leg.lost_connection = True
@@ -48,16 +48,16 @@ class ConnectionLoss:
         invite_tx = leg.invite.transaction
         if state is LegPhase.RINGING and invite_tx is not None and invite_tx.state in _CANCELLABLE:
             leg.stop_timers()
-            self._core._abandon(leg.cancel_tx)
+            self._core.shared._abandon(leg.cancel_tx)
             # Still matched, so a late final gets its ACK and a late 2xx its ACK and BYE.
-            self._core._transactions.detach(invite_tx, now)
+            self._core.shared._transactions.detach(invite_tx, now)
             leg.cancel_sent = True
             leg.cancel_tx = self._core._invites._start_cancel(
                 leg, invite_tx, self._recancel_reason(leg), now
             )
         elif not state.answered:
             # No response yet: §9.1 allows no CANCEL, and the INVITE may never have arrived.
-            self._core._abandon_transactions(leg, keep_invite=False)
+            self._core.shared._abandon_transactions(leg, keep_invite=False)
             self._core._endings._finish(
                 leg,
                 LegCancelled if leg.cancel_requested else LegFailed,
@@ -68,7 +68,7 @@ class ConnectionLoss:
                 error=CONNECTION_LOST,
             )
         elif state is LegPhase.ENDING:
-            self._core._abandon(
+            self._core.shared._abandon(
                 leg.bye.transaction
             )  # our BYE may never have left: the same BYE, anew
             leg.bye.transaction = None

@@ -57,7 +57,7 @@ class Digest:
         if leg.auth_challenges is None:
             leg.auth_challenges = {}
         leg.auth_challenges[answer_header] = challenge
-        self._core.stats.auth_retries += 1
+        self._core.shared.stats.auth_retries += 1
         request.auth_tries += 1
         return None
 
@@ -74,7 +74,7 @@ class Digest:
                 credentials.username,
                 credentials.password,
                 realm=credentials.realm,
-                random_bytes=self._core._random_bytes,
+                random_bytes=self._core.shared._random_bytes,
             )
         answers: list[tuple[str, str]] = []
         for header, challenge in challenges.items():

@@ -44,9 +44,11 @@ class LegEndings:
         if leg.ended or leg.state is LegPhase.ENDING:
             return
         if leg.state is LegPhase.ANSWERED:
-            self._core._send_ack(leg)  # never leave a 2xx unacknowledged, even when hanging up
+            self._core.shared._send_ack(
+                leg
+            )  # never leave a 2xx unacknowledged, even when hanging up
         leg.stop_timers()
-        self._core._stop_refresh(leg, now)
+        self._core.shared._stop_refresh(leg, now)
         leg.advance(LegInput.HANGING_UP)
         value = reason_value or reason_for_local_hangup(hangup)
         leg.ending = Ending(
@@ -69,13 +71,13 @@ class LegEndings:
         headers: list[tuple[str, str]] = []
         if values:
             headers.append(("Reason", render_reason_header(values)))
-        headers.append(("User-Agent", self._core.config.user_agent))
-        dialog = self._core._dialog_for(leg)
+        headers.append(("User-Agent", self._core.shared.config.user_agent))
+        dialog = self._core.shared._dialog_for(leg)
         leg.bye.auth_headers = self._core._digest._credentials(
             leg, method="BYE", uri=dialog.request_uri_and_routes()[0]
         )
         headers.extend(leg.bye.auth_headers)
-        leg.bye.transaction = self._core._send_in_dialog(leg, "BYE", headers, now)
+        leg.bye.transaction = self._core.shared._send_in_dialog(leg, "BYE", headers, now)
 
     def _finish(
         self,
@@ -102,12 +104,12 @@ class LegEndings:
         if invite_tx is not None and invite_tx.state in _LIVE_INVITE_STATES:
             # No more retransmissions for a leg that is gone, but a late final still gets
             # its ACK (§17.1.1.3) and a late 2xx its ACK and BYE.
-            self._core._transactions.detach(invite_tx, now)
-        self._core._stop_refresh(leg, now)
-        if self._core._legs.get(leg.call_id) is leg:
-            del self._core._legs[leg.call_id]
+            self._core.shared._transactions.detach(invite_tx, now)
+        self._core.shared._stop_refresh(leg, now)
+        if self._core.shared._legs.get(leg.call_id) is leg:
+            del self._core.shared._legs[leg.call_id]
         leg.free_invite_parts()
-        self._core.stats.legs_ended += 1
+        self._core.shared.stats.legs_ended += 1
         if leg.recovered:
             event_reason = f"recovered leg: {event_reason}"
         if reason_value is None and event_type is LegCancelled:
@@ -138,7 +140,7 @@ class LegEndings:
             srtp=leg.srtp,
             error=error,
         )
-        self._core._emit(
+        self._core.shared._emit(
             event_type(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,

@@ -36,16 +36,16 @@ class IncomingRequests:
     def _on_request(
         self, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
-        self._core.stats.requests_received += 1
+        self._core.shared.stats.requests_received += 1
         method = request.method
         if method == "ACK":
             self._on_ack(request)
             return
         key = _response_key(request)
-        sent = self._core._sent_responses.get(key)
+        sent = self._core.shared._sent_responses.get(key)
         if sent is not None:
-            self._core.stats.absorbed_retransmissions += 1
-            self._core._send(*sent)
+            self._core.shared.stats.absorbed_retransmissions += 1
+            self._core.shared._send(*sent)
             return
         to_tag = request.to_tag
         refusal: tuple[int, list[tuple[str, str]]] | None = None
@@ -54,15 +54,15 @@ class IncomingRequests:
         elif method != "CANCEL" and (unsupported := _unsupported_options(request)):
             refusal = (420, [("Unsupported", unsupported)])
         if refusal is not None:
-            self._core.stats.unsupported_requests += 1
+            self._core.shared.stats.unsupported_requests += 1
             # §8.2.6.2: a response to a request without a To tag gets ours.
-            tag = self._core._ids.tag() if to_tag is None else None
+            tag = self._core.shared._ids.tag() if to_tag is None else None
             self._respond(request, refusal[0], source, transport, now, refusal[1], to_tag=tag)
             return
         if to_tag is None:
             self._on_out_of_dialog(request, source, transport, now)
             return
-        leg = self._core._legs.get(request.call_id or "")
+        leg = self._core.shared._legs.get(request.call_id or "")
         dialog = leg.dialog if leg is not None else None
         if (
             leg is None
@@ -71,7 +71,7 @@ class IncomingRequests:
             or to_tag != leg.from_tag
             or (request.from_tag or "") != leg.remote_tag
         ):
-            self._core.stats.unknown_dialog_requests += 1
+            self._core.shared.stats.unknown_dialog_requests += 1
             self._respond(request, 481, source, transport, now)
             return
         if method == "CANCEL":
@@ -95,13 +95,13 @@ class IncomingRequests:
     def _on_out_of_dialog(
         self, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
-        tag = self._core._ids.tag()
+        tag = self._core.shared._ids.tag()
         if request.method == "OPTIONS":
             self._respond(request, 200, source, transport, now, _capabilities(), to_tag=tag)
         elif request.method == "INVITE":
             self._respond(request, 403, source, transport, now, reason="Outbound Only", to_tag=tag)
         else:
-            self._core.stats.unknown_dialog_requests += 1
+            self._core.shared.stats.unknown_dialog_requests += 1
             self._respond(request, 481, source, transport, now, to_tag=tag)
 
     def _respond(
@@ -120,19 +120,21 @@ class IncomingRequests:
         """Send a response (§18.2.2 destination, RFC 3581 received/rport) and keep it for
         retransmitted requests; a failure to an INVITE over UDP is resent until its ACK."""
         extra = list(headers or ())
-        extra.append(("Server", self._core.config.user_agent))
+        extra.append(("Server", self._core.shared.config.user_agent))
         response = make_response(request, status, reason, to_tag=to_tag, headers=extra, body=body)
         destination = _stamp_top_via(response.headers, source, transport)
         data = response.to_bytes()
-        self._core._send(data, transport, destination)
+        self._core.shared._send(data, transport, destination)
         if not transport.is_connection_oriented:
             key = _response_key(request)
-            sent = self._core._sent_responses
-            if key not in sent and len(sent) >= self._core.config.max_remembered:
+            sent = self._core.shared._sent_responses
+            if key not in sent and len(sent) >= self._core.shared.config.max_remembered:
                 del sent[next(iter(sent))]  # the oldest: its retransmission gets a new answer
             sent[key] = (data, transport, destination)
             # Timer J: a retransmitted request may arrive for 64*T1 (§17.2.2).
-            self._core._schedule(now + self._core._timer_config.timer_b, self._forget_response, key)
+            self._core.shared._schedule(
+                now + self._core.shared._timer_config.timer_b, self._forget_response, key
+            )
             if request.method == "INVITE" and status >= 300:
                 self._resend_failure_until_acked(key[:2], data, transport, destination, now)
         return data
@@ -146,40 +148,42 @@ class IncomingRequests:
         now: float,
     ) -> None:
         """§17.2.1: Timer G resends at T1 doubling to T2, Timer H gives up after 64*T1."""
-        t1 = self._core._timer_config.t1
+        t1 = self._core.shared._timer_config.t1
         unacked = UnackedResponse(
             cseq=0,
             data=data,
             transport=transport,
             address=destination,
             interval=t1,
-            until=now + self._core._timer_config.timer_b,
+            until=now + self._core.shared._timer_config.timer_b,
         )
-        failures = self._core._unacked_failures
+        failures = self._core.shared._unacked_failures
         previous = failures.pop(key, None)
-        if previous is None and len(failures) >= self._core.config.max_remembered:
+        if previous is None and len(failures) >= self._core.shared.config.max_remembered:
             previous = failures.pop(next(iter(failures)))  # the oldest stops being resent
         if previous is not None and previous.timer is not None:
             previous.timer.cancel()
-        unacked.timer = self._core._schedule(now + t1, self._on_timer_g, key)
-        self._core._unacked_failures[key] = unacked
+        unacked.timer = self._core.shared._schedule(now + t1, self._on_timer_g, key)
+        self._core.shared._unacked_failures[key] = unacked
 
     def _on_timer_g(self, key: tuple[str, str], now: float) -> None:
-        unacked = self._core._unacked_failures.get(key)
+        unacked = self._core.shared._unacked_failures.get(key)
         if unacked is None:
             return
         unacked.timer = None
         if now >= unacked.until:
-            del self._core._unacked_failures[key]  # Timer H: the peer never ACKed; nothing to undo
+            del self._core.shared._unacked_failures[
+                key
+            ]  # Timer H: the peer never ACKed; nothing to undo
             return
-        self._core.stats.retransmissions += 1
-        self._core._send(unacked.data, unacked.transport, unacked.address)
-        unacked.interval = min(unacked.interval * 2, self._core._timer_config.t2)
+        self._core.shared.stats.retransmissions += 1
+        self._core.shared._send(unacked.data, unacked.transport, unacked.address)
+        unacked.interval = min(unacked.interval * 2, self._core.shared._timer_config.t2)
         when = min(now + unacked.interval, unacked.until)
-        unacked.timer = self._core._schedule(when, self._on_timer_g, key)
+        unacked.timer = self._core.shared._schedule(when, self._on_timer_g, key)
 
     def _forget_response(self, key: ResponseKey, now: float) -> None:
-        self._core._sent_responses.pop(key, None)
+        self._core.shared._sent_responses.pop(key, None)
 
     def _on_remote_bye(
         self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
@@ -191,7 +195,9 @@ class IncomingRequests:
             )  # our BYE and theirs crossed; ours was first
             return
         if leg.state is LegPhase.ANSWERED:
-            self._core._send_ack(leg)  # complete the INVITE transaction before the dialog goes
+            self._core.shared._send_ack(
+                leg
+            )  # complete the INVITE transaction before the dialog goes
         reasons = response_reasons(request)  # works on any message
         primary = primary_reason(reasons)
         self._core._endings._finish(
@@ -248,16 +254,16 @@ class IncomingRequests:
         )
         data = self._respond(request, 200, source, transport, now, headers, body=body)
         if not transport.is_connection_oriented:
-            t1 = self._core._timer_config.t1
+            t1 = self._core.shared._timer_config.t1
             pending = UnackedResponse(
                 cseq=request.cseq[0],
                 data=data,
                 transport=transport,
                 address=_response_destination(request, source, transport),
                 interval=t1,
-                until=now + self._core._timer_config.timer_b,
+                until=now + self._core.shared._timer_config.timer_b,
             )
-            pending.timer = self._core._schedule(now + t1, self._on_reinvite_retransmit, leg)
+            pending.timer = self._core.shared._schedule(now + t1, self._on_reinvite_retransmit, leg)
             leg.pending_reinvite = pending
 
     def _accept_peer_refresh(
@@ -273,7 +279,7 @@ class IncomingRequests:
         if status != 200:
             self._respond(request, status, source, transport, now, headers)
             return None
-        self._core._refresh_target(leg, request)
+        self._core.shared._refresh_target(leg, request)
         return answer, headers
 
     def _answer_to(
@@ -311,21 +317,21 @@ class IncomingRequests:
                 event_reason="no ACK for our 2xx to the re-INVITE",
             )
             return
-        self._core.stats.retransmissions += 1
-        self._core._send(pending.data, pending.transport, pending.address)
-        pending.interval = min(pending.interval * 2, self._core._timer_config.t2)
+        self._core.shared.stats.retransmissions += 1
+        self._core.shared._send(pending.data, pending.transport, pending.address)
+        pending.interval = min(pending.interval * 2, self._core.shared._timer_config.t2)
         when = min(now + pending.interval, pending.until)
-        pending.timer = self._core._schedule(when, self._on_reinvite_retransmit, leg)
+        pending.timer = self._core.shared._schedule(when, self._on_reinvite_retransmit, leg)
 
     def _on_ack(self, request: Request) -> None:
-        unacked = self._core._unacked_failures.pop(
+        unacked = self._core.shared._unacked_failures.pop(
             (request.call_id or "", request.via_branch or ""), None
         )
         if unacked is not None:
             if unacked.timer is not None:
                 unacked.timer.cancel()
             return
-        leg = self._core._legs.get(request.call_id or "")
+        leg = self._core.shared._legs.get(request.call_id or "")
         pending = leg.pending_reinvite if leg is not None else None
         if leg is not None and pending is not None and request.cseq[0] == pending.cseq:
             if pending.timer is not None:

@@ -81,8 +81,8 @@ class InviteHandling:
     def _send_invite(self, leg: Leg, now: float) -> None:
         if leg.invite_head is None or leg.invite_tail is None:
             return
-        branch = self._core._ids.branch()
-        via = self._core._via_for(leg.transport, branch)
+        branch = self._core.shared._ids.branch()
+        via = self._core.shared._via_for(leg.transport, branch)
         data = build_invite(
             leg.invite_head,
             leg.invite_tail,
@@ -111,7 +111,7 @@ class InviteHandling:
         via = (
             leg.invite_via
             if transaction.branch in leg.invite_via
-            else self._core._via_for(transaction.transport, transaction.branch)
+            else self._core.shared._via_for(transaction.transport, transaction.branch)
         )
         return build_failure_ack(
             request_uri=leg.request_uri,
@@ -154,7 +154,7 @@ class InviteHandling:
             if leg.early_sdp is None:
                 leg.early_sdp = {}
             leg.early_sdp[response.to_tag or ""] = response.body
-        self._core._emit(
+        self._core.shared._emit(
             ProvisionalReceived(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -195,12 +195,12 @@ class InviteHandling:
             remote_header_without_tag=leg.to_header,
             invite_cseq=leg.invite_cseq,
             fallback_target=leg.request_uri,
-            fallback_hop=self._core._fallback_hop(leg),
+            fallback_hop=self._core.shared._fallback_hop(leg),
         )
         leg.dialog = dialog
         leg.remote_tag = response.to_tag or ""
         self._adopt_call_id(leg, response.call_id, now)
-        leg.ack_data = self._core._build_ack(leg)
+        leg.ack_data = self._core.shared._build_ack(leg)
         leg.advance(LegInput.ANSWER)
         early = leg.early_sdp or {}
         body = response.body if is_sdp(response) else early.get(leg.remote_tag, b"")
@@ -234,10 +234,10 @@ class InviteHandling:
         leg.session_codec = answer.codec
         leg.remote_rtp = answer.remote_rtp
         leg.srtp = answer.is_srtp and answer.crypto is not None
-        leg.answer_timer = self._core._schedule(
-            now + self._core._timer_config.timer_b, self._on_answer_deadline, leg
+        leg.answer_timer = self._core.shared._schedule(
+            now + self._core.shared._timer_config.timer_b, self._on_answer_deadline, leg
         )
-        self._core._emit(
+        self._core.shared._emit(
             AnswerReceived(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -257,21 +257,21 @@ class InviteHandling:
             return
         if leg.state is LegPhase.ANSWERED:
             return  # ACK waits for confirm_answer; the peer keeps retransmitting until then
-        self._core.stats.absorbed_retransmissions += 1
-        self._core._send_ack(leg)
+        self._core.shared.stats.absorbed_retransmissions += 1
+        self._core.shared._send_ack(leg)
 
     def _adopt_call_id(self, leg: Leg, new_call_id: str | None, now: float) -> None:
         """An SBC may answer with another Call-ID: re-key the leg unless that one is taken."""
         old = leg.call_id
-        if not new_call_id or new_call_id == old or new_call_id in self._core._legs:
+        if not new_call_id or new_call_id == old or new_call_id in self._core.shared._legs:
             return
-        del self._core._legs[old]
-        self._core._legs[new_call_id] = leg
+        del self._core.shared._legs[old]
+        self._core.shared._legs[new_call_id] = leg
         leg.call_id = new_call_id
         leg.call_id_adopted = True
         if leg.dialog is not None:
             leg.dialog.call_id = new_call_id
-        self._core._emit(
+        self._core.shared._emit(
             CallIdAdopted(
                 old_call_id=old,
                 new_call_id=new_call_id,
@@ -342,7 +342,7 @@ class InviteHandling:
         """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""
         if leg.invite.retried_422 or leg.invite_tail is None:
             return False
-        if not self._core._raise_min_se(leg, response):
+        if not self._core.shared._raise_min_se(leg, response):
             return False
         interval = max(leg.min_se, leg.offer_session_expires or 0)
         leg.invite.retried_422 = True
@@ -413,13 +413,13 @@ class InviteHandling:
         leg.cancel_sent = True
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
-        if self._core._transactions.find(invite_tx.branch, "CANCEL") is None:
+        if self._core.shared._transactions.find(invite_tx.branch, "CANCEL") is None:
             leg.cancel_tx = self._start_cancel(
                 leg, invite_tx, self._core._endings._cancel_reason(leg), now
             )
         # §9.1: without a final response 64*T1 after the CANCEL, the INVITE counts as cancelled.
-        leg.cancel_timer = self._core._schedule(
-            now + self._core._timer_config.timer_b, self._on_cancel_expired, leg
+        leg.cancel_timer = self._core.shared._schedule(
+            now + self._core.shared._timer_config.timer_b, self._on_cancel_expired, leg
         )
 
     @staticmethod
@@ -439,7 +439,7 @@ class InviteHandling:
             call_id=leg.call_id,
             cseq=leg.invite_cseq,
             reason=reason.render(),
-            user_agent=self._core.config.user_agent,
+            user_agent=self._core.shared.config.user_agent,
         )
         return self._start_toward_invite_hop(leg, "CANCEL", invite_tx.branch, data, now)
 
@@ -447,7 +447,7 @@ class InviteHandling:
         self, leg: Leg, method: str, branch: str, data: bytes, now: float
     ) -> ClientTransaction:
         """A transaction to the leg's first hop: the INVITE's, and its CANCEL's (§9.1)."""
-        return self._core._transactions.start(
+        return self._core.shared._transactions.start(
             method=method,
             branch=branch,
             data=data,
@@ -475,7 +475,7 @@ class InviteHandling:
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
             leg.cancel_timer = None
-        self._core._abandon(leg.cancel_tx)
+        self._core.shared._abandon(leg.cancel_tx)
         leg.cancel_tx = None
 
     def _on_ring_timeout(self, leg: Leg, now: float) -> None:

@@ -57,10 +57,12 @@ class SessionTimers:
             return
         leg.session_expires_at = now + interval  # every arming follows a (re)freshed session
         if leg.we_refresh:
-            leg.session_timer = self._core._schedule(now + interval / 2, self._on_refresh_due, leg)
+            leg.session_timer = self._core.shared._schedule(
+                now + interval / 2, self._on_refresh_due, leg
+            )
         else:
             margin = min(_WATCHDOG_MARGIN_CAP, interval / 3)
-            leg.session_timer = self._core._schedule(
+            leg.session_timer = self._core.shared._schedule(
                 now + interval - margin, self._on_session_expired, leg
             )
 
@@ -82,7 +84,7 @@ class SessionTimers:
             ("Supported", SUPPORTED),
             ("Session-Expires", f"{interval};refresher=uac"),
             ("Min-SE", str(leg.min_se)),
-            ("User-Agent", self._core.config.user_agent),
+            ("User-Agent", self._core.shared.config.user_agent),
         ]
         body = b""
         if method == "INVITE":
@@ -91,12 +93,12 @@ class SessionTimers:
         leg.refresh.auth_headers = self._core._digest._credentials(
             leg,
             method=method,
-            uri=self._core._dialog_for(leg).request_uri_and_routes()[0],
+            uri=self._core.shared._dialog_for(leg).request_uri_and_routes()[0],
             body=body,
         )
         headers.extend(leg.refresh.auth_headers)
-        self._core.stats.session_refreshes_sent += 1
-        transaction, request = self._core._start_in_dialog(leg, method, headers, now, body)
+        self._core.shared.stats.session_refreshes_sent += 1
+        transaction, request = self._core.shared._start_in_dialog(leg, method, headers, now, body)
         leg.refresh.transaction = transaction
         if method == "INVITE":
             leg.reinvite_tx = transaction
@@ -113,20 +115,20 @@ class SessionTimers:
             return
         if code < 300:
             if leg.reinvite_ack is None:
-                self._core._refresh_target(leg, response)  # the ACK goes to the new target
-                leg.reinvite_ack = self._core._build_ack_for(
+                self._core.shared._refresh_target(leg, response)  # the ACK goes to the new target
+                leg.reinvite_ack = self._core.shared._build_ack_for(
                     leg, response.cseq[0], leg.refresh.auth_headers
                 )
             else:
-                self._core.stats.absorbed_retransmissions += 1
-            self._core._send_ack_for(leg, leg.reinvite_ack)
+                self._core.shared.stats.absorbed_retransmissions += 1
+            self._core.shared._send_ack_for(leg, leg.reinvite_ack)
         if transaction is leg.refresh.transaction:
             self._on_refresh_response(leg, transaction, response, now)
 
     def _glare_delay(self, leg: Leg) -> float:
         """§14.1 after a 491: 2.1-4 s for the Call-ID's owner (us, unless an SBC replaced it),
         else 0-2 s, in steps of 10 ms."""
-        steps = int.from_bytes(self._core._random_bytes(2), "big")
+        steps = int.from_bytes(self._core.shared._random_bytes(2), "big")
         if leg.call_id_adopted:
             return (steps % 201) / 100
         return 2.1 + (steps % 191) / 100
@@ -190,7 +192,7 @@ class SessionTimers:
             delay = _retry_after(response)
         expires_at = leg.session_expires_at
         if delay is not None and (expires_at is None or now + delay < expires_at):
-            leg.session_timer = self._core._schedule(now + delay, self._on_refresh_due, leg)
+            leg.session_timer = self._core.shared._schedule(now + delay, self._on_refresh_due, leg)
             return
         self._keep_until_expiry(leg, now, failure)
 
@@ -201,7 +203,9 @@ class SessionTimers:
             self._fail_refresh(leg, now, failure)
             return
         leg.refresh_failure = failure
-        leg.session_timer = self._core._schedule(expires_at, self._on_unrefreshed_expiry, leg)
+        leg.session_timer = self._core.shared._schedule(
+            expires_at, self._on_unrefreshed_expiry, leg
+        )
 
     def _on_unrefreshed_expiry(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
@@ -214,7 +218,7 @@ class SessionTimers:
     def _on_refresh_accepted(self, leg: Leg, response: Response, now: float) -> None:
         leg.refresh.accepted()
         leg.refresh_failure = None
-        self._core._refresh_target(leg, response)
+        self._core.shared._refresh_target(leg, response)
         value = response.header("session-expires")
         if value is not None:
             try:
@@ -230,7 +234,7 @@ class SessionTimers:
         self._arm_session_timer(leg, now)
 
     def _raise_interval_to_min_se(self, leg: Leg, response: Response) -> bool:
-        if not self._core._raise_min_se(leg, response):
+        if not self._core.shared._raise_min_se(leg, response):
             return False
         leg.session_interval = max(leg.session_interval or 0, leg.min_se)
         return True
@@ -269,12 +273,12 @@ class SessionTimers:
             offered = SessionExpires.parse(value)
         except SipParseError:
             return 400, []
-        if offered.delta < self._core.config.min_se:
-            return 422, [("Min-SE", str(self._core.config.min_se))]
+        if offered.delta < self._core.shared.config.min_se:
+            return 422, [("Min-SE", str(self._core.shared.config.min_se))]
         peer_supports = supports_timer(request)
         # In the peer's request, "uac" names the peer and "uas" names us (RFC 4028 §9).
         refresher = offered.refresher or ("uac" if peer_supports else "uas")
-        self._core.stats.session_refreshes_received += 1
+        self._core.shared.stats.session_refreshes_received += 1
         if leg.state is LegPhase.ESTABLISHED:
             leg.session_interval = offered.delta
             leg.we_refresh = refresher == "uas"

@@ -33,18 +33,20 @@ class StrayAnswers:
         """
         call_id = response.call_id or ""
         key = (call_id, response.to_tag or "")
-        known = self._core._orphan_acks.get(key)
+        known = self._core.shared._orphan_acks.get(key)
         if known is not None:
-            self._core.stats.absorbed_retransmissions += 1
-            self._core._send(*known)
+            self._core.shared.stats.absorbed_retransmissions += 1
+            self._core.shared._send(*known)
             return
-        if len(self._core._orphan_acks) >= self._core.config.max_remembered:
-            self._core.stats.dropped_answers += 1  # a flood: never let it grow memory or BYEs
+        if len(self._core.shared._orphan_acks) >= self._core.shared.config.max_remembered:
+            self._core.shared.stats.dropped_answers += (
+                1  # a flood: never let it grow memory or BYEs
+            )
             return
         local_header = response.header("from")
         remote_header = response.header("to")
         if not call_id or local_header is None or remote_header is None:
-            self._core.stats.stray_responses += 1
+            self._core.shared.stats.stray_responses += 1
             return
         invite_cseq = response.cseq[0]
         hop = NextHop(address=source, transport=transport)
@@ -60,19 +62,19 @@ class StrayAnswers:
         hop = dialog.next_hop
         ack = dialog.build_request(
             "ACK",
-            via=self._core._via_for(hop.transport, self._core._ids.branch()),
+            via=self._core.shared._via_for(hop.transport, self._core.shared._ids.branch()),
             cseq=invite_cseq,
         ).to_bytes()
-        self._core._send(ack, hop.transport, hop.address)
-        branch = self._core._ids.branch()
+        self._core.shared._send(ack, hop.transport, hop.address)
+        branch = self._core.shared._ids.branch()
         reason = reason_for_local_hangup(LocalHangup.NORMAL).render()
         bye = dialog.build_request(
             "BYE",
-            via=self._core._via_for(hop.transport, branch),
+            via=self._core.shared._via_for(hop.transport, branch),
             cseq=invite_cseq + 1,
-            extra_headers=[("Reason", reason), ("User-Agent", self._core.config.user_agent)],
+            extra_headers=[("Reason", reason), ("User-Agent", self._core.shared.config.user_agent)],
         ).to_bytes()
-        self._core._transactions.start(
+        self._core.shared._transactions.start(
             method="BYE",
             branch=branch,
             data=bye,
@@ -81,29 +83,31 @@ class StrayAnswers:
             owner=None,
             now=now,
         )
-        self._core.stats.orphan_answers += 1
-        self._core._orphan_acks[key] = (ack, hop.transport, hop.address)
-        self._core._schedule(now + self._core._timer_config.timer_b, self._forget_orphan, key)
+        self._core.shared.stats.orphan_answers += 1
+        self._core.shared._orphan_acks[key] = (ack, hop.transport, hop.address)
+        self._core.shared._schedule(
+            now + self._core.shared._timer_config.timer_b, self._forget_orphan, key
+        )
 
     def _forget_orphan(self, key: tuple[str, str], now: float) -> None:
-        self._core._orphan_acks.pop(key, None)
+        self._core.shared._orphan_acks.pop(key, None)
 
     def _remember_invite(self, call_id: str, from_tag: str, cseq: int, now: float) -> None:
         """Note an INVITE we sent, so a late 2xx to it (or a fork's) is still ours to end."""
-        invites = self._core._sent_invites
+        invites = self._core.shared._sent_invites
         # Expiry is monotonic in insertion order: the expired ones are at the front.
         while invites:
             oldest = next(iter(invites))
-            if invites[oldest] > now and len(invites) < self._core.config.max_remembered:
+            if invites[oldest] > now and len(invites) < self._core.shared.config.max_remembered:
                 break
             del invites[oldest]
         invites.pop((call_id, from_tag, cseq), None)
         invites[(call_id, from_tag, cseq)] = (
-            now + self._core.config.max_ring_time + self._core._timer_config.timer_b
+            now + self._core.shared.config.max_ring_time + self._core.shared._timer_config.timer_b
         )
 
     def _sent_this_invite(self, response: Response, now: float) -> bool:
         """Whether a response's Call-ID, From tag and CSeq name an INVITE we sent."""
         key = (response.call_id or "", response.from_tag or "", response.cseq[0])
-        until = self._core._sent_invites.get(key)
+        until = self._core.shared._sent_invites.get(key)
         return until is not None and now < until

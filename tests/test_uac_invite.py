@@ -721,13 +721,13 @@ def test_remembered_tables_are_bounded_by_the_configured_cap() -> None:
         call_id = h.dial()
         invites.append(h.last("INVITE"))
         assert h.core.drop(call_id)  # its INVITE transaction is detached
-    detached = [tx for tx in h.core._transactions if tx.state is TxState.DETACHED]
+    detached = [tx for tx in h.core.shared._transactions if tx.state is TxState.DETACHED]
     assert len(detached) == 3  # the oldest were forgotten
     for index, invite in enumerate(invites):
         h.deliver(FarEnd(tag=f"t{index}").answer(invite))
     assert h.core.stats.orphan_answers == 3 and h.core.stats.dropped_answers == 3
-    assert len(h.core._orphan_acks) == 3
-    assert len(h.core._sent_invites) <= 3
+    assert len(h.core.shared._orphan_acks) == 3
+    assert len(h.core.shared._sent_invites) <= 3
 
 
 def test_a_forks_2xx_without_sdp_does_not_take_another_forks_183_answer() -> None:

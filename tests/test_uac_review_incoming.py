@@ -206,4 +206,4 @@ def test_responses_kept_for_retransmitted_requests_are_bounded() -> None:
             ).encode()
         )
         h.deliver(options)  # type: ignore[arg-type]
-    assert len(h.core._sent_responses) == 4
+    assert len(h.core.shared._sent_responses) == 4
