@@ -1,7 +1,10 @@
 """Events the UAC core reports, as frozen dataclasses named for what happened.
 
 Lifecycle events (`state` set) go out to schedulers as DialEvents; every leg produces exactly
-one terminal lifecycle event (LegFailed, LegCancelled or LegEnded), which carries its CDR.
+one terminal lifecycle event (LegFailed, LegCancelled or LegEnded), which carries its CDR and
+says how the call ended (disposition, hangup_reason, hangup_by, final_status_code and the
+Reason's protocol/cause/text, read from that CDR): a ring timeout and an operator's cancel
+both end as `cancelled` 487, with disposition no_answer and cancelled respectively.
 """
 
 from __future__ import annotations

@@ -67,6 +67,10 @@ Decisions where the brief or the RFCs leave room:
 - hangup_reason: a far end's end is classified from its Reason header only (none: normal),
   never from the status code; our own ends keep the local cause's class (ring timeout and
   session timer: timer_expired; our errors: error; a normal hangup: normal).
+- A leg we hung up ended, for its CDR (ended_at, duration, billsec), when our BYE went out:
+  waiting up to Timer F for the BYE's answer is not call time. The terminal event's `at` is
+  still when the leg was finished.
+- A cancelled leg's CDR keeps the Reason our CANCEL carried (ring timeout: Q.850 19).
 - The CDR's first_provisional_at ignores 100 Trying (hop-by-hop); any 1xx, 100 included,
   still releases a queued CANCEL and is reported as ProvisionalReceived.
 """
