@@ -27,12 +27,12 @@ from carrier.state import (
     InviteServerTx,
     InviteTxState,
 )
+from sipstack.core_output import Outgoing
 from sipstack.errors import SipParseError
 from sipstack.headers.name_addr import NameAddr
 from sipstack.message import Request, Response, parse_message
 from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transport import Address, Transport
-from sipstack.uac_io import Outgoing
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
 IN_DIALOG_OK = frozenset({"UPDATE", "OPTIONS", "INFO"})

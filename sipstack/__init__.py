@@ -2,6 +2,7 @@
 
 from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason
 from sipstack.config import CoreConfig, TimerConfig
+from sipstack.core_output import CoreStats, Outgoing
 from sipstack.dial import Credentials, DialRequest, DialTarget, Scenario
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import (
@@ -27,7 +28,6 @@ from sipstack.message import Request, Response, make_response, parse_message
 from sipstack.reason import LocalHangup
 from sipstack.transport import Address, Transport
 from sipstack.uac import UacCore
-from sipstack.uac_io import CoreStats, Outgoing
 
 __all__ = [
     "Address",

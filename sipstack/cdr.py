@@ -32,6 +32,35 @@ class Disposition(StrEnum):
     CONGESTION = "congestion"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How a call ended: what every terminal event says, and a CDR keeps."""
+
+    disposition: Disposition
+    hangup_reason: HangupReason
+    hangup_by: HangupBy
+    final_status_code: int | None
+    reason_protocol: str | None = None  # the Reason (RFC 3326) of the end: ours or theirs
+    reason_cause: int | None = None
+    reason_text: str | None = None
+
+    def as_text(self) -> dict[str, str]:
+        """Every field as text (absent: empty), for stream entries and logs."""
+        return {
+            "disposition": self.disposition.value,
+            "hangup_reason": self.hangup_reason.value,
+            "hangup_by": self.hangup_by.value,
+            "final_status_code": _text(self.final_status_code),
+            "reason_protocol": _text(self.reason_protocol),
+            "reason_cause": _text(self.reason_cause),
+            "reason_text": _text(self.reason_text),
+        }
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
 _BUSY = frozenset({486, 600})
 _NO_ANSWER = frozenset({408, 480})
 _REJECTED = frozenset({403, 603, 607, 608})
@@ -103,6 +132,18 @@ class CdrRecord:
     codec: str | None = None
     srtp: bool = False
     error: str | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(
+            disposition=self.disposition,
+            hangup_reason=self.hangup_reason,
+            hangup_by=self.hangup_by,
+            final_status_code=self.final_status_code,
+            reason_protocol=self.reason_protocol,
+            reason_cause=self.reason_cause,
+            reason_text=self.reason_text,
+        )
 
     @property
     def duration_ms(self) -> int:

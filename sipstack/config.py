@@ -60,9 +60,14 @@ class CoreConfig:
     default_rtp_port: int = 10000
     session_expires: int | None = None  # RFC 4028 interval offered in INVITEs; None: no offer
     min_se: int = 90  # RFC 4028 Min-SE we send (and the floor we accept)
-    cancel_grace: float = 0.5  # a CANCEL requested before any 1xx goes out after this at the latest
     max_ring_time: float = 300.0  # CANCEL an INVITE still ringing after this (no ring_timeout)
     max_legs: int = 100_000  # dial() refuses new legs beyond this
+    udp_only: bool = False  # the trunk takes UDP only: a request over 1300 bytes stays on UDP
+    path_mtu: int | None = None  # known path MTU (RFC 3261 §18.1.1); None: unknown, 1300 applies
+    # The cap of every table the core keeps about things other than live legs (detached
+    # INVITEs, INVITEs we sent, ACKs and responses kept for retransmissions): a flood of
+    # stray traffic evicts the oldest entries (or is dropped) instead of growing memory.
+    max_remembered: int = 10_000
     timers: TimerConfig = field(default_factory=TimerConfig)
 
     def __post_init__(self) -> None:
@@ -74,8 +79,10 @@ class CoreConfig:
             )
         if self.min_se < 90:
             raise ValueError(f"min_se ({self.min_se}) is below the RFC 4028 floor of 90 s")
-        if self.cancel_grace < 0 or self.max_ring_time <= 0:
-            raise ValueError("cancel_grace must be >= 0 and max_ring_time > 0")
+        if self.max_remembered < 1:
+            raise ValueError("max_remembered must be >= 1")
+        if self.max_ring_time <= 0:
+            raise ValueError("max_ring_time must be > 0")
 
     def local_address(self, transport: Transport) -> Address:
         address = self.local_addresses.get(transport)

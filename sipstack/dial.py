@@ -61,3 +61,4 @@ class DialRequest:
     max_duration: float | None = None  # seconds after answer until we BYE
     session_expires: int | None = None  # RFC 4028 interval to offer; None: core default
     credentials: Credentials | None = None
+    udp_only: bool = False  # never move a large request to TCP (RFC 3261 §18.1.1)

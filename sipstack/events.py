@@ -1,7 +1,10 @@
 """Events the UAC core reports, as frozen dataclasses named for what happened.
 
 Lifecycle events (`state` set) go out to schedulers as DialEvents; every leg produces exactly
-one terminal lifecycle event (LegFailed, LegCancelled or LegEnded), which carries its CDR.
+one terminal lifecycle event (LegFailed, LegCancelled or LegEnded), which carries its CDR and
+says how the call ended (disposition, hangup_reason, hangup_by, final_status_code and the
+Reason's protocol/cause/text, read from that CDR): a ring timeout and an operator's cancel
+both end as `cancelled` 487, with disposition no_answer and cancelled respectively.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sipstack.cdr import CdrRecord
+from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason, Outcome
 from sipstack.transport import Address
 
 
@@ -46,24 +49,59 @@ class DialogEstablished(LegEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegFailed(LegEvent):
+class LegTerminated(LegEvent):
+    """The one terminal event of a leg: its CDR, and how the call ended read from it (the
+    fields are views of the CDR, so the event and the record can never disagree)."""
+
+    terminal: ClassVar[bool] = True
+    cdr: CdrRecord
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.cdr.outcome
+
+    @property
+    def disposition(self) -> Disposition:
+        return self.cdr.disposition
+
+    @property
+    def hangup_reason(self) -> HangupReason:
+        return self.cdr.hangup_reason
+
+    @property
+    def hangup_by(self) -> HangupBy:
+        return self.cdr.hangup_by
+
+    @property
+    def final_status_code(self) -> int | None:
+        return self.cdr.final_status_code
+
+    @property
+    def reason_protocol(self) -> str | None:
+        return self.cdr.reason_protocol
+
+    @property
+    def reason_cause(self) -> int | None:
+        return self.cdr.reason_cause
+
+    @property
+    def reason_text(self) -> str | None:
+        return self.cdr.reason_text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegFailed(LegTerminated):
     state: ClassVar[str] = "failed"
-    terminal: ClassVar[bool] = True
-    cdr: CdrRecord
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegCancelled(LegEvent):
+class LegCancelled(LegTerminated):
     state: ClassVar[str] = "cancelled"
-    terminal: ClassVar[bool] = True
-    cdr: CdrRecord
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegEnded(LegEvent):
+class LegEnded(LegTerminated):
     state: ClassVar[str] = "ended"
-    terminal: ClassVar[bool] = True
-    cdr: CdrRecord
 
 
 TerminalEvent = LegFailed | LegCancelled | LegEnded

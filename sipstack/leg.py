@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.dial import Credentials
+from sipstack.errors import LocalProtocolError
+from sipstack.outstanding import OutstandingRequest
 from sipstack.transport import Address, Transport
 
 if TYPE_CHECKING:
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from sipstack.transactions import ClientTransaction
 
 
-class LegState(Enum):
+class LegPhase(Enum):
     CALLING = "calling"  # INVITE sent, no provisional response yet
     RINGING = "ringing"  # a 1xx arrived
     ANSWERED = "answered"  # a 2xx arrived; waiting for confirm_answer / abort_answer
@@ -28,16 +30,50 @@ class LegState(Enum):
 
     @property
     def answered(self) -> bool:
-        return self in _ANSWERED_STATES
+        return self in _ANSWERED_PHASES
 
 
-_ANSWERED_STATES = frozenset({LegState.ANSWERED, LegState.ESTABLISHED, LegState.ENDING})
+_ANSWERED_PHASES = frozenset({LegPhase.ANSWERED, LegPhase.ESTABLISHED, LegPhase.ENDING})
+
+
+class LegInput(Enum):
+    """What moves a leg from one phase to the next."""
+
+    PROVISIONAL = "a 1xx to the INVITE"
+    INVITE_RESENT = "the INVITE went again (credentials, a raised interval)"
+    ANSWER = "a 2xx to the INVITE"
+    CONFIRMED = "pre_ack passed: the 2xx is ACKed"
+    HANGING_UP = "our BYE goes out"
+    RECOVERED_ANSWERED = "a dead process's answered leg, taken over"
+    RECOVERED_RINGING = "a dead process's unanswered leg, taken over"
+    FINISHED = "the terminal event went out"
+
+
+_P = LegPhase
+_L = LegInput
+# (phase, input) -> next phase: the only moves a leg makes, in one place (as transactions.py
+# does for transactions). A pair missing here is a bug in the core: LocalProtocolError.
+# FINISHED keeps the phase (how far the leg got stays readable) and marks the leg ended.
+LEG_TABLE: dict[tuple[LegPhase, LegInput], LegPhase] = {
+    (_P.CALLING, _L.PROVISIONAL): _P.RINGING,
+    (_P.RINGING, _L.PROVISIONAL): _P.RINGING,
+    (_P.CALLING, _L.INVITE_RESENT): _P.CALLING,
+    (_P.RINGING, _L.INVITE_RESENT): _P.CALLING,
+    (_P.CALLING, _L.ANSWER): _P.ANSWERED,
+    (_P.RINGING, _L.ANSWER): _P.ANSWERED,
+    (_P.ANSWERED, _L.CONFIRMED): _P.ESTABLISHED,
+    (_P.ANSWERED, _L.HANGING_UP): _P.ENDING,
+    (_P.ESTABLISHED, _L.HANGING_UP): _P.ENDING,
+    (_P.CALLING, _L.RECOVERED_ANSWERED): _P.ESTABLISHED,
+    (_P.CALLING, _L.RECOVERED_RINGING): _P.RINGING,
+    **{(phase, _L.FINISHED): phase for phase in LegPhase},
+}
 
 
 class Ending:
     """How a leg we are tearing down will be recorded once the teardown finishes."""
 
-    __slots__ = ("error", "event_reason", "hangup_by", "hangup_reason", "reason_value")
+    __slots__ = ("ended_at", "error", "event_reason", "hangup_by", "hangup_reason", "reason_value")
 
     def __init__(
         self,
@@ -47,7 +83,11 @@ class Ending:
         event_reason: str,
         error: str | None = None,
         reason_value: ReasonValue | None = None,
+        ended_at: float | None = None,
     ) -> None:
+        # When the call ended for the CDR: the moment we sent our BYE (its outcome, up to
+        # Timer F later, does not lengthen the call); None: when the leg is finished.
+        self.ended_at = ended_at
         self.hangup_reason = hangup_reason
         self.hangup_by = hangup_by
         self.event_reason = event_reason
@@ -84,16 +124,15 @@ class Leg:
     """Everything the core keeps about one leg; heavy INVITE parts are freed once answered."""
 
     __slots__ = (
+        "_ended",
+        "_phase",
         "ack_data",
         "address",
         "answer_timer",
         "answered_at",
         "auth",
         "auth_challenges",
-        "auth_headers",
-        "bye_auth_headers",
-        "bye_auth_tries",
-        "bye_tx",
+        "bye",
         "call_id",
         "call_id_adopted",
         "cancel_by_ring_timeout",
@@ -108,19 +147,16 @@ class Leg:
         "dialog",
         "duration_timer",
         "early_sdp",
-        "ended",
         "ending",
         "final_status_code",
         "first_provisional_at",
         "from_header",
         "from_tag",
         "from_uri",
-        "invite_422_retried",
-        "invite_auth_tries",
+        "invite",
         "invite_cseq",
         "invite_head",
         "invite_tail",
-        "invite_tx",
         "invite_via",
         "local_sdp",
         "lost_connection",
@@ -130,12 +166,9 @@ class Leg:
         "offer_session_expires",
         "pending_reinvite",
         "recovered",
-        "refresh_422_retried",
-        "refresh_auth_headers",
-        "refresh_auth_tries",
+        "refresh",
+        "refresh_failure",
         "refresh_method",
-        "refresh_retry_used",
-        "refresh_tx",
         "reinvite_ack",
         "reinvite_request",
         "reinvite_tx",
@@ -145,12 +178,12 @@ class Leg:
         "ring_timer",
         "scenario",
         "session_codec",
+        "session_expires_at",
         "session_interval",
         "session_timer",
         "srtp",
         "srtp_key",
         "started_at",
-        "state",
         "to_header",
         "to_uri",
         "transport",
@@ -196,15 +229,15 @@ class Leg:
         self.to_header = to_header  # without tag
         self.to_uri = to_uri
         self.started_at = started_at
-        self.state = LegState.CALLING
-        self.ended = False
+        self._phase = LegPhase.CALLING
+        self._ended = False
         self.recovered = False
         # The connection the leg relied on broke: its CANCEL or BYE went again on a new one.
         self.lost_connection = False
 
         self.invite_cseq = 1
         self.invite_via = ""
-        self.invite_tx: ClientTransaction | None = None
+        self.invite = OutstandingRequest("INVITE")
         self.invite_head: tuple[tuple[str, str], ...] | None = None
         self.invite_tail: tuple[tuple[str, str], ...] | None = None
         self.offer_body = b""
@@ -215,14 +248,13 @@ class Leg:
         # The latest challenge per answer header ("Authorization", "Proxy-Authorization"):
         # every later request of the leg answers them with a fresh nc (§22.3).
         self.auth_challenges: dict[str, DigestChallenge] | None = None
-        self.auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the INVITE (and ACK)
-        self.invite_auth_tries = 0
-        self.invite_422_retried = False
 
         self.first_provisional_at: float | None = None
         self.answered_at: float | None = None
         self.final_status_code: int | None = None
-        self.early_sdp: bytes | None = None
+        # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes
+        # the answer its own dialog gave, never another fork's (RFC 3264 §4).
+        self.early_sdp: dict[str, bytes] | None = None
 
         self.cancel_requested = False
         self.cancel_by_ring_timeout = False
@@ -238,19 +270,15 @@ class Leg:
         self.srtp = False
         self.ending: Ending | None = None
         self.contact = ""
-        self.bye_tx: ClientTransaction | None = None
-        self.bye_auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the current BYE
-        self.bye_auth_tries = 0
+        self.bye = OutstandingRequest("BYE")
 
         self.session_interval: int | None = None
+        self.session_expires_at: float | None = None  # the last refresh + the interval
         self.we_refresh = False
         self.min_se = 90  # RFC 4028 Min-SE of the dialog: ours, raised by any 422
         self.refresh_method = "UPDATE"  # "INVITE" once the peer shows it takes no UPDATE
-        self.refresh_tx: ClientTransaction | None = None
-        self.refresh_422_retried = False
-        self.refresh_auth_headers: tuple[tuple[str, str], ...] = ()  # sent with the refresh
-        self.refresh_auth_tries = 0
-        self.refresh_retry_used = False
+        self.refresh = OutstandingRequest("UPDATE")  # or the re-INVITE that refreshes
+        self.refresh_failure: str | None = None  # a refresh failed; the session runs out
         self.pending_reinvite: UnackedResponse | None = None
         # Our last re-INVITE: its request (for the ACK of a failure) and the ACK of its 2xx.
         self.reinvite_tx: ClientTransaction | None = None
@@ -262,6 +290,29 @@ class Leg:
         self.answer_timer: TimerHandle | None = None
         self.duration_timer: TimerHandle | None = None
         self.session_timer: TimerHandle | None = None
+
+    @property
+    def state(self) -> LegPhase:
+        return self._phase
+
+    @property
+    def ended(self) -> bool:
+        """The terminal event went out: the leg is gone for everyone but late responses."""
+        return self._ended
+
+    def advance(self, event: LegInput) -> LegPhase:
+        """The one place a leg's phase changes (LEG_TABLE)."""
+        if self._ended:
+            raise LocalProtocolError(f"leg {self.call_id} already ended: {event.value}")
+        next_phase = LEG_TABLE.get((self._phase, event))
+        if next_phase is None:
+            raise LocalProtocolError(
+                f"leg {self.call_id}: {event.value} is not accepted in phase {self._phase.value}"
+            )
+        self._phase = next_phase
+        if event is LegInput.FINISHED:
+            self._ended = True
+        return next_phase
 
     def stop_timers(self) -> None:
         for handle in (

@@ -30,6 +30,7 @@ from enum import StrEnum
 
 from sipstack.auth import DigestChallenge, DigestSession, choose_challenge
 from sipstack.config import TimerConfig
+from sipstack.core_output import CoreStats, Outgoing
 from sipstack.dial import Credentials
 from sipstack.errors import LocalProtocolError, SipParseError
 from sipstack.headers._syntax import parse_delta_seconds
@@ -39,7 +40,6 @@ from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transactions import ClientTransaction, TransactionLayer
 from sipstack.transport import Address, Transport
 from sipstack.uac_build import IdGenerator
-from sipstack.uac_io import CoreStats, Outgoing
 from sipstack.uri import SipUri, parse_uri
 
 REFRESH_LEAD = 32.0

@@ -1,4 +1,8 @@
-"""SDP offers and answers (RFC 4566 / RFC 3264), signalling only."""
+"""SDP offers and answers (RFC 4566 / RFC 3264), signalling only.
+
+Over 500 lines on purpose: the offer we build and the answer we read share the codec table,
+the line splitter and the rtpmap/crypto grammar; the re-offer answers live in uac_sdp.
+"""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipstack.config import TimerConfig
+from sipstack.core_output import CoreStats, Outgoing
 from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transport import Address, Transport
-from sipstack.uac_io import CoreStats, Outgoing
 
 if TYPE_CHECKING:
     from sipstack.message import Response
@@ -223,7 +223,16 @@ class ClientTransaction:
 class TransactionLayer:
     """Every client transaction of the core, matched by (top Via branch, CSeq method)."""
 
-    __slots__ = ("_by_key", "_heap", "_outgoing", "_stats", "_timers", "_user")
+    __slots__ = (
+        "_by_key",
+        "_detached",
+        "_heap",
+        "_outgoing",
+        "_stats",
+        "_timers",
+        "_user",
+        "max_detached",
+    )
 
     def __init__(
         self,
@@ -233,6 +242,7 @@ class TransactionLayer:
         user: TransactionUser,
         outgoing: list[Outgoing],
         stats: CoreStats,
+        max_detached: int = 10_000,
     ) -> None:
         self._timers = timers
         self._heap = heap
@@ -240,6 +250,10 @@ class TransactionLayer:
         self._outgoing = outgoing
         self._stats = stats
         self._by_key: dict[tuple[str, str], ClientTransaction] = {}
+        # Detached INVITEs in the order they were detached, at most `max_detached` of them:
+        # the oldest is forgotten (its late final goes unanswered) rather than memory grow.
+        self._detached: dict[tuple[str, str], ClientTransaction] = {}
+        self.max_detached = max_detached
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -328,13 +342,20 @@ class TransactionLayer:
 
     def detach(self, transaction: ClientTransaction, now: float) -> bool:
         """The TU no longer waits for this INVITE: stop retransmitting, keep ACKing finals."""
-        return self.feed(transaction, TxInput.DETACH, now)
+        if not self.feed(transaction, TxInput.DETACH, now):
+            return False
+        detached = self._detached
+        while len(detached) >= self.max_detached:
+            self.abandon(detached.pop(next(iter(detached))))
+        detached[transaction.key] = transaction
+        return True
 
     def abandon(self, transaction: ClientTransaction) -> None:
         """Forget a transaction without telling anyone (its owner is gone)."""
         self._stop_timers(transaction)
         transaction.state = TxState.TERMINATED
         self._by_key.pop(transaction.key, None)
+        self._detached.pop(transaction.key, None)
 
     def feed(
         self,
@@ -350,6 +371,8 @@ class TransactionLayer:
             self._stats.unexpected_inputs += 1
             return False
         actions, next_state = step
+        if transaction.state is TxState.DETACHED and next_state is not TxState.DETACHED:
+            self._detached.pop(transaction.key, None)  # answered or timed out: not waiting
         transaction.state = next_state
         follow_up: TxInput | None = None
         for action in actions:

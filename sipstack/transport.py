@@ -37,3 +37,21 @@ class Transport(StrEnum):
             return cls(token)
         except ValueError:
             raise ValueError(f"unknown SIP transport {text!r} (expected udp, tcp or tls)") from None
+
+
+# RFC 3261 §18.1.1: without a known path MTU, a request over 1300 bytes needs congestion
+# control; with one, a request within 200 bytes of it does.
+UDP_MAX_REQUEST = 1300
+_MTU_MARGIN = 200
+
+
+def transport_for_request(
+    transport: Transport, size: int, *, udp_only: bool = False, path_mtu: int | None = None
+) -> Transport:
+    """The transport a request of `size` bytes planned for `transport` must go over: TCP
+    instead of UDP when it is too large for a datagram (§18.1.1), unless `udp_only` (a trunk
+    that takes nothing else). TCP and TLS stay as they are."""
+    if transport is not Transport.UDP or udp_only:
+        return transport
+    limit = UDP_MAX_REQUEST if path_mtu is None else path_mtu - _MTU_MARGIN
+    return Transport.TCP if size > limit else Transport.UDP

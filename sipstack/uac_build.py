@@ -14,7 +14,7 @@ from sipstack.headers.name_addr import NameAddr
 from sipstack.message import Request, Response
 from sipstack.sdp import DEFAULT_CODECS, build_offer
 from sipstack.target import parse_hostport, resolve_transport
-from sipstack.transport import Address, Transport
+from sipstack.transport import Address, Transport, transport_for_request
 from sipstack.uri import SipUri, TelUri, format_hostport, parse_uri
 
 RandomBytes = Callable[[int], bytes]
@@ -25,6 +25,10 @@ SUPPORTED = "timer"  # only what we implement: no 100rel, no replaces
 MAX_FORWARDS = "70"
 BRANCH_MAGIC = "z9hG4bK"
 SDP_CONTENT_TYPE = "application/sdp"
+
+
+# The branch of the real Via has this length: sizing an INVITE before its branch is drawn.
+_BRANCH_PLACEHOLDER = BRANCH_MAGIC + "0" * 20
 
 
 class IdGenerator:
@@ -73,8 +77,17 @@ def _field_error(field: str, problem: object) -> LocalProtocolError:
     return LocalProtocolError(f"DialRequest.{field}: {problem}")
 
 
-def plan_invite(request: DialRequest, config: CoreConfig, ids: IdGenerator) -> InvitePlan:
-    """Validate a DialRequest and lay out its INVITE; LocalProtocolError names the bad field."""
+def plan_invite(
+    request: DialRequest,
+    config: CoreConfig,
+    ids: IdGenerator,
+    *,
+    transport_override: Transport | None = None,
+) -> InvitePlan:
+    """Validate a DialRequest and lay out its INVITE; LocalProtocolError names the bad field.
+
+    An INVITE too large for UDP (RFC 3261 §18.1.1) is laid out again for TCP, unless the
+    request or the configuration is `udp_only`."""
     target = request.target
     if not target.request_uri.strip():
         raise _field_error("target.request_uri", "empty request URI")
@@ -87,7 +100,7 @@ def plan_invite(request: DialRequest, config: CoreConfig, ids: IdGenerator) -> I
     if isinstance(uri, SipUri):
         uri = uri.without_headers()
     try:
-        transport = resolve_transport(target)
+        transport = transport_override or resolve_transport(target)
     except SipParseError as exc:
         raise _field_error("target.request_uri", exc) from None
     try:
@@ -152,6 +165,27 @@ def plan_invite(request: DialRequest, config: CoreConfig, ids: IdGenerator) -> I
     for name, value in (*head, *tail):
         if "\r" in value or "\n" in value:
             raise _field_error(name, "value contains a line break")
+    if transport is Transport.UDP:
+        size = len(
+            build_invite(
+                tuple(head),
+                tuple(tail),
+                request_uri=request_uri,
+                via=f"{transport.via_token} {format_hostport(local_host, local_port)}"
+                + f";branch={_BRANCH_PLACEHOLDER};rport",
+                cseq=1,
+                auth_headers=(),
+                body=body,
+            )
+        )
+        chosen = transport_for_request(
+            transport,
+            size,
+            udp_only=request.udp_only or config.udp_only,
+            path_mtu=config.path_mtu,
+        )
+        if chosen is not transport:
+            return plan_invite(request, config, ids, transport_override=chosen)
     return InvitePlan(
         call_id=call_id,
         transport=transport,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.events import LegCancelled, LegFailed
-from sipstack.leg import Leg, LegState
+from sipstack.leg import Leg, LegPhase
 from sipstack.reason import LocalHangup, ReasonValue
 from sipstack.transactions import TxState
 from sipstack.transport import Address, Transport
 from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON
-from sipstack.uac_invite import InviteHandling
+
+if TYPE_CHECKING:
+    from sipstack.uac import UacCore
 
 _CANCELLABLE = frozenset({TxState.CALLING, TxState.PROCEEDING})
 
 
-class ConnectionLoss(InviteHandling):
+class ConnectionLoss:
     """No call may stay up at the far end because our connection to it died.
 
     The request that ends the call goes out again to the same next hop; sending to an address
@@ -22,32 +26,39 @@ class ConnectionLoss(InviteHandling):
     connection breaks too, its CANCEL or BYE fails like any transaction on a dead connection.
     """
 
+    __slots__ = ("_core",)
+
+    def __init__(self, core: UacCore) -> None:
+        self._core = core
+
     def _lose_connection(self, transport: Transport, address: Address, now: float) -> None:
         # Taken first: what we send below goes to the same address and must not fail with them.
-        broken = self._transactions.using(transport, address)
+        broken = self._core.shared._transactions.using(transport, address)
         rescued: set[Leg] = set()
-        for leg in list(self._legs.values()):
+        for leg in list(self._core.shared._legs.values()):
             if leg.ended or leg.lost_connection or not relies_on(leg, transport, address):
                 continue
             rescued.add(leg)
             self._rescue(leg, now)
-        self._transactions.fail([tx for tx in broken if tx.owner not in rescued], now)
+        self._core.shared._transactions.fail([tx for tx in broken if tx.owner not in rescued], now)
 
     def _rescue(self, leg: Leg, now: float) -> None:
         leg.lost_connection = True
         state = leg.state
-        invite_tx = leg.invite_tx
-        if state is LegState.RINGING and invite_tx is not None and invite_tx.state in _CANCELLABLE:
+        invite_tx = leg.invite.transaction
+        if state is LegPhase.RINGING and invite_tx is not None and invite_tx.state in _CANCELLABLE:
             leg.stop_timers()
-            self._abandon(leg.cancel_tx)
+            self._core.shared._abandon(leg.cancel_tx)
             # Still matched, so a late final gets its ACK and a late 2xx its ACK and BYE.
-            self._transactions.detach(invite_tx, now)
+            self._core.shared._transactions.detach(invite_tx, now)
             leg.cancel_sent = True
-            leg.cancel_tx = self._start_cancel(leg, invite_tx, self._recancel_reason(leg), now)
+            leg.cancel_tx = self._core._invites._start_cancel(
+                leg, invite_tx, self._recancel_reason(leg), now
+            )
         elif not state.answered:
             # No response yet: §9.1 allows no CANCEL, and the INVITE may never have arrived.
-            self._abandon_transactions(leg, keep_invite=False)
-            self._finish(
+            self._core.shared._abandon_transactions(leg, keep_invite=False)
+            self._core._endings._finish(
                 leg,
                 LegCancelled if leg.cancel_requested else LegFailed,
                 now,
@@ -56,12 +67,14 @@ class ConnectionLoss(InviteHandling):
                 hangup_by=HangupBy.LOCAL,
                 error=CONNECTION_LOST,
             )
-        elif state is LegState.ENDING:
-            self._abandon(leg.bye_tx)  # our BYE may never have left: the same BYE, anew
-            leg.bye_tx = None
-            self._send_bye(leg, now)
+        elif state is LegPhase.ENDING:
+            self._core.shared._abandon(
+                leg.bye.transaction
+            )  # our BYE may never have left: the same BYE, anew
+            leg.bye.transaction = None
+            self._core._endings._send_bye(leg, now)
         else:
-            self._start_bye(
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -71,11 +84,15 @@ class ConnectionLoss(InviteHandling):
             )
 
     def _recancel_reason(self, leg: Leg) -> ReasonValue:
-        return self._cancel_reason(leg) if leg.cancel_requested else CONNECTION_LOST_REASON
+        return (
+            self._core._endings._cancel_reason(leg)
+            if leg.cancel_requested
+            else CONNECTION_LOST_REASON
+        )
 
     def _end_recancelled(self, leg: Leg, now: float, outcome: str) -> None:
         """The CANCEL sent again after a lost connection is over: so is the leg."""
-        self._finish(
+        self._core._endings._finish(
             leg,
             LegCancelled if leg.cancel_requested else LegFailed,
             now,

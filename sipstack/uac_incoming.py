@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sipstack.cdr import HangupBy
 from sipstack.errors import SipParseError
 from sipstack.events import LegEnded
 from sipstack.headers.split import split_header_values
 from sipstack.headers.via import Via
-from sipstack.leg import Leg, LegState, UnackedResponse
+from sipstack.leg import Leg, LegPhase, UnackedResponse
 from sipstack.message import Request, make_response
 from sipstack.reason import LocalHangup, classify_reason, primary_reason
 from sipstack.transport import Address, Transport
@@ -15,28 +17,35 @@ from sipstack.uac_base import ResponseKey
 from sipstack.uac_build import ALLOW, ALLOWED_METHODS, SDP_CONTENT_TYPE, SUPPORTED
 from sipstack.uac_invite import is_sdp, response_reasons
 from sipstack.uac_sdp import answer_reoffer
-from sipstack.uac_session_timer import SessionTimers
+
+if TYPE_CHECKING:
+    from sipstack.uac import UacCore
 
 # Option tags we implement (RFC 3261 §8.2.2.3): a Require naming anything else gets 420.
 _SUPPORTED_OPTIONS = frozenset({"timer"})
 
 
-class IncomingRequests(SessionTimers):
+class IncomingRequests:
     """Requests from peers: in-dialog ones are answered from the leg, others get 481/501."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: UacCore) -> None:
+        self._core = core
 
     def _on_request(
         self, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
-        self.stats.requests_received += 1
+        self._core.shared.stats.requests_received += 1
         method = request.method
         if method == "ACK":
             self._on_ack(request)
             return
         key = _response_key(request)
-        sent = self._sent_responses.get(key)
+        sent = self._core.shared._sent_responses.get(key)
         if sent is not None:
-            self.stats.absorbed_retransmissions += 1
-            self._send(*sent)
+            self._core.shared.stats.absorbed_retransmissions += 1
+            self._core.shared._send(*sent)
             return
         to_tag = request.to_tag
         refusal: tuple[int, list[tuple[str, str]]] | None = None
@@ -45,15 +54,15 @@ class IncomingRequests(SessionTimers):
         elif method != "CANCEL" and (unsupported := _unsupported_options(request)):
             refusal = (420, [("Unsupported", unsupported)])
         if refusal is not None:
-            self.stats.unsupported_requests += 1
+            self._core.shared.stats.unsupported_requests += 1
             # §8.2.6.2: a response to a request without a To tag gets ours.
-            tag = self._ids.tag() if to_tag is None else None
+            tag = self._core.shared._ids.tag() if to_tag is None else None
             self._respond(request, refusal[0], source, transport, now, refusal[1], to_tag=tag)
             return
         if to_tag is None:
             self._on_out_of_dialog(request, source, transport, now)
             return
-        leg = self._legs.get(request.call_id or "")
+        leg = self._core.shared._legs.get(request.call_id or "")
         dialog = leg.dialog if leg is not None else None
         if (
             leg is None
@@ -62,7 +71,7 @@ class IncomingRequests(SessionTimers):
             or to_tag != leg.from_tag
             or (request.from_tag or "") != leg.remote_tag
         ):
-            self.stats.unknown_dialog_requests += 1
+            self._core.shared.stats.unknown_dialog_requests += 1
             self._respond(request, 481, source, transport, now)
             return
         if method == "CANCEL":
@@ -86,13 +95,13 @@ class IncomingRequests(SessionTimers):
     def _on_out_of_dialog(
         self, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
-        tag = self._ids.tag()
+        tag = self._core.shared._ids.tag()
         if request.method == "OPTIONS":
             self._respond(request, 200, source, transport, now, _capabilities(), to_tag=tag)
         elif request.method == "INVITE":
             self._respond(request, 403, source, transport, now, reason="Outbound Only", to_tag=tag)
         else:
-            self.stats.unknown_dialog_requests += 1
+            self._core.shared.stats.unknown_dialog_requests += 1
             self._respond(request, 481, source, transport, now, to_tag=tag)
 
     def _respond(
@@ -111,16 +120,21 @@ class IncomingRequests(SessionTimers):
         """Send a response (§18.2.2 destination, RFC 3581 received/rport) and keep it for
         retransmitted requests; a failure to an INVITE over UDP is resent until its ACK."""
         extra = list(headers or ())
-        extra.append(("Server", self.config.user_agent))
+        extra.append(("Server", self._core.shared.config.user_agent))
         response = make_response(request, status, reason, to_tag=to_tag, headers=extra, body=body)
         destination = _stamp_top_via(response.headers, source, transport)
         data = response.to_bytes()
-        self._send(data, transport, destination)
+        self._core.shared._send(data, transport, destination)
         if not transport.is_connection_oriented:
             key = _response_key(request)
-            self._sent_responses[key] = (data, transport, destination)
+            sent = self._core.shared._sent_responses
+            if key not in sent and len(sent) >= self._core.shared.config.max_remembered:
+                del sent[next(iter(sent))]  # the oldest: its retransmission gets a new answer
+            sent[key] = (data, transport, destination)
             # Timer J: a retransmitted request may arrive for 64*T1 (§17.2.2).
-            self._schedule(now + self._timer_config.timer_b, self._forget_response, key)
+            self._core.shared._schedule(
+                now + self._core.shared._timer_config.timer_b, self._forget_response, key
+            )
             if request.method == "INVITE" and status >= 300:
                 self._resend_failure_until_acked(key[:2], data, transport, destination, now)
         return data
@@ -134,50 +148,59 @@ class IncomingRequests(SessionTimers):
         now: float,
     ) -> None:
         """§17.2.1: Timer G resends at T1 doubling to T2, Timer H gives up after 64*T1."""
-        t1 = self._timer_config.t1
+        t1 = self._core.shared._timer_config.t1
         unacked = UnackedResponse(
             cseq=0,
             data=data,
             transport=transport,
             address=destination,
             interval=t1,
-            until=now + self._timer_config.timer_b,
+            until=now + self._core.shared._timer_config.timer_b,
         )
-        previous = self._unacked_failures.get(key)
+        failures = self._core.shared._unacked_failures
+        previous = failures.pop(key, None)
+        if previous is None and len(failures) >= self._core.shared.config.max_remembered:
+            previous = failures.pop(next(iter(failures)))  # the oldest stops being resent
         if previous is not None and previous.timer is not None:
             previous.timer.cancel()
-        unacked.timer = self._schedule(now + t1, self._on_timer_g, key)
-        self._unacked_failures[key] = unacked
+        unacked.timer = self._core.shared._schedule(now + t1, self._on_timer_g, key)
+        self._core.shared._unacked_failures[key] = unacked
 
     def _on_timer_g(self, key: tuple[str, str], now: float) -> None:
-        unacked = self._unacked_failures.get(key)
+        unacked = self._core.shared._unacked_failures.get(key)
         if unacked is None:
             return
         unacked.timer = None
         if now >= unacked.until:
-            del self._unacked_failures[key]  # Timer H: the peer never ACKed; nothing to undo
+            del self._core.shared._unacked_failures[
+                key
+            ]  # Timer H: the peer never ACKed; nothing to undo
             return
-        self.stats.retransmissions += 1
-        self._send(unacked.data, unacked.transport, unacked.address)
-        unacked.interval = min(unacked.interval * 2, self._timer_config.t2)
+        self._core.shared.stats.retransmissions += 1
+        self._core.shared._send(unacked.data, unacked.transport, unacked.address)
+        unacked.interval = min(unacked.interval * 2, self._core.shared._timer_config.t2)
         when = min(now + unacked.interval, unacked.until)
-        unacked.timer = self._schedule(when, self._on_timer_g, key)
+        unacked.timer = self._core.shared._schedule(when, self._on_timer_g, key)
 
     def _forget_response(self, key: ResponseKey, now: float) -> None:
-        self._sent_responses.pop(key, None)
+        self._core.shared._sent_responses.pop(key, None)
 
     def _on_remote_bye(
         self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
         self._respond(request, 200, source, transport, now)
-        if leg.state is LegState.ENDING:
-            self._finish_ending(leg, now)  # our BYE and theirs crossed; ours was first
+        if leg.state is LegPhase.ENDING:
+            self._core._endings._finish_ending(
+                leg, now
+            )  # our BYE and theirs crossed; ours was first
             return
-        if leg.state is LegState.ANSWERED:
-            self._send_ack(leg)  # complete the INVITE transaction before the dialog goes
+        if leg.state is LegPhase.ANSWERED:
+            self._core.shared._send_ack(
+                leg
+            )  # complete the INVITE transaction before the dialog goes
         reasons = response_reasons(request)  # works on any message
         primary = primary_reason(reasons)
-        self._finish(
+        self._core._endings._finish(
             leg,
             LegEnded,
             now,
@@ -207,7 +230,7 @@ class IncomingRequests(SessionTimers):
         self, leg: Leg, request: Request, source: Address, transport: Transport, now: float
     ) -> None:
         if (
-            leg.state is not LegState.ESTABLISHED
+            leg.state is not LegPhase.ESTABLISHED
             or leg.pending_reinvite is not None
             or _offer_pending(leg)
         ):
@@ -231,16 +254,16 @@ class IncomingRequests(SessionTimers):
         )
         data = self._respond(request, 200, source, transport, now, headers, body=body)
         if not transport.is_connection_oriented:
-            t1 = self._timer_config.t1
+            t1 = self._core.shared._timer_config.t1
             pending = UnackedResponse(
                 cseq=request.cseq[0],
                 data=data,
                 transport=transport,
                 address=_response_destination(request, source, transport),
                 interval=t1,
-                until=now + self._timer_config.timer_b,
+                until=now + self._core.shared._timer_config.timer_b,
             )
-            pending.timer = self._schedule(now + t1, self._on_reinvite_retransmit, leg)
+            pending.timer = self._core.shared._schedule(now + t1, self._on_reinvite_retransmit, leg)
             leg.pending_reinvite = pending
 
     def _accept_peer_refresh(
@@ -252,11 +275,11 @@ class IncomingRequests(SessionTimers):
         if failure is not None:
             self._respond(request, failure[0], source, transport, now, failure[1])
             return None
-        status, headers = self._on_peer_refresh(leg, request, now)
+        status, headers = self._core._session_timers._on_peer_refresh(leg, request, now)
         if status != 200:
             self._respond(request, status, source, transport, now, headers)
             return None
-        self._refresh_target(leg, request)
+        self._core.shared._refresh_target(leg, request)
         return answer, headers
 
     def _answer_to(
@@ -286,7 +309,7 @@ class IncomingRequests(SessionTimers):
         pending.timer = None
         if now >= pending.until:
             leg.pending_reinvite = None
-            self._start_bye(
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -294,21 +317,21 @@ class IncomingRequests(SessionTimers):
                 event_reason="no ACK for our 2xx to the re-INVITE",
             )
             return
-        self.stats.retransmissions += 1
-        self._send(pending.data, pending.transport, pending.address)
-        pending.interval = min(pending.interval * 2, self._timer_config.t2)
+        self._core.shared.stats.retransmissions += 1
+        self._core.shared._send(pending.data, pending.transport, pending.address)
+        pending.interval = min(pending.interval * 2, self._core.shared._timer_config.t2)
         when = min(now + pending.interval, pending.until)
-        pending.timer = self._schedule(when, self._on_reinvite_retransmit, leg)
+        pending.timer = self._core.shared._schedule(when, self._on_reinvite_retransmit, leg)
 
     def _on_ack(self, request: Request) -> None:
-        unacked = self._unacked_failures.pop(
+        unacked = self._core.shared._unacked_failures.pop(
             (request.call_id or "", request.via_branch or ""), None
         )
         if unacked is not None:
             if unacked.timer is not None:
                 unacked.timer.cancel()
             return
-        leg = self._legs.get(request.call_id or "")
+        leg = self._core.shared._legs.get(request.call_id or "")
         pending = leg.pending_reinvite if leg is not None else None
         if leg is not None and pending is not None and request.cseq[0] == pending.cseq:
             if pending.timer is not None:
@@ -319,7 +342,7 @@ class IncomingRequests(SessionTimers):
 
 def _offer_pending(leg: Leg) -> bool:
     """Our re-INVITE (with its offer) still waits for its final response."""
-    refresh = leg.refresh_tx
+    refresh = leg.refresh.transaction
     return refresh is not None and refresh.method == "INVITE"
 
 

@@ -1,6 +1,12 @@
-"""The INVITE side of a leg: sending it, its responses (1xx, 2xx, failures), auth, 422, CANCEL."""
+"""The INVITE side of a leg: sending it, its responses (1xx, 2xx, failures), auth, 422, CANCEL.
+
+About 500 lines: the client side of one INVITE transaction's outcomes and its CANCEL belong
+together (a CANCEL waits for a 1xx, a 2xx stops it); splitting CANCEL out would split §9.1.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.dialog import Dialog
@@ -14,7 +20,7 @@ from sipstack.events import (
 )
 from sipstack.headers.name_addr import NameAddr
 from sipstack.headers.session_timer import SessionExpires
-from sipstack.leg import Leg, LegState
+from sipstack.leg import Leg, LegInput, LegPhase
 from sipstack.message import Request, Response
 from sipstack.reason import (
     LocalHangup,
@@ -22,13 +28,15 @@ from sipstack.reason import (
     classify_reason,
     parse_reason_header,
     primary_reason,
-    reason_for_local_hangup,
 )
 from sipstack.sdp import SdpAnswer, parse_answer
 from sipstack.transactions import ClientTransaction
 from sipstack.transport import Address
-from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON, CoreBase
+from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON
 from sipstack.uac_build import SDP_CONTENT_TYPE, build_cancel, build_failure_ack, build_invite
+
+if TYPE_CHECKING:
+    from sipstack.uac import UacCore
 
 UNUSABLE_SDP = "unusable SDP answer"
 
@@ -62,25 +70,31 @@ def redirect_targets(response: Response) -> str:
     return ", ".join(targets)
 
 
-class InviteHandling(CoreBase):
+class InviteHandling:
     """Sends INVITEs and CANCELs and reacts to everything the INVITE transaction reports."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: UacCore) -> None:
+        self._core = core
 
     def _send_invite(self, leg: Leg, now: float) -> None:
         if leg.invite_head is None or leg.invite_tail is None:
             return
-        branch = self._ids.branch()
-        via = self._via_for(leg.transport, branch)
+        branch = self._core.shared._ids.branch()
+        via = self._core.shared._via_for(leg.transport, branch)
         data = build_invite(
             leg.invite_head,
             leg.invite_tail,
             request_uri=leg.request_uri,
             via=via,
             cseq=leg.invite_cseq,
-            auth_headers=leg.auth_headers,
+            auth_headers=leg.invite.auth_headers,
             body=leg.offer_body,
         )
         leg.invite_via = via
-        leg.invite_tx = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
+        leg.invite.transaction = self._start_toward_invite_hop(leg, "INVITE", branch, data, now)
+        self._core._strays._remember_invite(leg.call_id, leg.from_tag, leg.invite_cseq, now)
 
     def build_failure_ack(self, transaction: ClientTransaction, response: Response) -> bytes:
         leg: Leg = transaction.owner
@@ -97,7 +111,7 @@ class InviteHandling(CoreBase):
         via = (
             leg.invite_via
             if transaction.branch in leg.invite_via
-            else self._via_for(transaction.transport, transaction.branch)
+            else self._core.shared._via_for(transaction.transport, transaction.branch)
         )
         return build_failure_ack(
             request_uri=leg.request_uri,
@@ -120,7 +134,7 @@ class InviteHandling(CoreBase):
         code = response.status_code
         if 200 <= code < 300:
             self._on_answer(leg, transaction, response, source, now)
-        elif transaction is not leg.invite_tx:
+        elif transaction is not leg.invite.transaction:
             return  # the answer to an INVITE we already re-sent with credentials
         elif code < 200:
             self._on_provisional(leg, response, now)
@@ -128,16 +142,19 @@ class InviteHandling(CoreBase):
             self._on_invite_failure(leg, response, now)
 
     def _on_provisional(self, leg: Leg, response: Response, now: float) -> None:
-        if leg.state is not LegState.CALLING and leg.state is not LegState.RINGING:
+        if leg.state is not LegPhase.CALLING and leg.state is not LegPhase.RINGING:
             return
         if leg.first_provisional_at is None and response.status_code != 100:
             # 100 Trying is hop-by-hop: only the far end's 18x measures post-dial delay.
             leg.first_provisional_at = now
-        leg.state = LegState.RINGING  # any 1xx, 100 included, lets a CANCEL go (§9.1)
+        leg.advance(LegInput.PROVISIONAL)  # any 1xx, 100 included, lets a CANCEL go (§9.1)
         has_sdp = is_sdp(response)
         if has_sdp:
-            leg.early_sdp = response.body  # the 2xx may omit the answer it already gave
-        self._emit(
+            # The 2xx may omit the answer its early dialog already gave.
+            if leg.early_sdp is None:
+                leg.early_sdp = {}
+            leg.early_sdp[response.to_tag or ""] = response.body
+        self._core.shared._emit(
             ProvisionalReceived(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -162,8 +179,8 @@ class InviteHandling(CoreBase):
         if leg.state.answered or leg.ended:
             self._on_repeated_answer(leg, response, source, now)
             return
-        if transaction is not leg.invite_tx:
-            self._end_orphan_answer(response, transaction.transport, source, now)
+        if transaction is not leg.invite.transaction:
+            self._core._strays._end_orphan_answer(response, transaction.transport, source, now)
             return
         leg.final_status_code = response.status_code
         leg.answered_at = now
@@ -178,18 +195,19 @@ class InviteHandling(CoreBase):
             remote_header_without_tag=leg.to_header,
             invite_cseq=leg.invite_cseq,
             fallback_target=leg.request_uri,
-            fallback_hop=self._fallback_hop(leg),
+            fallback_hop=self._core.shared._fallback_hop(leg),
         )
         leg.dialog = dialog
         leg.remote_tag = response.to_tag or ""
         self._adopt_call_id(leg, response.call_id, now)
-        leg.ack_data = self._build_ack(leg)
-        leg.state = LegState.ANSWERED
-        body = response.body if is_sdp(response) else (leg.early_sdp or b"")
+        leg.ack_data = self._core.shared._build_ack(leg)
+        leg.advance(LegInput.ANSWER)
+        early = leg.early_sdp or {}
+        body = response.body if is_sdp(response) else early.get(leg.remote_tag, b"")
         leg.free_invite_parts()
         if leg.lost_connection:
             # The 2xx crossed the CANCEL sent again after the connection broke: hang up.
-            self._start_bye(
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -201,12 +219,14 @@ class InviteHandling(CoreBase):
         if leg.cancel_requested:
             # The 2xx crossed our CANCEL: the call exists now, so ACK it and hang up at once.
             hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
-            self._start_bye(leg, now, hangup, event_reason="answered while being cancelled")
+            self._core._endings._start_bye(
+                leg, now, hangup, event_reason="answered while being cancelled"
+            )
             return
         self._negotiate_session_timer(leg, response)
         answer = _usable_answer(body)
         if answer is None:
-            self._start_bye(
+            self._core._endings._start_bye(
                 leg, now, LocalHangup.ERROR, error=UNUSABLE_SDP, event_reason=UNUSABLE_SDP
             )
             return
@@ -214,10 +234,10 @@ class InviteHandling(CoreBase):
         leg.session_codec = answer.codec
         leg.remote_rtp = answer.remote_rtp
         leg.srtp = answer.is_srtp and answer.crypto is not None
-        leg.answer_timer = self._schedule(
-            now + self._timer_config.timer_b, self._on_answer_deadline, leg
+        leg.answer_timer = self._core.shared._schedule(
+            now + self._core.shared._timer_config.timer_b, self._on_answer_deadline, leg
         )
-        self._emit(
+        self._core.shared._emit(
             AnswerReceived(
                 call_id=leg.call_id,
                 correlation_id=leg.correlation_id,
@@ -233,25 +253,25 @@ class InviteHandling(CoreBase):
     ) -> None:
         """A retransmitted 2xx gets the same ACK again; a 2xx from another fork is ended."""
         if leg.remote_tag and response.to_tag != leg.remote_tag:
-            self._end_orphan_answer(response, leg.transport, source, now)
+            self._core._strays._end_orphan_answer(response, leg.transport, source, now)
             return
-        if leg.state is LegState.ANSWERED:
+        if leg.state is LegPhase.ANSWERED:
             return  # ACK waits for confirm_answer; the peer keeps retransmitting until then
-        self.stats.absorbed_retransmissions += 1
-        self._send_ack(leg)
+        self._core.shared.stats.absorbed_retransmissions += 1
+        self._core.shared._send_ack(leg)
 
     def _adopt_call_id(self, leg: Leg, new_call_id: str | None, now: float) -> None:
         """An SBC may answer with another Call-ID: re-key the leg unless that one is taken."""
         old = leg.call_id
-        if not new_call_id or new_call_id == old or new_call_id in self._legs:
+        if not new_call_id or new_call_id == old or new_call_id in self._core.shared._legs:
             return
-        del self._legs[old]
-        self._legs[new_call_id] = leg
+        del self._core.shared._legs[old]
+        self._core.shared._legs[new_call_id] = leg
         leg.call_id = new_call_id
         leg.call_id_adopted = True
         if leg.dialog is not None:
             leg.dialog.call_id = new_call_id
-        self._emit(
+        self._core.shared._emit(
             CallIdAdopted(
                 old_call_id=old,
                 new_call_id=new_call_id,
@@ -262,8 +282,8 @@ class InviteHandling(CoreBase):
 
     def _on_answer_deadline(self, leg: Leg, now: float) -> None:
         leg.answer_timer = None
-        if leg.state is LegState.ANSWERED and not leg.ended:
-            self._start_bye(
+        if leg.state is LegPhase.ANSWERED and not leg.ended:
+            self._core._endings._start_bye(
                 leg,
                 now,
                 LocalHangup.ERROR,
@@ -279,11 +299,8 @@ class InviteHandling(CoreBase):
         error: str | None = None
         if not leg.cancel_requested:
             if code in (401, 407):
-                error = self._answer_challenge(
-                    leg, response, carried=leg.auth_headers, tries=leg.invite_auth_tries
-                )
+                error = self._core._digest._answer_challenge(leg, leg.invite, response)
                 if error is None:
-                    leg.invite_auth_tries += 1
                     self._resend_invite(leg, now)
                     return
             elif code == 422 and self._retry_after_422(leg, response, now):
@@ -291,7 +308,7 @@ class InviteHandling(CoreBase):
         reasons = response_reasons(response)
         primary = primary_reason(reasons)
         if leg.cancel_requested:
-            self._finish(
+            self._core._endings._finish(
                 leg,
                 LegCancelled,
                 now,
@@ -310,7 +327,7 @@ class InviteHandling(CoreBase):
             targets = redirect_targets(response) or "no Contact"
             event_reason = f"{response.reason}; redirected to {targets}"
             error = error or f"redirect not followed: {targets}"
-        self._finish(
+        self._core._endings._finish(
             leg,
             LegFailed,
             now,
@@ -323,12 +340,12 @@ class InviteHandling(CoreBase):
 
     def _retry_after_422(self, leg: Leg, response: Response, now: float) -> bool:
         """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""
-        if leg.invite_422_retried or leg.invite_tail is None:
+        if leg.invite.retried_422 or leg.invite_tail is None:
             return False
-        if not self._raise_min_se(leg, response):
+        if not self._core.shared._raise_min_se(leg, response):
             return False
         interval = max(leg.min_se, leg.offer_session_expires or 0)
-        leg.invite_422_retried = True
+        leg.invite.retried_422 = True
         leg.offer_session_expires = interval
         tail = [h for h in leg.invite_tail if h[0] not in ("Session-Expires", "Min-SE")]
         at = next((i for i, h in enumerate(tail) if h[0] == "User-Agent"), len(tail))
@@ -340,19 +357,19 @@ class InviteHandling(CoreBase):
     def _resend_invite(self, leg: Leg, now: float) -> None:
         """The same INVITE with CSeq + 1, a new branch and fresh credentials (or interval)."""
         leg.invite_cseq += 1
-        leg.auth_headers = self._credentials(
+        leg.invite.auth_headers = self._core._digest._credentials(
             leg, method="INVITE", uri=leg.request_uri, body=leg.offer_body
         )
-        leg.state = LegState.CALLING
+        leg.advance(LegInput.INVITE_RESENT)
         self._send_invite(leg, now)
 
     def _on_invite_timeout(
         self, leg: Leg, transaction: ClientTransaction, now: float, *, transport_error: bool
     ) -> None:
-        if transaction is not leg.invite_tx or leg.ended or leg.state.answered:
+        if transaction is not leg.invite.transaction or leg.ended or leg.state.answered:
             return
         if leg.cancel_requested:
-            self._finish(
+            self._core._endings._finish(
                 leg,
                 LegCancelled,
                 now,
@@ -362,7 +379,7 @@ class InviteHandling(CoreBase):
                 error=CONNECTION_LOST if transport_error else None,
             )
             return
-        self._finish(
+        self._core._endings._finish(
             leg,
             LegFailed,
             now,
@@ -375,7 +392,10 @@ class InviteHandling(CoreBase):
     # -- CANCEL -------------------------------------------------------------------------------
 
     def _request_cancel(self, leg: Leg, now: float, *, ring_timeout: bool) -> None:
-        """Queue or send the CANCEL (§9.1: not before a 1xx, or after the grace period)."""
+        """Send the CANCEL now after a 1xx, else queue it until the first 1xx (§9.1 MUST NOT).
+
+        A queued CANCEL never goes out on a deadline: a 2xx meanwhile is ACKed and BYEd, and the
+        INVITE's Timer B ends a leg that never heard a 1xx as cancelled."""
         if leg.cancel_requested or leg.state.answered or leg.ended:
             return
         leg.cancel_requested = True
@@ -383,35 +403,24 @@ class InviteHandling(CoreBase):
         if leg.ring_timer is not None:
             leg.ring_timer.cancel()
             leg.ring_timer = None
-        if leg.state is LegState.RINGING:
+        if leg.state is LegPhase.RINGING:
             self._send_cancel(leg, now)
-        else:
-            leg.cancel_timer = self._schedule(
-                now + self.config.cancel_grace, self._on_cancel_grace, leg
-            )
-
-    def _on_cancel_grace(self, leg: Leg, now: float) -> None:
-        leg.cancel_timer = None
-        self._send_cancel(leg, now)
 
     def _send_cancel(self, leg: Leg, now: float) -> None:
-        invite_tx = leg.invite_tx
+        invite_tx = leg.invite.transaction
         if leg.cancel_sent or leg.state.answered or leg.ended or invite_tx is None:
             return
         leg.cancel_sent = True
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
-        if self._transactions.find(invite_tx.branch, "CANCEL") is None:
-            leg.cancel_tx = self._start_cancel(leg, invite_tx, self._cancel_reason(leg), now)
+        if self._core.shared._transactions.find(invite_tx.branch, "CANCEL") is None:
+            leg.cancel_tx = self._start_cancel(
+                leg, invite_tx, self._core._endings._cancel_reason(leg), now
+            )
         # §9.1: without a final response 64*T1 after the CANCEL, the INVITE counts as cancelled.
-        leg.cancel_timer = self._schedule(
-            now + self._timer_config.timer_b, self._on_cancel_expired, leg
+        leg.cancel_timer = self._core.shared._schedule(
+            now + self._core.shared._timer_config.timer_b, self._on_cancel_expired, leg
         )
-
-    @staticmethod
-    def _cancel_reason(leg: Leg) -> ReasonValue:
-        hangup = LocalHangup.RING_TIMEOUT if leg.cancel_by_ring_timeout else LocalHangup.NORMAL
-        return reason_for_local_hangup(hangup)
 
     @staticmethod
     def _cancelled_class(leg: Leg) -> HangupReason:
@@ -430,7 +439,7 @@ class InviteHandling(CoreBase):
             call_id=leg.call_id,
             cseq=leg.invite_cseq,
             reason=reason.render(),
-            user_agent=self.config.user_agent,
+            user_agent=self._core.shared.config.user_agent,
         )
         return self._start_toward_invite_hop(leg, "CANCEL", invite_tx.branch, data, now)
 
@@ -438,7 +447,7 @@ class InviteHandling(CoreBase):
         self, leg: Leg, method: str, branch: str, data: bytes, now: float
     ) -> ClientTransaction:
         """A transaction to the leg's first hop: the INVITE's, and its CANCEL's (§9.1)."""
-        return self._transactions.start(
+        return self._core.shared._transactions.start(
             method=method,
             branch=branch,
             data=data,
@@ -452,7 +461,7 @@ class InviteHandling(CoreBase):
         leg.cancel_timer = None
         if leg.ended or leg.state.answered:
             return
-        self._finish(
+        self._core._endings._finish(
             leg,
             LegCancelled,
             now,
@@ -466,12 +475,12 @@ class InviteHandling(CoreBase):
         if leg.cancel_timer is not None:
             leg.cancel_timer.cancel()
             leg.cancel_timer = None
-        self._abandon(leg.cancel_tx)
+        self._core.shared._abandon(leg.cancel_tx)
         leg.cancel_tx = None
 
     def _on_ring_timeout(self, leg: Leg, now: float) -> None:
         leg.ring_timer = None
-        if leg.state is LegState.CALLING or leg.state is LegState.RINGING:
+        if leg.state is LegPhase.CALLING or leg.state is LegPhase.RINGING:
             self._request_cancel(leg, now, ring_timeout=True)
 
     # -- session timer negotiation (the timers themselves live in uac_session_timer) ----------

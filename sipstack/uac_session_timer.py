@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sipstack.errors import SipParseError
 from sipstack.headers.session_timer import SessionExpires
-from sipstack.leg import Leg, LegState
+from sipstack.leg import Leg, LegPhase
 from sipstack.message import Request, Response
 from sipstack.reason import LocalHangup
 from sipstack.transactions import ClientTransaction
-from sipstack.uac_base import CoreBase
 from sipstack.uac_build import ALLOW, SDP_CONTENT_TYPE, SUPPORTED
+
+if TYPE_CHECKING:
+    from sipstack.uac import UacCore
 
 # RFC 4028 §10: the side that is not the refresher gives up at expiry minus min(32, SE/3).
 _WATCHDOG_MARGIN_CAP = 32.0
+# RFC 3261 §12.2.1.2: the responses to an in-dialog request that end the dialog.
+_DIALOG_ENDING_CODES = frozenset({408, 481})
+
+
+def _retry_after(response: Response) -> float | None:
+    """The delta-seconds of a Retry-After (RFC 3261 §20.33), ignoring comment and params."""
+    value = response.header("retry-after")
+    if value is None:
+        return None
+    digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
+    return float(digits) if digits.isdigit() else None
 
 
 def supports_timer(message: Request | Response) -> bool:
@@ -20,8 +35,13 @@ def supports_timer(message: Request | Response) -> bool:
     return any(value.strip().lower() == "timer" for value in values)
 
 
-class SessionTimers(CoreBase):
+class SessionTimers:
     """Refreshes the session with UPDATE when we are the refresher, watches it otherwise."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: UacCore) -> None:
+        self._core = core
 
     def _start_session_timer(self, leg: Leg, now: float) -> None:
         if leg.session_interval is not None:
@@ -33,18 +53,22 @@ class SessionTimers(CoreBase):
             leg.session_timer = None
         interval = leg.session_interval
         if interval is None:
+            leg.session_expires_at = None
             return
+        leg.session_expires_at = now + interval  # every arming follows a (re)freshed session
         if leg.we_refresh:
-            leg.session_timer = self._schedule(now + interval / 2, self._on_refresh_due, leg)
+            leg.session_timer = self._core.shared._schedule(
+                now + interval / 2, self._on_refresh_due, leg
+            )
         else:
             margin = min(_WATCHDOG_MARGIN_CAP, interval / 3)
-            leg.session_timer = self._schedule(
+            leg.session_timer = self._core.shared._schedule(
                 now + interval - margin, self._on_session_expired, leg
             )
 
     def _on_refresh_due(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
-        if leg.ended or leg.state is not LegState.ESTABLISHED:
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
         self._send_refresh(leg, now)
 
@@ -60,19 +84,22 @@ class SessionTimers(CoreBase):
             ("Supported", SUPPORTED),
             ("Session-Expires", f"{interval};refresher=uac"),
             ("Min-SE", str(leg.min_se)),
-            ("User-Agent", self.config.user_agent),
+            ("User-Agent", self._core.shared.config.user_agent),
         ]
         body = b""
         if method == "INVITE":
             body = leg.local_sdp
             headers += [("Allow", ALLOW), ("Content-Type", SDP_CONTENT_TYPE)]
-        leg.refresh_auth_headers = self._credentials(
-            leg, method=method, uri=self._dialog_for(leg).request_uri_and_routes()[0], body=body
+        leg.refresh.auth_headers = self._core._digest._credentials(
+            leg,
+            method=method,
+            uri=self._core.shared._dialog_for(leg).request_uri_and_routes()[0],
+            body=body,
         )
-        headers.extend(leg.refresh_auth_headers)
-        self.stats.session_refreshes_sent += 1
-        transaction, request = self._start_in_dialog(leg, method, headers, now, body)
-        leg.refresh_tx = transaction
+        headers.extend(leg.refresh.auth_headers)
+        self._core.shared.stats.session_refreshes_sent += 1
+        transaction, request = self._core.shared._start_in_dialog(leg, method, headers, now, body)
+        leg.refresh.transaction = transaction
         if method == "INVITE":
             leg.reinvite_tx = transaction
             leg.reinvite_request = request
@@ -88,29 +115,29 @@ class SessionTimers(CoreBase):
             return
         if code < 300:
             if leg.reinvite_ack is None:
-                self._refresh_target(leg, response)  # the ACK goes to the new target
-                leg.reinvite_ack = self._build_ack_for(
-                    leg, response.cseq[0], leg.refresh_auth_headers
+                self._core.shared._refresh_target(leg, response)  # the ACK goes to the new target
+                leg.reinvite_ack = self._core.shared._build_ack_for(
+                    leg, response.cseq[0], leg.refresh.auth_headers
                 )
             else:
-                self.stats.absorbed_retransmissions += 1
-            self._send_ack_for(leg, leg.reinvite_ack)
-        if transaction is leg.refresh_tx:
+                self._core.shared.stats.absorbed_retransmissions += 1
+            self._core.shared._send_ack_for(leg, leg.reinvite_ack)
+        if transaction is leg.refresh.transaction:
             self._on_refresh_response(leg, transaction, response, now)
 
     def _glare_delay(self, leg: Leg) -> float:
         """§14.1 after a 491: 2.1-4 s for the Call-ID's owner (us, unless an SBC replaced it),
         else 0-2 s, in steps of 10 ms."""
-        steps = int.from_bytes(self._random_bytes(2), "big")
+        steps = int.from_bytes(self._core.shared._random_bytes(2), "big")
         if leg.call_id_adopted:
             return (steps % 201) / 100
         return 2.1 + (steps % 191) / 100
 
     def _on_session_expired(self, leg: Leg, now: float) -> None:
         leg.session_timer = None
-        if leg.ended or leg.state is not LegState.ESTABLISHED:
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
-        self._start_bye(
+        self._core._endings._start_bye(
             leg,
             now,
             LocalHangup.SESSION_TIMER_EXPIRED,
@@ -121,30 +148,28 @@ class SessionTimers(CoreBase):
         self, leg: Leg, transaction: ClientTransaction, response: Response, now: float
     ) -> None:
         code = response.status_code
-        if transaction is not leg.refresh_tx or code < 200:
+        if transaction is not leg.refresh.transaction or code < 200:
             return
-        leg.refresh_tx = None
-        if leg.ended or leg.state is not LegState.ESTABLISHED:
+        leg.refresh.transaction = None
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
             return
         if code < 300:
             self._on_refresh_accepted(leg, response, now)
             return
         if (
             code == 422
-            and not leg.refresh_422_retried
+            and not leg.refresh.retried_422
             and self._raise_interval_to_min_se(leg, response)
         ):
-            leg.refresh_422_retried = True
+            leg.refresh.retried_422 = True
             self._send_refresh(leg, now)
             return
-        if code in (401, 407):
-            rejection = self._answer_challenge(
-                leg, response, carried=leg.refresh_auth_headers, tries=leg.refresh_auth_tries
-            )
-            if rejection is None:
-                leg.refresh_auth_tries += 1
-                self._send_refresh(leg, now)
-                return
+        if (
+            code in (401, 407)
+            and self._core._digest._answer_challenge(leg, leg.refresh, response) is None
+        ):
+            self._send_refresh(leg, now)
+            return
         if code in (405, 501):
             if leg.refresh_method == "UPDATE":
                 leg.refresh_method = "INVITE"  # RFC 4028 §7.4: refresh with re-INVITE instead
@@ -154,19 +179,46 @@ class SessionTimers(CoreBase):
             # and stop refreshing rather than drop it.
             leg.session_interval = None
             return
-        if code == 491 and not leg.refresh_retry_used:
-            leg.refresh_retry_used = True
-            leg.session_timer = self._schedule(
-                now + self._glare_delay(leg), self._on_refresh_due, leg
-            )
+        failure = f"session refresh failed: {code} {response.reason}"
+        if code in _DIALOG_ENDING_CODES:
+            self._fail_refresh(leg, now, failure)
             return
-        self._fail_refresh(leg, now, f"session refresh failed: {code} {response.reason}")
+        # RFC 4028 §10, RFC 3261 §12.2.1.2: any other failure leaves the session valid until
+        # it expires; a glare (§14.1) or an overload with Retry-After is tried again first.
+        delay: float | None = None
+        if code == 491:
+            delay = self._glare_delay(leg)
+        elif code in (500, 503):
+            delay = _retry_after(response)
+        expires_at = leg.session_expires_at
+        if delay is not None and (expires_at is None or now + delay < expires_at):
+            leg.session_timer = self._core.shared._schedule(now + delay, self._on_refresh_due, leg)
+            return
+        self._keep_until_expiry(leg, now, failure)
+
+    def _keep_until_expiry(self, leg: Leg, now: float, failure: str) -> None:
+        """The refresh failed without ending the dialog: BYE when the session expires."""
+        expires_at = leg.session_expires_at
+        if expires_at is None or expires_at <= now:
+            self._fail_refresh(leg, now, failure)
+            return
+        leg.refresh_failure = failure
+        leg.session_timer = self._core.shared._schedule(
+            expires_at, self._on_unrefreshed_expiry, leg
+        )
+
+    def _on_unrefreshed_expiry(self, leg: Leg, now: float) -> None:
+        leg.session_timer = None
+        if leg.ended or leg.state is not LegPhase.ESTABLISHED:
+            return
+        self._fail_refresh(
+            leg, now, f"{leg.refresh_failure or 'session refresh failed'}; the session expired"
+        )
 
     def _on_refresh_accepted(self, leg: Leg, response: Response, now: float) -> None:
-        leg.refresh_422_retried = False
-        leg.refresh_retry_used = False
-        leg.refresh_auth_tries = 0
-        self._refresh_target(leg, response)
+        leg.refresh.accepted()
+        leg.refresh_failure = None
+        self._core.shared._refresh_target(leg, response)
         value = response.header("session-expires")
         if value is not None:
             try:
@@ -182,20 +234,20 @@ class SessionTimers(CoreBase):
         self._arm_session_timer(leg, now)
 
     def _raise_interval_to_min_se(self, leg: Leg, response: Response) -> bool:
-        if not self._raise_min_se(leg, response):
+        if not self._core.shared._raise_min_se(leg, response):
             return False
         leg.session_interval = max(leg.session_interval or 0, leg.min_se)
         return True
 
     def _on_refresh_timeout(self, leg: Leg, transaction: ClientTransaction, now: float) -> None:
-        if transaction is not leg.refresh_tx:
+        if transaction is not leg.refresh.transaction:
             return
-        leg.refresh_tx = None
-        if not leg.ended and leg.state is LegState.ESTABLISHED:
+        leg.refresh.transaction = None
+        if not leg.ended and leg.state is LegPhase.ESTABLISHED:
             self._fail_refresh(leg, now, "session refresh got no response")
 
     def _fail_refresh(self, leg: Leg, now: float, error: str) -> None:
-        self._start_bye(
+        self._core._endings._start_bye(
             leg,
             now,
             LocalHangup.SESSION_TIMER_EXPIRED,
@@ -210,7 +262,7 @@ class SessionTimers(CoreBase):
         value = request.header("session-expires")
         if value is None:
             interval = leg.session_interval
-            if interval is None or leg.state is not LegState.ESTABLISHED:
+            if interval is None or leg.state is not LegPhase.ESTABLISHED:
                 return 200, []
             # RFC 4028 §9: without Session-Expires the peer stops refreshing; rather than BYE a
             # healthy call at the old expiry, we take over the refreshes and say so.
@@ -221,17 +273,18 @@ class SessionTimers(CoreBase):
             offered = SessionExpires.parse(value)
         except SipParseError:
             return 400, []
-        if offered.delta < self.config.min_se:
-            return 422, [("Min-SE", str(self.config.min_se))]
+        if offered.delta < self._core.shared.config.min_se:
+            return 422, [("Min-SE", str(self._core.shared.config.min_se))]
         peer_supports = supports_timer(request)
         # In the peer's request, "uac" names the peer and "uas" names us (RFC 4028 §9).
         refresher = offered.refresher or ("uac" if peer_supports else "uas")
-        self.stats.session_refreshes_received += 1
-        if leg.state is LegState.ESTABLISHED:
+        self._core.shared.stats.session_refreshes_received += 1
+        if leg.state is LegPhase.ESTABLISHED:
             leg.session_interval = offered.delta
             leg.we_refresh = refresher == "uas"
             self._arm_session_timer(leg, now)
         headers = [("Session-Expires", f"{offered.delta};refresher={refresher}")]
-        if refresher == "uac":
+        if refresher == "uac" or peer_supports:
+            # RFC 4028 §9: a 2xx to a UAC that supports timer requires it, whoever refreshes.
             headers.append(("Require", "timer"))
         return 200, headers

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipstack.config import CoreConfig, TimerConfig
+from sipstack.core_output import Outgoing
 from sipstack.dial import Credentials, DialRequest, DialTarget
 from sipstack.events import CoreEvent, LegCancelled, LegEnded, LegFailed
 from sipstack.message import Request, Response, make_response, parse_message
 from sipstack.transport import Address, Transport
 from sipstack.uac import UacCore
-from sipstack.uac_io import Outgoing
 
 LOCAL: Address = ("192.0.2.1", 5060)
 TRUNK: Address = ("192.0.2.10", 5060)

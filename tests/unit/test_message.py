@@ -586,3 +586,10 @@ def test_a_peer_inventing_header_names_cannot_grow_the_name_cache_without_end() 
         assert parsed.header(names[-1]) == "1999"
     assert len(module._KEY_OF_NAME) <= module._KEY_CACHE_SIZE
     assert parse_message(bye("X-Never-Seen-Before: yes")).header("x-never-seen-before") == "yes"
+
+
+@pytest.mark.parametrize("call_id", ["caf\u00e9@192.0.2.10", "\u2603-1@example.com"])
+def test_a_non_ascii_call_id_is_rejected_naming_the_header(call_id: str) -> None:
+    data = bye().replace(b"Call-ID: 3848276298@192.0.2.10", f"Call-ID: {call_id}".encode())
+    with pytest.raises(SipParseError, match=r"^line 6 \(Call-ID\): "):
+        parse_message(data)

@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 
+from sipstack.core_output import CoreStats
 from sipstack.message import Request, make_response
-from sipstack.uac_io import CoreStats
 from workers.observability.metrics import (
     CallRateMeter,
     SipStartLine,

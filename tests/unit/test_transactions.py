@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sipstack.config import TimerConfig
+from sipstack.core_output import CoreStats, Outgoing
 from sipstack.message import Request, Response, make_response
 from sipstack.timers import TimerHeap
 from sipstack.transactions import (
@@ -19,7 +20,6 @@ from sipstack.transactions import (
     TxState,
 )
 from sipstack.transport import Address, Transport
-from sipstack.uac_io import CoreStats, Outgoing
 
 PEER: Address = ("192.0.2.10", 5060)
 BRANCH = "z9hG4bKtest1"

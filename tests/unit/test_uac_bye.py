@@ -297,3 +297,34 @@ def test_garbage_and_stray_responses_are_counted_not_raised() -> None:
     assert h.core.stats.parse_errors == 3
     assert h.core.stats.stray_responses == 1
     assert h.core.is_established(call_id)
+
+
+def test_an_unanswered_bye_bills_until_the_bye_was_sent_not_until_timer_f() -> None:
+    """A max_duration 60 call bills 60 s even when its BYE goes unanswered for 32 s."""
+    h = Harness()
+    far = FarEnd()
+    call_id, _ = establish(h, far, max_duration=60.0)
+    answered_at = h.now
+    h.advance(60)
+    assert len(h.sent_requests("BYE")) == 1
+    bye_sent_at = h.now
+    h.advance(40)
+    ended = h.terminal(call_id)
+    assert isinstance(ended, LegEnded)
+    assert ended.cdr.ended_at == bye_sent_at
+    assert ended.cdr.billsec == 60
+    assert ended.cdr.answered_at == answered_at
+
+
+def test_a_bye_answered_late_still_ends_the_call_when_we_sent_it() -> None:
+    h = Harness()
+    far = FarEnd()
+    call_id, _ = establish(h, far)
+    h.advance(10)
+    h.core.bye(call_id, h.now)
+    bye_sent_at = h.now
+    h.flush()
+    h.advance(3)
+    h.deliver(far.respond(h.last("BYE"), 200))
+    ended = h.terminal(call_id)
+    assert ended.cdr.ended_at == bye_sent_at and ended.cdr.billsec == 10

@@ -42,17 +42,33 @@ def test_cancel_copies_the_invite_fields() -> None:
     assert h.sent_requests("CANCEL")[0].out.address == h.sent_requests("INVITE")[0].out.address
 
 
-def test_cancel_before_any_provisional_waits_for_the_grace_period() -> None:
+def test_cancel_before_any_provisional_stays_queued_until_one_arrives() -> None:
+    """RFC 3261 §9.1: a CANCEL MUST NOT be sent before a provisional; no grace period."""
     h = Harness()
+    far = FarEnd()
     call_id = h.dial()
     start = h.now
     h.core.cancel(call_id, h.now)
     h.flush()
+    h.advance(5.0)
     assert h.sent_requests("CANCEL") == []
-    h.advance(0.499)
+    h.deliver(far.respond(h.last("INVITE"), 180))
+    assert _cancel_times(h, start) == [5.0]
+
+
+def test_queued_cancel_with_no_provisional_ever_ends_cancelled_at_timer_b_unsent() -> None:
+    h = Harness()
+    call_id = h.dial()
+    start = h.now
+    h.core.cancel(call_id, h.now)
+    h.advance(31.9)
+    assert h.core.leg_count == 1
+    h.advance(0.2)
+    cancelled = h.terminal(call_id)
+    assert isinstance(cancelled, LegCancelled)
+    assert cancelled.at == pytest.approx(start + 32)
     assert h.sent_requests("CANCEL") == []
-    h.advance(0.001)
-    assert _cancel_times(h, start) == [0.5]
+    assert cancelled.cdr.disposition is Disposition.CANCELLED
 
 
 def test_queued_cancel_is_released_by_the_first_provisional() -> None:
@@ -64,9 +80,7 @@ def test_queued_cancel_is_released_by_the_first_provisional() -> None:
     h.advance(0.2)
     h.deliver(far.respond(h.last("INVITE"), 100))
     assert _cancel_times(h, start) == [0.2]
-    h.advance(0.4)  # the grace timer must not send a second one at 0.5
-    assert _cancel_times(h, start) == [0.2]
-    h.advance(0.1)
+    h.advance(0.5)
     assert _cancel_times(h, start) == [0.2, 0.7]  # Timer E's retransmission, T1 later
 
 
@@ -190,7 +204,7 @@ def test_answer_before_a_queued_cancel_means_no_cancel_at_all() -> None:
     far = FarEnd()
     call_id = h.dial()
     h.core.cancel(call_id, h.now)
-    h.advance(0.3)
+    h.advance(3.0)  # however long the CANCEL waits for a 1xx (RFC 3261 §9.1)
     h.deliver(far.answer(h.last("INVITE")))
     h.advance(5)
     assert h.sent_requests("CANCEL") == []
@@ -241,3 +255,32 @@ def test_cancel_of_a_silent_invite_ends_as_cancelled_at_timer_b() -> None:
     assert isinstance(cancelled, LegCancelled)
     assert cancelled.cdr.final_status_code is None
     assert cancelled.cdr.disposition is Disposition.CANCELLED
+
+
+def test_terminal_events_say_how_the_call_ended_ring_timeout_vs_cancel() -> None:
+    """Both end LegCancelled with a 487: disposition, hangup fields and Reason tell them apart."""
+    outcomes = {}
+    for how in ("ring_timeout", "cancel"):
+        h = Harness()
+        far = FarEnd()
+        call_id, invite = _ringing(h, far, ring_timeout=5.0)
+        if how == "cancel":
+            h.core.cancel(call_id, h.now)
+            h.flush()
+        else:
+            h.advance(5.0)
+        cancel = h.last("CANCEL")
+        h.deliver(far.respond(cancel, 200))
+        h.deliver(far.respond(invite, 487))
+        event = h.terminal(call_id)
+        assert isinstance(event, LegCancelled)
+        outcomes[how] = event.outcome
+        assert event.final_status_code == 487 and event.hangup_by is HangupBy.LOCAL
+    ring, cancel = outcomes["ring_timeout"], outcomes["cancel"]
+    assert ring.disposition is Disposition.NO_ANSWER
+    assert ring.hangup_reason is HangupReason.TIMER_EXPIRED
+    assert (ring.reason_protocol, ring.reason_cause) == ("Q.850", 19)
+    assert cancel.disposition is Disposition.CANCELLED
+    assert cancel.hangup_reason is HangupReason.NORMAL
+    assert (cancel.reason_protocol, cancel.reason_cause) == ("Q.850", 16)
+    assert cancel.final_status_code == 487

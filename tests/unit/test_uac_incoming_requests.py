@@ -6,7 +6,7 @@ from __future__ import annotations
 from sipstack.message import Request, Response
 from sipstack.sdp import parse_answer
 from sipstack.transport import Transport
-from tests.fakes import ANSWER_SDP, TRUNK, FarEnd, Harness, establish
+from tests.fakes import ANSWER_SDP, TRUNK, FarEnd, Harness, core_config, establish
 
 SDP = [("Content-Type", "application/sdp")]
 PCMU_ONLY = ANSWER_SDP.replace(b"RTP/AVP 8 101", b"RTP/AVP 0").replace(
@@ -187,3 +187,23 @@ def test_offers_that_would_change_the_media_are_refused_and_the_call_goes_on() -
     assert h.core.is_established(call_id)
     assert h.sent_requests("BYE") == []
     assert h.wire[-1].out.address == TRUNK
+
+
+def test_responses_kept_for_retransmitted_requests_are_bounded() -> None:
+    from sipstack.message import parse_message as _parse
+
+    h = Harness(config=core_config(max_remembered=4))
+    for index in range(10):
+        options = _parse(
+            (
+                "OPTIONS sip:outbound@192.0.2.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bKopt{index}\r\n"
+                "From: <sip:probe@192.0.2.50>;tag=p\r\n"
+                "To: <sip:outbound@192.0.2.1>\r\n"
+                f"Call-ID: probe-{index}@192.0.2.50\r\n"
+                "CSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        h.deliver(options)  # type: ignore[arg-type]
+    assert len(h.core.shared._sent_responses) == 4

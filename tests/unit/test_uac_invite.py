@@ -21,6 +21,7 @@ from sipstack.events import (
 from sipstack.headers.history import Diversion, HistoryInfoEntry
 from sipstack.message import Request, parse_message
 from sipstack.sdp import parse_answer
+from sipstack.transactions import TxState
 from sipstack.transport import Transport
 from tests.fakes import (
     ANSWER_SDP,
@@ -671,3 +672,76 @@ def test_non_ascii_display_name_goes_out_as_utf8_in_quotes() -> None:
     from_value = invite.header("from") or ""
     assert from_value.startswith('"Jürgen Müller  X-Evil: 1" <sip:outbound@192.0.2.1>;tag=')
     assert not invite.has_header("x-evil")
+
+
+# A 2xx for an INVITE we never sent is discarded (RFC 3261 §17.1.1.2 and §13.2.2.4 are about
+# our own transactions): ACKing and BYEing it to the Contact it names would amplify a forgery.
+
+
+def _forged_invite(call_id: str = "forged@203.0.113.9", from_tag: str = "evil") -> Request:
+    return parse_message(
+        (
+            "INVITE sip:callee@192.0.2.10 SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKforged;rport\r\n"
+            f"From: <sip:outbound@192.0.2.1>;tag={from_tag}\r\n"
+            "To: <sip:callee@192.0.2.10>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            "CSeq: 1 INVITE\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+    )  # type: ignore[return-value]
+
+
+def test_a_2xx_for_an_invite_we_never_sent_is_dropped_not_acked_or_byed() -> None:
+    h = Harness()
+    victim = FarEnd(tag="v", contact="<sip:victim@198.51.100.7:5060>")
+    assert h.deliver(victim.answer(_forged_invite())) == []
+    h.advance(40)
+    assert h.wire == []
+    assert h.core.stats.dropped_answers == 1 and h.core.stats.orphan_answers == 0
+
+
+def test_a_2xx_with_a_live_legs_call_id_but_not_our_from_tag_is_dropped() -> None:
+    h = Harness()
+    far = FarEnd()
+    call_id, _ = establish(h, far)
+    before = len(h.wire)
+    victim = FarEnd(tag="v2", contact="<sip:victim@198.51.100.7:5060>")
+    h.deliver(victim.answer(_forged_invite(call_id=call_id)))
+    h.advance(1)
+    assert len(h.wire) == before
+    assert h.core.stats.dropped_answers == 1
+    assert h.core.is_established(call_id)
+
+
+def test_remembered_tables_are_bounded_by_the_configured_cap() -> None:
+    h = Harness(config=core_config(max_remembered=3))
+    invites = []
+    for _ in range(6):
+        call_id = h.dial()
+        invites.append(h.last("INVITE"))
+        assert h.core.drop(call_id)  # its INVITE transaction is detached
+    detached = [tx for tx in h.core.shared._transactions if tx.state is TxState.DETACHED]
+    assert len(detached) == 3  # the oldest were forgotten
+    for index, invite in enumerate(invites):
+        h.deliver(FarEnd(tag=f"t{index}").answer(invite))
+    assert h.core.stats.orphan_answers == 3 and h.core.stats.dropped_answers == 3
+    assert len(h.core.shared._orphan_acks) == 3
+    assert len(h.core.shared._sent_invites) <= 3
+
+
+def test_a_forks_2xx_without_sdp_does_not_take_another_forks_183_answer() -> None:
+    """RFC 3264: an answer belongs to its (early) dialog; fork b never answered our offer."""
+    h = Harness()
+    fork_a = FarEnd(tag="fork-a")
+    fork_b = FarEnd(tag="fork-b", contact="<sip:b@192.0.2.21:5060>")
+    call_id = h.dial()
+    invite = h.last("INVITE")
+    h.deliver(fork_a.respond(invite, 183, body=ANSWER_SDP))
+    h.deliver(fork_b.answer(invite, body=b""))
+    assert h.events_of(AnswerReceived) == []  # no usable answer in fork b's dialog
+    bye = h.last("BYE")
+    assert bye.to_tag == "fork-b"
+    h.deliver(fork_b.respond(bye, 200))
+    ended = h.terminal(call_id)
+    assert isinstance(ended, LegEnded) and ended.cdr.error == "unusable SDP answer"

@@ -262,3 +262,21 @@ def test_challenged_refresh_is_answered_and_later_refreshes_count_nc_up() -> Non
     later = parse_authorization(h.last("UPDATE").header("authorization") or "")
     assert (later.nonce, later.nc) == ("u1", 2)
     assert later.cnonce != answered.cnonce or later.response != answered.response
+
+
+def test_our_200_to_a_refresh_naming_us_the_refresher_requires_timer() -> None:
+    """RFC 4028 §9: the 2xx to a refresh of a UAC that supports timer carries Require: timer,
+    whoever refreshes (here `refresher=uas`: us)."""
+    h = Harness()
+    far = FarEnd()
+    _, invite, _ = _established(h, far, "600;refresher=uac")
+    update = far.request(
+        "UPDATE",
+        invite,
+        headers=[("Session-Expires", "600;refresher=uas"), ("Supported", "timer")],
+    )
+    h.deliver(update)
+    ok = [r for r in h.sent_responses() if r.cseq[1] == "UPDATE"][-1]
+    assert ok.status_code == 200
+    assert ok.header("session-expires") == "600;refresher=uas"
+    assert ok.header("require") == "timer"

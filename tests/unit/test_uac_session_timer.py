@@ -75,6 +75,8 @@ def test_422_to_update_raises_to_min_se_and_retries_once() -> None:
     assert retry.cseq == (3, "UPDATE")
     assert retry.header("session-expires") == "1000;refresher=uac"
     h.deliver(far.respond(retry, 422, headers=[("Min-SE", "2000")]))
+    assert h.sent_requests("BYE") == []  # RFC 4028 §10: the session runs until it expires
+    h.advance(300)
     bye = h.last("BYE")
     assert "cause=102" in (bye.header("reason") or "")
     h.deliver(far.respond(bye, 200))
@@ -162,3 +164,110 @@ def test_peer_may_hand_the_refresher_role_to_us() -> None:
     )
     h.advance(200)
     assert _update_times(h, at) == [200]
+
+
+# RFC 4028 §10 / RFC 3261 §12.2.1.2: only 408, 481 or a timeout end the dialog; any other
+# failure leaves the session valid until it expires.
+
+
+def test_refresh_failures_that_do_not_end_the_dialog_keep_the_call_until_expiry() -> None:
+    for code in (500, 503, 403, 488):
+        h = Harness(config=core_config(session_expires=600))
+        far = FarEnd()
+        call_id, _, start = _established(h, far, "600;refresher=uac")
+        h.advance(300)
+        h.deliver(far.respond(h.last("UPDATE"), code))
+        assert h.sent_requests("BYE") == [], code
+        assert h.core.is_established(call_id), code
+        h.advance(299.9)
+        assert h.sent_requests("BYE") == [], code
+        h.advance(0.1)
+        bye = h.sent_requests("BYE")[0]
+        assert bye.at - start == 600, code  # the session expired: the watchdog ends it
+        h.deliver(far.respond(bye.request, 200))
+        ended = h.terminal(call_id)
+        assert isinstance(ended, LegEnded)
+        assert ended.cdr.hangup_reason is HangupReason.TIMER_EXPIRED
+
+
+def test_408_to_a_refresh_ends_the_dialog_at_once() -> None:
+    h = Harness(config=core_config(session_expires=600))
+    far = FarEnd()
+    _, _, start = _established(h, far, "600;refresher=uac")
+    h.advance(300)
+    h.deliver(far.respond(h.last("UPDATE"), 408))
+    assert h.sent_requests("BYE")[0].at - start == 300
+
+
+def test_503_with_retry_after_retries_the_refresh_after_the_delay() -> None:
+    h = Harness(config=core_config(session_expires=600))
+    far = FarEnd()
+    call_id, _, start = _established(h, far, "600;refresher=uac")
+    h.advance(300)
+    h.deliver(far.respond(h.last("UPDATE"), 503, headers=[("Retry-After", "20")]))
+    h.advance(19.9)
+    assert _update_times(h, start) == [300]
+    h.advance(0.1)
+    assert _update_times(h, start) == [300, 320]
+    h.deliver(far.respond(h.last("UPDATE"), 200, headers=[("Session-Expires", "600")]))
+    h.advance(299.9)
+    assert _update_times(h, start) == [300, 320]
+    h.advance(0.1)
+    assert _update_times(h, start) == [300, 320, 620]
+    assert h.sent_requests("BYE") == [] and h.core.is_established(call_id)
+
+
+def test_a_second_491_does_not_hang_up() -> None:
+    h = Harness(config=core_config(session_expires=600))
+    far = FarEnd()
+    call_id, _, _ = _established(h, far, "600;refresher=uac")
+    h.advance(300)
+    h.deliver(far.respond(h.last("UPDATE"), 491))
+    h.advance(5)
+    assert {s.request.cseq for s in h.sent_requests("UPDATE")} == {(2, "UPDATE"), (3, "UPDATE")}
+    h.deliver(far.respond(h.last("UPDATE"), 491))
+    h.advance(5)
+    assert h.last("UPDATE").cseq == (4, "UPDATE")  # each glare is retried after its delay
+    assert h.sent_requests("BYE") == [] and h.core.is_established(call_id)
+
+
+def _answered(h: Harness, far: FarEnd, *headers: tuple[str, str]) -> tuple[str, float]:
+    """Dial, answer with these headers and confirm: (call_id, when)."""
+    call_id = h.dial()
+    h.deliver(far.answer(h.last("INVITE"), headers=list(headers)))
+    assert h.core.confirm_answer(call_id, h.now)
+    return call_id, h.now
+
+
+def test_failed_reinvite_refresh_keeps_the_call_until_expiry() -> None:
+    h = Harness(config=core_config(session_expires=600))
+    far = FarEnd()
+    call_id, start = _answered(
+        h, far, ("Session-Expires", "600;refresher=uac"), ("Allow", "INVITE, BYE")
+    )
+    h.advance(300)
+    reinvite = h.last("INVITE")
+    assert reinvite.cseq[0] == 2
+    h.deliver(far.respond(reinvite, 500))
+    assert h.sent_requests("BYE") == [] and h.core.is_established(call_id)
+    h.advance(300)
+    assert h.sent_requests("BYE")[0].at - start == 600
+
+
+def test_a_session_timer_imposed_by_a_proxy_without_our_asking_is_honoured() -> None:
+    """We always send Supported: timer, so a proxy may impose one (RFC 4028 §8.1)."""
+    h = Harness(config=core_config(session_expires=None))
+    far = FarEnd()
+    _, start = _answered(h, far, ("Session-Expires", "180;refresher=uac"), ("Require", "timer"))
+    invite = h.sent_requests("INVITE")[0].request
+    assert invite.header("session-expires") is None and invite.header("supported") == "timer"
+    h.advance(90)
+    assert _update_times(h, start) == [90]
+    assert h.last("UPDATE").header("session-expires") == "180;refresher=uac"
+
+
+def test_a_proxy_imposed_uas_refresher_is_policed() -> None:
+    h = Harness(config=core_config(session_expires=None))
+    _, start = _answered(h, FarEnd(), ("Session-Expires", "180;refresher=uas"))
+    h.advance(200)
+    assert h.sent_requests("BYE")[0].at - start == 180 - 32

@@ -36,6 +36,10 @@ STREAM_FIELDS = (
     "event_id", "seq", "state", "call_id", "correlation_id", "scenario", "trunk",
     "status_code", "reason", "at",
 )
+OUTCOME_FIELDS = (
+    "disposition", "hangup_reason", "hangup_by", "final_status_code", "reason_protocol",
+    "reason_cause", "reason_text",
+)
 # Errors that mean "Redis is not there right now", as opposed to a bad command.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
@@ -61,6 +65,9 @@ class StreamEvent:
     status_code: int | None = None
     reason: str = ""
     at: float = 0.0
+    # How the call ended (terminal events only; sipstack.cdr.Outcome.as_text): disposition,
+    # hangup_reason, hangup_by, final_status_code, reason_protocol, reason_cause, reason_text.
+    outcome: dict[str, str] | None = None
 
     @property
     def event_id(self) -> str:
@@ -83,6 +90,7 @@ class StreamEvent:
             "status_code": "" if self.status_code is None else str(self.status_code),
             "reason": self.reason,
             "at": format_at(self.at),
+            **(self.outcome or {}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -90,7 +98,7 @@ class StreamEvent:
             "trunk": self.trunk, "leg_id": self.leg_id, "seq": self.seq, "state": self.state,
             "call_id": self.call_id, "correlation_id": self.correlation_id,
             "scenario": self.scenario, "status_code": self.status_code, "reason": self.reason,
-            "at": self.at,
+            "at": self.at, "outcome": self.outcome,
         }
 
     @classmethod
@@ -113,6 +121,7 @@ class StreamEvent:
             status_code=int(status) if status else None,
             reason=fields.get("reason", ""),
             at=parse_at(fields.get("at", "")),
+            outcome={name: fields[name] for name in OUTCOME_FIELDS if name in fields} or None,
         )
 
 

@@ -184,7 +184,7 @@ class LegBook:
             trunk=context.trunk, leg_id=context.leg_id, seq=context.next_seq(), state=state,
             call_id=event.call_id, correlation_id=context.correlation_id,
             scenario=context.scenario, status_code=event.status_code, reason=event.reason,
-            at=event.at,
+            at=event.at, outcome=cdr.record.outcome.as_text() if cdr is not None else None,
         )
         return PendingEvent(context, stream_event, transition, cdr, extra)
 
@@ -227,7 +227,7 @@ class LegBook:
         stream_event = StreamEvent(
             trunk=context.trunk, leg_id=context.leg_id, seq=context.next_seq(), state=state,
             call_id=call_id, correlation_id=context.correlation_id, scenario=context.scenario,
-            status_code=status_code, reason=reason, at=at,
+            status_code=status_code, reason=reason, at=at, outcome=record.outcome.as_text(),
         )
         return PendingEvent(
             context, stream_event, transition, PendingCdr(record, self.worker,

@@ -1,4 +1,4 @@
-"""What the UAC core hands back to its shell: datagrams to send and its counters."""
+"""What the UAC core hands back to its shell: data to send (Outgoing) and its counters."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class CoreStats:
     stray_responses: int = 0  # responses matching no transaction and no leg
     rejected_messages: int = 0  # parsed, but a header value we need was unusable
     orphan_answers: int = 0  # 2xx for no live leg (a fork, a dropped leg): ACKed and BYEd
+    dropped_answers: int = 0  # 2xx for no INVITE we sent (or over a cap): not ACKed or BYEd
     unexpected_inputs: int = 0  # a response or timer a transaction state does not accept
     absorbed_retransmissions: int = 0  # retransmitted responses/requests answered from state
     retransmissions: int = 0  # our requests/responses sent again by a timer
