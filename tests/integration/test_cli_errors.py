@@ -80,6 +80,11 @@ BAD_SETTINGS = [
     pytest.param(["dial", "--trunk", "t1", "--to", "123"], {"OUTBOUND_TRUNKS_FILE": ""},
                  "no trunks file: pass --trunks FILE or set OUTBOUND_TRUNKS_FILE",
                  id="dial-number-without-trunks-file"),
+    # A URI needs no trunk domain, yet the trunk must exist: no worker serves its queue.
+    # The database is down: the trunk is refused before anything would be stored.
+    pytest.param(["dial", "--trunk", "nosuch", "--to", "sip:bob@127.0.0.1"],
+                 {"OUTBOUND_DATABASE_URL": DOWN_DATABASE},
+                 "unknown trunk 'nosuch': ", id="dial-unknown-trunk-uri"),
     pytest.param(["events", "--trunk", "t1"], {"OUTBOUND_REDIS_URL": "nope://"},
                  "OUTBOUND_REDIS_URL='nope://'", id="events-redis-url"),
     pytest.param(["cancel", "--call-id", "x"], {"OUTBOUND_DATABASE_URL": "not a url"},
@@ -106,6 +111,8 @@ def test_a_bad_setting_exits_2_naming_it(
 ) -> None:
     code, output = invoke(args, {"OUTBOUND_TRUNKS_FILE": str(trunks_file), **env})
     assert_reported(code, output, USAGE, needle)
+    if "unknown trunk" in needle:
+        assert f"{trunks_file} has no [trunks.nosuch] table (trunks defined: t1)" in output
 
 
 def test_a_bad_trunks_file_exits_2_naming_the_file_and_key(tmp_path: Path) -> None:
