@@ -46,6 +46,7 @@ class Kamailio:
     lifetime: int = 3  # tcp_connection_lifetime: seconds before an idle connection is closed
     pki: TestPki | None = None
     tls_port: int | None = None
+    accept_aliases: bool = False  # tcp_accept_aliases: honour our Via ;alias (RFC 5923)
     process: subprocess.Popen[bytes] | None = None
 
     def config(self) -> str:
@@ -54,6 +55,7 @@ class Kamailio:
             "debug=2", "log_stderror=yes", "children=2", "tcp_children=2", "auto_aliases=no",
             f"listen=udp:{LOOPBACK}:{self.port}", f"listen=tcp:{LOOPBACK}:{self.port}",
             f"tcp_connection_lifetime={self.lifetime}",
+            f"tcp_accept_aliases={'yes' if self.accept_aliases else 'no'}",
             f'mpath="{MODULES}"',
         ]  # fmt: skip
         if self.pki is not None:

@@ -1,4 +1,5 @@
-"""Calls through a real Kamailio 5.6 Record-Route proxy over TCP, SIPp behind it over UDP.
+"""Calls through a real Kamailio 5.6 Record-Route proxy over TCP and TLS, SIPp behind it over
+UDP.
 
 A stock Kamailio closes a TCP connection idle for `tcp_connection_lifetime` (120 s by default);
 here the lifetime is 3 s and each call outlives it twice. The call must survive the close
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,14 @@ from sipstack.config import CoreConfig
 from sipstack.dial import DialRequest, DialTarget
 from sipstack.events import LegEnded
 from sipstack.transport import Transport
-from tests.sipp.harness import LOOPBACK, Sipp, free_ports, requires_sipp
+from tests.sipp.harness import (  # noqa: F401  (test_pki: a fixture)
+    LOOPBACK,
+    Sipp,
+    TestPki,
+    free_ports,
+    requires_sipp,
+    test_pki,
+)
 from tests.sipp.kamailio import Kamailio
 from tests.waiting import eventually
 from workers.signaling.manager import LegManager
@@ -38,15 +47,18 @@ HOLD = IDLE_CLOSE_BY + 1.0  # the call outlives the proxy's idle close
 
 
 def start_proxy_and_far_end(
-    tmp_path: Path, scenario: str, *extra: str
+    tmp_path: Path, scenario: str, *extra: str, pki: TestPki | None = None,
+    accept_aliases: bool = False,
 ) -> tuple[Kamailio, Sipp]:
-    base = free_ports(2)
+    base = free_ports(3)
     sipp = Sipp(scenario, base + 1, "udp", tmp_path / "sipp", keys={
         "adv_host": LOOPBACK, "adv_port": str(base + 1), "adv_transport": "udp",
         "reason_cause": "16",
     }, extra_args=extra)  # fmt: skip
     sipp.start()
-    proxy = Kamailio(base, f"{LOOPBACK}:{base + 1}", tmp_path / "kamailio", lifetime=LIFETIME)
+    proxy = Kamailio(base, f"{LOOPBACK}:{base + 1}", tmp_path / "kamailio", lifetime=LIFETIME,
+                     pki=pki, tls_port=base + 2 if pki else None,
+                     accept_aliases=accept_aliases)  # fmt: skip
     try:
         proxy.start()
     except Exception:
@@ -55,41 +67,57 @@ def start_proxy_and_far_end(
     return proxy, sipp
 
 
-def through(proxy: Kamailio) -> DialRequest:
+def through(proxy: Kamailio, transport: Transport = Transport.TCP) -> DialRequest:
+    if transport is Transport.TLS:  # by name, so that the proxy's certificate is checked
+        uri, address = f"sips:service@localhost:{proxy.tls_port}", f"localhost:{proxy.tls_port}"
+    else:
+        uri = f"sip:service@{LOOPBACK}:{proxy.port};transport=tcp"
+        address = f"{LOOPBACK}:{proxy.port}"
     return DialRequest(
-        target=DialTarget(
-            request_uri=f"sip:service@{LOOPBACK}:{proxy.port};transport=tcp",
-            signaling_addr=f"{LOOPBACK}:{proxy.port}",
-            transport=Transport.TCP,
-        ),
+        target=DialTarget(request_uri=uri, signaling_addr=address, transport=transport),
         correlation_id="kamailio-1",
     )
 
 
-async def established_call(manager: LegManager, proxy: Kamailio) -> tuple[str, float]:
-    call_id = await manager.dial(through(proxy))
+def transport_config(transport: Transport, pki: TestPki, **more: Any) -> TransportConfig:
+    """Ours; over TLS with a TLS listener, as the worker has when its trunk has a cert."""
+    if transport is Transport.TCP:
+        return TransportConfig(bind_host=LOOPBACK, **more)
+    return TransportConfig(
+        bind_host=LOOPBACK, tls_ca_file=str(pki.ca_file), tls_server_cert_file=str(pki.cert_file),
+        tls_server_key_file=str(pki.key_file), **more,
+    )
+
+
+async def established_call(
+    manager: LegManager, proxy: Kamailio, transport: Transport = Transport.TCP
+) -> tuple[str, float]:
+    call_id = await manager.dial(through(proxy, transport))
     await eventually(lambda: manager.is_leg_established(call_id), "the answer", timeout=10)
     return call_id, asyncio.get_running_loop().time()
 
 
+@pytest.mark.parametrize("transport", [Transport.TCP, Transport.TLS])
 @pytest.mark.parametrize("who_hangs_up", ["far end", "we"])
-def test_a_call_outlives_the_proxys_idle_close_of_its_tcp_connection(
-    tmp_path: Path, who_hangs_up: str
+def test_a_call_outlives_the_proxys_idle_close_of_its_connection(
+    tmp_path: Path, who_hangs_up: str, transport: Transport, test_pki: TestPki,  # noqa: F811
 ) -> None:
     far_bye = who_hangs_up == "far end"
     scenario = "uas_proxied_remote_bye.xml" if far_bye else "uas_proxied_answer.xml"
-    proxy, sipp = start_proxy_and_far_end(tmp_path, scenario, "-d", str(int(HOLD * 1000)))
+    proxy, sipp = start_proxy_and_far_end(tmp_path, scenario, "-d", str(int(HOLD * 1000)),
+                                          pki=test_pki)  # fmt: skip
 
     async def main() -> LegEnded:
-        manager = LegManager(CoreConfig(), TransportConfig(bind_host=LOOPBACK))
+        manager = LegManager(CoreConfig(), transport_config(transport, test_pki))
         await manager.start()
         stats = manager.transports.stats
         try:
-            call_id, answered = await established_call(manager, proxy)
+            call_id, answered = await established_call(manager, proxy, transport)
             finished = manager.leg_finished(call_id)
             await eventually(lambda: stats.connections_lost >= 1, "the proxy's idle close",
                              timeout=IDLE_CLOSE_BY)  # fmt: skip
             assert manager.is_leg_established(call_id) and not finished.done()
+            opened = stats.connections_opened
             if not far_bye:
                 await eventually(lambda: asyncio.get_running_loop().time() - answered >= HOLD,
                                  "the hold", timeout=HOLD + 1, interval=0.05)  # fmt: skip
@@ -99,7 +127,7 @@ def test_a_call_outlives_the_proxys_idle_close_of_its_tcp_connection(
             if far_bye:  # the proxy opened a connection to our Contact for the far end's BYE
                 assert stats.inbound_accepted >= 1
             else:  # our BYE opened a new connection to the proxy
-                assert stats.connections_opened == 2
+                assert stats.connections_opened == opened + 1
             return ended
         finally:
             await manager.close(timeout=1)

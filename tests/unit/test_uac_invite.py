@@ -671,3 +671,19 @@ def test_non_ascii_display_name_goes_out_as_utf8_in_quotes() -> None:
     from_value = invite.header("from") or ""
     assert from_value.startswith('"Jürgen Müller  X-Evil: 1" <sip:outbound@192.0.2.1>;tag=')
     assert not invite.has_header("x-evil")
+
+
+@pytest.mark.parametrize(("transport", "alias"), [
+    (Transport.UDP, False), (Transport.TCP, True), (Transport.TLS, True),
+])
+def test_via_asks_for_connection_reuse_over_tcp_and_tls(transport: Transport, alias: bool) -> None:
+    # RFC 5923 §5: `alias` lets the far end send its requests back over our connection.
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial(transport=transport)
+    invite = h.last("INVITE")
+    assert (invite.header("via") or "").endswith(";rport;alias" if alias else ";rport")
+    h.deliver(far.respond(invite, 180), transport=transport)
+    h.core.cancel(call_id, h.now)
+    h.flush()
+    assert h.last("CANCEL").header("via") == invite.header("via")

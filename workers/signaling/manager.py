@@ -149,8 +149,14 @@ class LegManager:
         await self.transports.start()
         config = self._core_config
         if self._advertise_bound:
-            addresses = {kind: self.transports.local_address(kind) for kind in Transport}
+            addresses = self.transports.advertised_addresses()
             config = dataclasses.replace(config, local_addresses=addresses)
+            for kind in Transport:
+                if kind not in addresses:
+                    self._log.info(
+                        "no %s listener: a far end reaches us over %s only on our own "
+                        "connection (Via ;alias, RFC 5923), not at our Contact", kind, kind,
+                    )
         self._core = UacCore(config, on_bad_input=self._log_bad_input)
 
     @property

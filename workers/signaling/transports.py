@@ -258,10 +258,25 @@ class Transports:
         return context
 
     def local_address(self, transport: Transport = Transport.UDP) -> Address:
-        """Where peers reach us over `transport`: its listener's address, else the UDP one."""
+        """Where peers reach us over `transport`: the UDP socket's or that listener's address.
+
+        LookupError when nothing listens for `transport`: another transport's port must never
+        be advertised for it (RFC 3261 §18.2.1: a far end opens a connection to our Contact
+        and Via, and a TLS handshake on a TCP port, or any connection to a UDP one, fails).
+        """
         if self._udp_address is None:
             raise RuntimeError("Transports.start() has not been awaited")
-        return self._listen_addresses.get(transport, self._udp_address)
+        if transport is Transport.UDP:
+            return self._udp_address
+        address = self._listen_addresses.get(transport)
+        if address is None:
+            raise LookupError(f"no {transport} listener: nothing to advertise for {transport}")
+        return address
+
+    def advertised_addresses(self) -> dict[Transport, Address]:
+        """The address of every transport we listen on (UDP always)."""
+        return {kind: self.local_address(kind) for kind in Transport
+                if kind is Transport.UDP or kind in self._listen_addresses}
 
     def is_listening(self, transport: Transport) -> bool:
         return transport in self._listeners
