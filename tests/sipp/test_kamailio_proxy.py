@@ -13,7 +13,10 @@ nothing in the mechanism depends on the lifetime's length.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +189,49 @@ def test_crlf_keepalives_keep_the_proxy_from_closing_the_connection(tmp_path: Pa
     assert ended.cdr.error is None and ended.cdr.hangup_by is HangupBy.LOCAL
     assert counters["lost"] == 0 and counters["opened"] == 1
     assert counters["pings"] >= IDLE_CLOSE_BY // 2
+
+
+def outbound_call(proxy: Kamailio, pki: TestPki, *options: str) -> tuple[int, dict[str, Any]]:
+    """`outbound call` over TLS through the proxy, as a user runs it: (exit code, its CDR)."""
+    args = [
+        sys.executable, "-m", "cli.main", "call", f"sips:service@localhost:{proxy.tls_port}",
+        "--proxy", f"localhost:{proxy.tls_port}", "--bind", f"{LOOPBACK}:0",
+        "--tls-ca", str(pki.ca_file), "--hold", "30", "--json", *options,
+    ]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    cdrs = [json.loads(line) for line in done.stdout.splitlines() if '"type":"cdr"' in line]
+    assert len(cdrs) == 1, done.stdout + done.stderr
+    return done.returncode, cdrs[0]
+
+
+def assert_remote_bye(code: int, cdr: dict[str, Any], sipp: Sipp, hold: float) -> None:
+    result = sipp.wait(20)
+    assert result.exit_code == 0 and result.successful_calls == 1, result.explain()
+    assert code == 0, cdr
+    assert (cdr["hangup_by"], cdr["hangup_reason"], cdr["error"]) == ("remote", "normal", None)
+    answered_for = cdr["ended_at"] - cdr["answered_at"]
+    assert hold - 0.2 <= answered_for < 30  # the far end's BYE, not our --hold
+    assert cdr["billsec"] == math.floor(answered_for + 0.5)
+
+
+@pytest.mark.parametrize("listener", ["--tls-listen", "no listener (;alias)"])
+def test_a_far_end_bye_over_tls_reaches_outbound_call(
+    tmp_path: Path, listener: str, test_pki: TestPki,  # noqa: F811
+) -> None:
+    """RFC 3261 §8.1.1.8, §18.2.1: the proxy sends the far end's BYE to our Contact (a TLS
+    listener of ours), or over our own connection when our Via says ;alias (RFC 5923) and
+    we have no listener. Never to another transport's port, where TLS cannot work."""
+    hold = 2.0
+    with_listener = listener == "--tls-listen"
+    proxy, sipp = start_proxy_and_far_end(
+        tmp_path, "uas_proxied_remote_bye.xml", "-d", str(int(hold * 1000)), pki=test_pki,
+        accept_aliases=not with_listener,
+    )
+    options = ["--tls-cert", str(test_pki.cert_file), "--tls-key", str(test_pki.key_file),
+               "--tls-listen", f"{LOOPBACK}:0"] if with_listener else []  # fmt: skip
+    try:
+        code, cdr = outbound_call(proxy, test_pki, *options)
+        assert_remote_bye(code, cdr, sipp, hold)
+    finally:
+        sipp.stop()
+        proxy.stop()
