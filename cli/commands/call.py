@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import click
 
+from cli.commands._errors import ConfigFailure
 from sipstack.cdr import CdrRecord
 from sipstack.config import CoreConfig
 from sipstack.dial import Credentials, DialRequest, DialTarget, Scenario
@@ -385,8 +386,9 @@ def command(
     printer = CallPrinter(as_json, sys.stdout)
     try:
         outcome = asyncio.run(place_call(options, printer))
-    except OSError as exc:
-        raise click.UsageError(f"cannot bind {_render_address(options.bind)}: {exc}") from None
+    except OSError as exc:  # one line, no usage text: the flag and what could not be bound
+        raise ConfigFailure(f"--bind {_render_address(options.bind)}: {exc.strerror or exc}"
+                            ) from None
     except (LocalProtocolError, SipParseError) as exc:
         raise click.UsageError(str(exc)) from None
     if outcome.cdr is None:
