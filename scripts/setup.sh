@@ -8,6 +8,7 @@ command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v stunnel4 >/dev/null 2>&1 || need_apt+=(stunnel4)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq)
+command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio kamailio-tls-modules)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

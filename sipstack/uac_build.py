@@ -253,7 +253,14 @@ def _offer(request: DialRequest, config: CoreConfig, local_host: str) -> tuple[b
 
 
 def via_value(via_prefix: str, branch: str) -> str:
-    return f"{via_prefix};branch={branch};rport"
+    """Our Via: `rport` (RFC 3581) always; over TCP and TLS also RFC 5923 `alias`, so the
+    far end may send its requests back over our connection (one that opens its own goes to
+    our Contact)."""
+    alias = "" if via_prefix.startswith(_UDP_VIA) else ";alias"
+    return f"{via_prefix};branch={branch};rport{alias}"
+
+
+_UDP_VIA = Transport.UDP.via_token + " "
 
 
 def build_invite(

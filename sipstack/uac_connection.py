@@ -1,4 +1,5 @@
-"""What a leg does when the TCP/TLS connection it relies on breaks: fail, CANCEL or BYE again."""
+"""What a leg does when the TCP/TLS connection it relies on breaks: fail, CANCEL or BYE again,
+or, for an established call with nothing pending on that connection, nothing at all."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ _CANCELLABLE = frozenset({TxState.CALLING, TxState.PROCEEDING})
 
 
 class ConnectionLoss:
-    """No call may stay up at the far end because our connection to it died.
+    """No call may stay up at the far end because our connection to it died, and no call ends
+    only because a connection closed (RFC 3261 §18: a connection is not a dialog's state).
 
-    The request that ends the call goes out again to the same next hop; sending to an address
-    with no pooled connection makes the shell open a new one. A leg is rescued once: if the new
+    A closed connection fails only what was pending on it. An established call with no
+    request in flight over it stays up: proxies close idle connections (Kamailio after
+    `tcp_connection_lifetime`, 120 s by default), and the next in-dialog request, ours or
+    the far end's, opens a new one. An unanswered INVITE fails; a ringing one is CANCELled
+    and a BYE in flight goes again, to the same next hop: sending to an address with no
+    pooled connection makes the shell open a new one. A leg is rescued once: if the new
     connection breaks too, its CANCEL or BYE fails like any transaction on a dead connection.
     """
 
@@ -38,6 +44,8 @@ class ConnectionLoss:
         for leg in list(self._core.shared._legs.values()):
             if leg.ended or leg.lost_connection or not relies_on(leg, transport, address):
                 continue
+            if leg.state is LegPhase.ESTABLISHED:  # no BYE of ours in flight
+                continue  # idle as far as this connection goes: its pending requests fail below
             rescued.add(leg)
             self._rescue(leg, now)
         self._core.shared._transactions.fail([tx for tx in broken if tx.owner not in rescued], now)

@@ -68,20 +68,31 @@ class DialClient:
             self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
         self._trunks = trunks
+        self._trunks_source = "the trunks given to DialClient"
 
     def trunk_config(self, trunk: str) -> TrunkConfig:
+        """The trunk's table; ConfigError naming the trunk and the trunks file if none."""
         if self._trunks is None:
-            self._trunks = resolve_trunks(self.settings).trunks
+            loaded = resolve_trunks(self.settings)
+            self._trunks, self._trunks_source = loaded.trunks, loaded.path
         found = self._trunks.get(trunk)
         if found is None:
-            raise ConfigError(f"unknown trunk {trunk!r} (known: {', '.join(sorted(self._trunks))})")
+            known = ", ".join(sorted(self._trunks)) or "none"
+            raise ConfigError(
+                f"unknown trunk {trunk!r}: {self._trunks_source} has no [trunks.{trunk}] table "
+                f"(trunks defined: {known})"
+            )
         return found
 
     def request_uri(self, trunk: str, to: str) -> str:
-        """`to` itself when it is a URI; a bare number needs the trunk's configured domain."""
+        """`to` itself when it is a URI; a bare number needs the trunk's configured domain.
+
+        The trunk must exist either way: no worker serves an unknown trunk's queue, so a dial
+        queued for it would wait forever."""
+        config = self.trunk_config(trunk)
         if to.strip().lower().startswith(("sip:", "sips:", "tel:")):
             return to.strip()
-        return self.trunk_config(trunk).request_uri(to)
+        return config.request_uri(to)
 
     def enqueue_dial(
         self,

@@ -133,12 +133,32 @@ def as_click_error(error: BaseException) -> click.ClickException | None:
         return ServiceUnavailable(
             f"cannot reach the database{_shown(services.database)}: {_first_line(error)}"
         )
+    refused = _refused_setting(error, services)
+    if refused is not None:
+        return refused
     if _is(error, "redis.exceptions", "ConnectionError") or _is(
         error, "redis.exceptions", "TimeoutError"
     ):
         return ServiceUnavailable(f"cannot reach Redis{_shown(services.redis)}: {error}")
     if _is(error, "kombu.exceptions", "OperationalError"):
         return ServiceUnavailable(f"cannot reach the broker{_shown(services.broker)}: {error}")
+    return None
+
+
+def _refused_setting(error: BaseException, services: Services) -> ConfigFailure | None:
+    """A service that answered and refused what its URL asks (wrong password, no such vhost,
+    a Redis db index out of range): a configuration error naming the setting (exit 2)."""
+    if _is(error, "redis.exceptions", "AuthenticationError") or _is(
+        error, "redis.exceptions", "ResponseError"
+    ):
+        return ConfigFailure(
+            f"OUTBOUND_REDIS_URL{_shown(services.redis)}: Redis refused it: {_first_line(error)}"
+        )
+    if any(_is(error, "amqp.exceptions", name) for name in ("AccessRefused", "NotAllowed")):
+        return ConfigFailure(
+            f"OUTBOUND_BROKER_URL{_shown(services.broker)}: the broker refused it "
+            "(user, password or vhost): " + _first_line(error)
+        )
     return None
 
 

@@ -11,6 +11,8 @@ from workers.config.settings import hide_password
 if TYPE_CHECKING:
     from celery import Celery
 
+    from workers.signaling.transports import TransportConfig
+
 TIMEOUT = 5.0  # seconds per service: a refused connection fails at once, a black hole here
 
 
@@ -46,3 +48,27 @@ def check_database_schema(url: str) -> None:
         raise ServiceUnavailable(
             f"the database {hide_password(chosen)} has no outbound schema: run `outbound migrate`"
         )
+
+
+def check_sip_sockets(config: TransportConfig) -> None:
+    """Bind the SIP sockets the worker will bind (UDP, TCP, TLS) and let them go again, so
+    that a port in use or a host that is not ours is reported before anything starts.
+    ConfigFailure (exit 2, one line) naming --sip-host/--sip-port and what could not be bound."""
+    import asyncio
+
+    from cli.commands._errors import ConfigFailure
+    from workers.signaling.transports import Transports
+
+    async def probe() -> None:
+        transports = Transports(config, lambda *_: None, lambda *_: None)
+        try:
+            await transports.start()
+        finally:
+            await transports.close()
+
+    try:
+        asyncio.run(probe())
+    except OSError as error:
+        raise ConfigFailure(
+            f"--sip-host {config.bind_host} --sip-port {config.udp_port}: {error.strerror or error}"
+        ) from None

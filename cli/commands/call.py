@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import click
 
+from cli.commands._errors import ConfigFailure
 from sipstack.cdr import CdrRecord
 from sipstack.config import CoreConfig
 from sipstack.dial import Credentials, DialRequest, DialTarget, Scenario
@@ -70,6 +71,10 @@ class CallOptions:
     session_expires: int | None
     srtp: bool
     tls_ca: str | None
+    tls_cert: str | None = None  # our TLS listener's certificate chain; None: no TLS listener
+    tls_key: str | None = None
+    tls_port: int = 0  # the TLS listener's port (0: any free one)
+    keepalive_interval: float | None = None
 
 
 class CallPrinter:
@@ -162,7 +167,10 @@ async def place_call(options: CallOptions, printer: CallPrinter) -> CallOutcome:
         media_host=options.bind[0],
     )
     transport_config = TransportConfig(
-        bind_host=options.bind[0], udp_port=options.bind[1], tls_ca_file=options.tls_ca
+        bind_host=options.bind[0], udp_port=options.bind[1], tls_ca_file=options.tls_ca,
+        tls_server_cert_file=options.tls_cert, tls_server_key_file=options.tls_key,
+        tls_port=options.tls_port if options.tls_cert else None,
+        keepalive_interval=options.keepalive_interval,
     )
     manager = LegManager(core_config, transport_config, ManagerHooks(on_event=on_event))
     await manager.start()
@@ -244,7 +252,7 @@ def local_host_towards(address: Address) -> str:
 
 
 def _parse_address(text: str, default_port: int, option: str) -> Address:
-    if option == "--bind" and text.endswith(":0"):
+    if option in ("--bind", "--tls-listen") and text.endswith(":0"):
         text = text[:-2]  # port 0: any free port
     try:
         return parse_hostport(text, default_port)
@@ -294,6 +302,18 @@ def build_options(
     if (auth_user is None) != (auth_password is None):
         raise click.UsageError("--auth-user and --auth-password go together")
     credentials = Credentials(username=auth_user, password=auth_password) if auth_user else None
+    tls_listen = rest.pop("tls_listen")
+    if tls_listen is not None:
+        if rest.get("tls_cert") is None:
+            raise click.UsageError("--tls-listen needs --tls-cert (the listener's certificate)")
+        listen_host, rest["tls_port"] = _parse_address(tls_listen, 0, "--tls-listen")
+        if listen_host != bind_address[0]:
+            raise click.BadParameter(
+                f"host {listen_host!r} is not the --bind host {bind_address[0]!r}: every "
+                "socket binds to the one host", param_hint="--tls-listen",
+            )
+    if rest.get("tls_key") is not None and rest.get("tls_cert") is None:
+        raise click.UsageError("--tls-key needs --tls-cert")
     return CallOptions(
         target_uri=target_uri,
         proxy=proxy_address,
@@ -337,6 +357,17 @@ def build_options(
 @click.option("--session-expires", type=click.IntRange(min=90), help="RFC 4028 interval to offer.")
 @click.option("--srtp", is_flag=True, help="Offer SRTP (SDES a=crypto).")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA file for TLS.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="Certificate chain (PEM) of our TLS listener: a sips: Contact then names an "
+                   "address that answers TLS (default port: any free one).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="Private key of --tls-cert (default: in the certificate file).")
+@click.option("--tls-listen", metavar="HOST:PORT",
+              help="Address of our TLS listener (HOST is the --bind host; needs --tls-cert). "
+                   "Without a listener a far end reaches us over TLS only on our own "
+                   "connection (Via ;alias, RFC 5923).")
+@click.option("--keepalive-interval", type=click.FloatRange(min=0, min_open=True),
+              help="Send CRLF keep-alives (RFC 5626) on TCP/TLS connections quiet for S s.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def command(
     target_uri: str,
@@ -355,8 +386,9 @@ def command(
     printer = CallPrinter(as_json, sys.stdout)
     try:
         outcome = asyncio.run(place_call(options, printer))
-    except OSError as exc:
-        raise click.UsageError(f"cannot bind {_render_address(options.bind)}: {exc}") from None
+    except OSError as exc:  # one line, no usage text: the flag and what could not be bound
+        raise ConfigFailure(f"--bind {_render_address(options.bind)}: {exc.strerror or exc}"
+                            ) from None
     except (LocalProtocolError, SipParseError) as exc:
         raise click.UsageError(str(exc)) from None
     if outcome.cdr is None:

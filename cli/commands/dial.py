@@ -57,6 +57,7 @@ def command(
     watch_services(settings)
     client = DialClient(settings, repository=quiet_repository(settings.database_url))
     try:
+        client.trunk_config(trunk)  # an unknown trunk (exit 2) before any service is asked
         check_redis(settings.redis_url)
         check_broker(client.app)
         queued = client.enqueue_dial(trunk, to, correlation_id=correlation_id, scenario=scenario)

@@ -86,9 +86,16 @@ def command(
         key_setting="--tls-key-file" if tls_key_file else "OUTBOUND_TLS_KEY_FILE",
     )
     watch_services(settings)
+    from cli.commands._preflight import (
+        check_broker,
+        check_database_schema,
+        check_redis,
+        check_sip_sockets,
+    )
+
+    check_sip_sockets(trunk.transport_config(sip_host, sip_port))
     metrics = _serve_metrics(trunk.name, metrics_port, metrics_host or sip_host)
 
-    from cli.commands._preflight import check_broker, check_database_schema, check_redis
     from workers.celery import bootstep
     from workers.celery.app import app, configure, dial_queue_name
     from workers.observability.attach import WorkerObservability

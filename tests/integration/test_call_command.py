@@ -55,8 +55,18 @@ def test_a_bind_address_already_in_use_is_a_usage_error() -> None:
             "sip:bob@127.0.0.1", "--proxy", "127.0.0.1:5060", "--bind", f"127.0.0.1:{port}"
         )
     assert result.returncode == 2
-    assert f"cannot bind 127.0.0.1:{port}" in result.stderr
+    assert f"--bind 127.0.0.1:{port}: cannot bind UDP 127.0.0.1:{port}" in result.stderr
+    assert "Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_bind_host_that_is_not_ours_is_one_line_naming_the_flag() -> None:
+    result = run_call("sip:bob@127.0.0.1", "--proxy", "127.0.0.1:5060", "--bind", "192.0.2.1:0")
+    assert result.returncode == 2
+    assert "--bind 192.0.2.1:0: cannot bind UDP 192.0.2.1:0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_help_names_every_option_of_the_spec() -> None:

@@ -9,6 +9,7 @@ in this process otherwise); the other commands run in-process through click's Cl
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,11 @@ BAD_SETTINGS = [
     pytest.param(["dial", "--trunk", "t1", "--to", "123"], {"OUTBOUND_TRUNKS_FILE": ""},
                  "no trunks file: pass --trunks FILE or set OUTBOUND_TRUNKS_FILE",
                  id="dial-number-without-trunks-file"),
+    # A URI needs no trunk domain, yet the trunk must exist: no worker serves its queue.
+    # The database is down: the trunk is refused before anything would be stored.
+    pytest.param(["dial", "--trunk", "nosuch", "--to", "sip:bob@127.0.0.1"],
+                 {"OUTBOUND_DATABASE_URL": DOWN_DATABASE},
+                 "unknown trunk 'nosuch': ", id="dial-unknown-trunk-uri"),
     pytest.param(["events", "--trunk", "t1"], {"OUTBOUND_REDIS_URL": "nope://"},
                  "OUTBOUND_REDIS_URL='nope://'", id="events-redis-url"),
     pytest.param(["cancel", "--call-id", "x"], {"OUTBOUND_DATABASE_URL": "not a url"},
@@ -106,6 +112,8 @@ def test_a_bad_setting_exits_2_naming_it(
 ) -> None:
     code, output = invoke(args, {"OUTBOUND_TRUNKS_FILE": str(trunks_file), **env})
     assert_reported(code, output, USAGE, needle)
+    if "unknown trunk" in needle:
+        assert f"{trunks_file} has no [trunks.nosuch] table (trunks defined: t1)" in output
 
 
 def test_a_bad_trunks_file_exits_2_naming_the_file_and_key(tmp_path: Path) -> None:
@@ -180,3 +188,49 @@ def test_every_command_documents_its_exit_status(command: str) -> None:
     assert code == 0
     flat = " ".join(output.split())
     assert "Exit status: 0 " in flat and "; 2 usage or configuration error" in flat, flat
+
+
+# A service that answers and refuses what its URL asks is a configuration error (exit 2): the
+# RabbitMQ on 127.0.0.1:5672 (guest/guest) and the Redis on 6379 of this machine.
+REFUSED = [
+    pytest.param({"OUTBOUND_BROKER_URL": f"amqp://guest:{SECRET}@127.0.0.1:5672//"},
+                 "OUTBOUND_BROKER_URL amqp://guest:***@127.0.0.1:5672//: the broker refused it "
+                 "(user, password or vhost): ", id="amqp-password"),
+    pytest.param({"OUTBOUND_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/no-such-vhost"},
+                 "vhost no-such-vhost not found", id="amqp-vhost"),
+    pytest.param({"OUTBOUND_REDIS_URL": "redis://127.0.0.1:6379/99"},
+                 "OUTBOUND_REDIS_URL redis://127.0.0.1:6379/99: Redis refused it: DB index is out "
+                 "of range", id="redis-db-index"),
+]
+
+
+@pytest.mark.parametrize(("env", "needle"), REFUSED)
+def test_a_service_refusing_its_url_exits_2_naming_the_setting(
+    trunks_file: Path, env: dict[str, str], needle: str
+) -> None:
+    code, output = invoke(["dial", "--trunk", "t1", "--to", "sip:bob@127.0.0.1"],
+                          {"OUTBOUND_TRUNKS_FILE": str(trunks_file), **env})
+    assert_reported(code, output, USAGE, needle)
+    assert len(output.strip().splitlines()) == 1, output
+
+
+def test_the_worker_reports_a_refused_service_or_sip_socket_in_one_line(
+    trunks_file: Path,
+) -> None:
+    worker = ["worker", "--trunk", "t1", "--trunks", str(trunks_file)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        cases = [
+            (["--sip-port", str(port)], {},
+             f"--sip-host 127.0.0.1 --sip-port {port}: cannot bind UDP 127.0.0.1:{port}"),
+            (["--sip-host", "192.0.2.1"], {}, "--sip-host 192.0.2.1 --sip-port 0: cannot bind UDP"),
+            ([], {"OUTBOUND_BROKER_URL": f"amqp://guest:{SECRET}@127.0.0.1:5672//"},
+             "OUTBOUND_BROKER_URL amqp://guest:***@127.0.0.1:5672//: the broker refused it"),
+            ([], {"OUTBOUND_REDIS_URL": "redis://127.0.0.1:6379/99"},
+             "OUTBOUND_REDIS_URL redis://127.0.0.1:6379/99: Redis refused it"),
+        ]
+        for args, env, needle in cases:
+            code, output = run_subprocess([*worker, *args], env)
+            assert_reported(code, output, USAGE, needle)
+            assert len(output.strip().splitlines()) == 1, output

@@ -745,3 +745,19 @@ def test_a_forks_2xx_without_sdp_does_not_take_another_forks_183_answer() -> Non
     h.deliver(fork_b.respond(bye, 200))
     ended = h.terminal(call_id)
     assert isinstance(ended, LegEnded) and ended.cdr.error == "unusable SDP answer"
+
+
+@pytest.mark.parametrize(("transport", "alias"), [
+    (Transport.UDP, False), (Transport.TCP, True), (Transport.TLS, True),
+])
+def test_via_asks_for_connection_reuse_over_tcp_and_tls(transport: Transport, alias: bool) -> None:
+    # RFC 5923 §5: `alias` lets the far end send its requests back over our connection.
+    h = Harness()
+    far = FarEnd()
+    call_id = h.dial(transport=transport)
+    invite = h.last("INVITE")
+    assert (invite.header("via") or "").endswith(";rport;alias" if alias else ";rport")
+    h.deliver(far.respond(invite, 180), transport=transport)
+    h.core.cancel(call_id, h.now)
+    h.flush()
+    assert h.last("CANCEL").header("via") == invite.header("via")

@@ -8,6 +8,7 @@ from sipstack.cdr import Disposition, HangupBy, HangupReason
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import AnswerReceived, LegCancelled, LegEnded, LegFailed
+from sipstack.reason import LocalHangup
 from sipstack.transport import Transport
 from tests.fakes import TRUNK, FarEnd, Harness, Sent, describe, establish
 
@@ -176,34 +177,51 @@ def test_a_scheduler_cancel_cut_by_a_lost_connection_is_sent_again_and_reported_
     assert cancelled.cdr.error == "connection lost while ringing; CANCEL sent again, no response"
 
 
-def test_lost_connection_byes_an_established_leg_over_a_new_connection() -> None:
+def test_a_lost_connection_leaves_an_idle_established_call_up_and_our_bye_goes_later() -> None:
+    # RFC 3261 §18: a proxy closing an idle connection (Kamailio after 120 s) is no hang-up.
     h = Harness()
     far = FarEnd(contact=TCP_CONTACT)
     up, _ = establish(h, far, transport=Transport.TCP)
     answered_at = h.now
     h.advance(10)
     h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    assert h.flush() == []
+    assert h.core.is_established(up) and h.events_of(LegEnded) == []
+    h.advance(100)
+    assert h.events_of(LegEnded) == []
+    h.core.bye(up, h.now)
     h.flush()
     [sent] = tcp_out(h, "BYE")
-    assert sent.out.address == TRUNK
-    bye = sent.request
-    assert bye.header("reason") == 'Q.850;cause=31;text="connection lost"'
-    assert bye.cseq == (2, "BYE") and bye.to_tag == far.tag
-    assert h.events_of(LegEnded) == [] and h.core.is_established(up)
-    h.deliver(far.respond(bye, 200), transport=Transport.TCP)
+    assert sent.out.address == TRUNK  # no pooled connection there: the shell opens a new one
+    assert sent.request.cseq == (2, "BYE") and sent.request.to_tag == far.tag
+    h.deliver(far.respond(sent.request, 200), transport=Transport.TCP)
     ended = h.terminal(up)
     assert isinstance(ended, LegEnded)
-    assert (ended.cdr.hangup_by, ended.cdr.hangup_reason) == (HangupBy.LOCAL, HangupReason.ERROR)
-    assert ended.cdr.error == "connection lost"
-    assert ended.cdr.disposition is Disposition.ANSWERED
-    assert ended.cdr.answered_at == answered_at and ended.cdr.billsec == 10
-    assert (ended.cdr.reason_protocol, ended.cdr.reason_cause) == ("Q.850", 31)
+    assert (ended.cdr.hangup_by, ended.cdr.hangup_reason) == (HangupBy.LOCAL, HangupReason.NORMAL)
+    assert ended.cdr.error is None and ended.cdr.disposition is Disposition.ANSWERED
+    assert ended.cdr.answered_at == answered_at and ended.cdr.billsec == 110
 
 
-def test_an_unanswered_bye_after_a_lost_connection_ends_the_leg_at_timer_f() -> None:
+def test_a_far_end_bye_after_a_lost_connection_ends_the_call_as_a_remote_hangup() -> None:
+    h = Harness()
+    far = FarEnd(contact=TCP_CONTACT)
+    up, invite = establish(h, far, transport=Transport.TCP)
+    h.core.connection_lost(Transport.TCP, TRUNK, h.now)
+    h.advance(30)
+    h.deliver(far.request("BYE", invite), transport=Transport.TCP)
+    assert h.sent_responses()[-1].status_code == 200
+    ended = h.terminal(up)
+    assert isinstance(ended, LegEnded)
+    assert (ended.cdr.hangup_by, ended.cdr.hangup_reason) == (HangupBy.REMOTE, HangupReason.NORMAL)
+    assert ended.cdr.billsec == 30 and ended.cdr.error is None
+
+
+def test_an_unanswered_bye_sent_again_after_a_lost_connection_ends_the_leg_at_timer_f() -> None:
     h = Harness()
     far = FarEnd(contact=TCP_CONTACT)
     up, _ = establish(h, far, transport=Transport.TCP)
+    h.core.bye(up, h.now)
+    h.flush()
     lost_at = h.now
     h.core.connection_lost(Transport.TCP, TRUNK, h.now)
     h.flush()
@@ -212,8 +230,7 @@ def test_an_unanswered_bye_after_a_lost_connection_ends_the_leg_at_timer_f() -> 
     h.advance(0.2)
     ended = h.terminal(up)
     assert ended.at == lost_at + 32.0
-    assert ended.cdr.hangup_reason is HangupReason.ERROR and ended.cdr.error == "connection lost"
-    assert len(tcp_out(h, "BYE")) == 1  # reliable transport: no retransmission
+    assert len(tcp_out(h, "BYE")) == 2  # ours, and once again: no retransmission over TCP
 
 
 def test_a_bye_in_flight_when_the_connection_breaks_goes_again_with_its_own_reason() -> None:
@@ -258,13 +275,15 @@ def test_when_the_new_connection_breaks_too_every_rescued_leg_ends_once() -> Non
     up, _ = establish(h, far, transport=Transport.TCP)
     ringing = h.dial(transport=Transport.TCP)
     h.deliver(far.respond(h.last("INVITE"), 180), transport=Transport.TCP)
+    h.core.bye(up, h.now, reason=LocalHangup.ERROR)
+    h.flush()
     h.core.connection_lost(Transport.TCP, TRUNK, h.now)
     sent = len(h.flush())
-    assert sent == 2  # one BYE, one CANCEL
+    assert sent == 2  # the BYE again, one CANCEL
     h.core.connection_lost(Transport.TCP, TRUNK, h.now)  # the new connection failed as well
     assert h.flush() == []
     ended = h.terminal(up)
-    assert isinstance(ended, LegEnded) and ended.cdr.error == "connection lost"
+    assert isinstance(ended, LegEnded) and ended.cdr.hangup_reason is HangupReason.ERROR
     failed = h.terminal(ringing)
     assert isinstance(failed, LegFailed)
     assert failed.cdr.error == (

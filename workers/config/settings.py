@@ -260,6 +260,9 @@ class TrunkConfig:
     tls_ca_file: str | None = None  # None: the system store
     tls_cert_file: str | None = None  # our TLS listener's chain (and client cert if asked)
     tls_key_file: str | None = None  # None: the key is in tls_cert_file
+    # -- wire keys (issue 10), read by _parse_wire_keys ------------------------------------
+    keepalive_interval: float | None = None  # CRLF pings on quiet TCP/TLS connections; None: off
+    udp_only: bool = False  # True: requests over 1300 bytes stay on UDP (RFC 3261 §18.1.1)
 
     def transport_config(self, bind_host: str, udp_port: int) -> TransportConfig:
         """The worker's sockets for this trunk: UDP on `udp_port`, TCP beside it, and a TLS
@@ -271,6 +274,7 @@ class TrunkConfig:
             bind_host=bind_host, udp_port=udp_port, tls_ca_file=self.tls_ca_file,
             tls_cert_file=self.tls_cert_file, tls_key_file=self.tls_key_file,
             tls_server_cert_file=self.tls_cert_file, tls_server_key_file=self.tls_key_file,
+            keepalive_interval=self.keepalive_interval,
         )
 
     @property
@@ -410,7 +414,7 @@ _KNOWN_KEYS = frozenset({
     "caller_display_name", "asserted_identity", "asserted_identity_display_name", "privacy",
     "credentials", "codecs", "srtp", "session_expires", "ring_timeout", "max_call_duration",
     "rtp_port", "tls_ca_file", "tls_cert_file", "tls_key_file",
-})
+}) | {"keepalive_interval", "udp_only"}  # the wire keys: _parse_wire_keys
 _CODECS_BY_NAME = {codec.name.lower(): codec for codec in DEFAULT_CODECS}
 
 
@@ -469,7 +473,17 @@ def _parse_trunk(
         tls_ca_file=reader.path("tls_ca_file", base_dir),
         tls_cert_file=tls_cert_file,
         tls_key_file=tls_key_file,
+        **_parse_wire_keys(reader),
     )
+
+
+def _parse_wire_keys(reader: _Reader) -> dict[str, Any]:
+    """The trunk keys about the wire itself: keep-alives and the UDP size rule."""
+    keepalive = reader.number("keepalive_interval", default=0.0, minimum=0.0)
+    return {
+        "keepalive_interval": keepalive or None,
+        "udp_only": reader.boolean("udp_only", default=False),
+    }
 
 
 def _parsed(where: str, key: str, parse: Callable[[], T]) -> T:

@@ -191,7 +191,8 @@ class WorkerRuntime:
         transport_config = self.trunk.transport_config(self.options.bind_host,
                                                        self.options.sip_port)
         self.signaling = SignalingService(core_config, transport_config, hooks,
-                                          thread_name=f"sip-{self.trunk.name}")
+                                          thread_name=f"sip-{self.trunk.name}",
+                                          udp_only=self.trunk.udp_only)
         self.signaling.start()
         self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
         self.book.set_snapshot_source(self._snapshot)

@@ -30,6 +30,7 @@ BatchEndCallback = Callable[[], None]
 _UDP_BATCH = 256
 _UDP_MAX_DATAGRAM = 65_535
 
+_PING = b"\r\n\r\n"  # RFC 5626 §3.5.1 keep-alive: a double CRLF, answered by one CRLF
 _PONG = b"\r\n"
 _UDP_KEEPALIVES = frozenset({b"", b"\r\n", b"\r\n\r\n"})
 
@@ -51,6 +52,10 @@ class TransportConfig:
     `tls_server_cert_file` is set, on `tls_port`, by default the UDP port + 1 (5061 beside
     5060) or any free port when the UDP port is chosen by the system. Peers' certificates are
     not asked for. Beyond `max_inbound_connections` open at once, new ones are refused.
+
+    `keepalive_interval` (seconds, None: off) sends a CRLF ping (RFC 5626 §3.5.1) on every
+    TCP/TLS connection a leg uses that has been quiet for that long, so a proxy or NAT in the
+    path does not take it for idle; the peer's CRLF pongs are counted.
     """
 
     bind_host: str = "127.0.0.1"
@@ -69,6 +74,11 @@ class TransportConfig:
     tls_port: int | None = None  # None: see above
     max_inbound_connections: int = 1024
     listen_backlog: int = 128
+    keepalive_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.keepalive_interval is not None and self.keepalive_interval <= 0:
+            raise ValueError(f"keepalive_interval must be positive, got {self.keepalive_interval}")
 
 
 @dataclass(slots=True)
@@ -83,6 +93,8 @@ class TransportStats:
     stream_messages_out: int = 0
     stream_framing_errors: int = 0
     stream_pings_answered: int = 0
+    stream_pings_sent: int = 0
+    stream_pongs_received: int = 0
     connections_opened: int = 0
     connect_failures: int = 0
     connections_lost: int = 0
@@ -139,6 +151,7 @@ class Transports:
         self._resolving: dict[str, list[tuple[bytes, int]]] = {}
         self._tls_context: ssl.SSLContext | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._pinger: asyncio.TimerHandle | None = None
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -174,6 +187,7 @@ class Transports:
             self._listen_addresses[kind] = (name[0], name[1])
             loop.add_reader(listener.fileno(), self._accept, kind, listener)
         self._schedule_sweep()
+        self._schedule_pings()
 
     def _family(self) -> socket.AddressFamily:
         return socket.AF_INET6 if ":" in self.config.bind_host else socket.AF_INET
@@ -244,10 +258,25 @@ class Transports:
         return context
 
     def local_address(self, transport: Transport = Transport.UDP) -> Address:
-        """Where peers reach us over `transport`: its listener's address, else the UDP one."""
+        """Where peers reach us over `transport`: the UDP socket's or that listener's address.
+
+        LookupError when nothing listens for `transport`: another transport's port must never
+        be advertised for it (RFC 3261 §18.2.1: a far end opens a connection to our Contact
+        and Via, and a TLS handshake on a TCP port, or any connection to a UDP one, fails).
+        """
         if self._udp_address is None:
             raise RuntimeError("Transports.start() has not been awaited")
-        return self._listen_addresses.get(transport, self._udp_address)
+        if transport is Transport.UDP:
+            return self._udp_address
+        address = self._listen_addresses.get(transport)
+        if address is None:
+            raise LookupError(f"no {transport} listener: nothing to advertise for {transport}")
+        return address
+
+    def advertised_addresses(self) -> dict[Transport, Address]:
+        """The address of every transport we listen on (UDP always)."""
+        return {kind: self.local_address(kind) for kind in Transport
+                if kind is Transport.UDP or kind in self._listen_addresses}
 
     def is_listening(self, transport: Transport) -> bool:
         return transport in self._listeners
@@ -257,6 +286,8 @@ class Transports:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._pinger is not None:
+            self._pinger.cancel()
         for listener in self._listeners.values():
             if self._loop is not None:
                 self._loop.remove_reader(listener.fileno())
@@ -588,6 +619,28 @@ class Transports:
         self._schedule_sweep()
 
 
+    def _schedule_pings(self) -> None:
+        interval = self.config.keepalive_interval
+        if interval is None or self._closed or self._loop is None:
+            return
+        self._pinger = self._loop.call_later(max(0.05, interval / 4), self._ping_quiet)
+
+    def _ping_quiet(self) -> None:
+        """A CRLF ping on every pooled connection a leg uses that was quiet for
+        keepalive_interval seconds (one nobody uses is left to close when idle)."""
+        interval = self.config.keepalive_interval
+        assert interval is not None
+        quiet_since = time.monotonic() - interval
+        for key in self._users:
+            connection = self._connections.get(key)
+            if connection is None or connection.transport is None:
+                continue
+            if connection.last_activity <= quiet_since:
+                connection.write(_PING)
+                self.stats.stream_pings_sent += 1
+        self._schedule_pings()
+
+
 class _PortTaken(OSError):
     """A listener's port, derived from a system-chosen UDP port, is already in use."""
 
@@ -636,6 +689,8 @@ class _StreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
         owner = self.owner
+        if data == _PONG and not self.framer.pending:
+            owner.stats.stream_pongs_received += 1  # the answer to our ping (RFC 5626 §4.4.1)
         transport_kind, address = self.key
         try:
             messages = self.framer.feed(data)

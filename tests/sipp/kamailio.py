@@ -1,0 +1,116 @@
+"""Kamailio 5.6 (Debian's package) as a real Record-Route proxy in tests: a config of the
+test's own in a tmp dir, loopback ports only, a short `tcp_connection_lifetime` so that the
+idle close a stock Kamailio does after 120 s happens within the test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.sipp.harness import LOOPBACK, TestPki, _tcp_port_accepting
+from tests.waiting import wait_until
+
+KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
+MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+_ROUTES = """
+request_route {
+    if (has_totag()) {
+        # in-dialog: our Record-Route, else (a UAS that sends no Route) the Request-URI
+        loose_route();
+        t_relay();
+        exit;
+    }
+    if (is_method("CANCEL")) {
+        if (t_check_trans()) { t_relay(); }
+        exit;
+    }
+    record_route();
+    $du = "sip:%(next_hop)s";
+    t_relay();
+}
+"""
+
+
+@dataclass
+class Kamailio:
+    """A Record-Route proxy on `port` (UDP and TCP, TLS on `tls_port` when `pki` is given)
+    relaying initial requests to `next_hop` (host:port, UDP) and in-dialog ones by Route or
+    Request-URI."""
+
+    port: int
+    next_hop: str
+    workdir: Path
+    lifetime: int = 3  # tcp_connection_lifetime: seconds before an idle connection is closed
+    pki: TestPki | None = None
+    tls_port: int | None = None
+    accept_aliases: bool = False  # tcp_accept_aliases: honour our Via ;alias (RFC 5923)
+    process: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> str:
+        lines = [
+            "#!KAMAILIO",
+            "debug=2", "log_stderror=yes", "children=2", "tcp_children=2", "auto_aliases=no",
+            f"listen=udp:{LOOPBACK}:{self.port}", f"listen=tcp:{LOOPBACK}:{self.port}",
+            f"tcp_connection_lifetime={self.lifetime}",
+            f"tcp_accept_aliases={'yes' if self.accept_aliases else 'no'}",
+            f'mpath="{MODULES}"',
+        ]  # fmt: skip
+        if self.pki is not None:
+            assert self.tls_port is not None
+            lines += ["enable_tls=yes", f"listen=tls:{LOOPBACK}:{self.tls_port}"]
+        for module in ("tm", "sl", "rr", "siputils", "pv", "textops"):
+            lines.append(f'loadmodule "{module}.so"')
+        if self.pki is not None:
+            tls_cfg = self.workdir / "tls.cfg"
+            tls_cfg.write_text(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+                f"require_certificate = no\nprivate_key = {self.pki.key_file}\n"
+                f"certificate = {self.pki.cert_file}\n\n"
+                "[client:default]\nmethod = TLSv1.2+\nverify_certificate = yes\n"
+                f"require_certificate = yes\nca_list = {self.pki.ca_file}\n"
+            )
+            lines += ['loadmodule "tls.so"', f'modparam("tls", "config", "{tls_cfg}")',
+                      f'modparam("tls", "connection_timeout", {self.lifetime})']
+        return "\n".join(lines) + "\n" + _ROUTES % {"next_hop": self.next_hop}
+
+    def start(self, ready_timeout: float = 10.0) -> Kamailio:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "kamailio.cfg"
+        config.write_text(self.config())
+        log = (self.workdir / "kamailio.log").open("wb")
+        self.process = subprocess.Popen(
+            [KAMAILIO, "-f", str(config), "-DD", "-E", "-Y", str(self.workdir),
+             "-P", str(self.workdir / "kamailio.pid"), "-m", "32", "-M", "8"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+        ports = [self.port] + ([self.tls_port] if self.tls_port else [])
+        wait_until(
+            lambda: all(_tcp_port_accepting(p) for p in ports) or self.exited,
+            ready_timeout, f"kamailio to listen on {ports}",
+        )
+        if self.exited:
+            raise RuntimeError(f"kamailio exited at start:\n{self.log()[-3000:]}")
+        return self
+
+    @property
+    def exited(self) -> bool:
+        return self.process is None or self.process.poll() is not None
+
+    def log(self) -> str:
+        path = self.workdir / "kamailio.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
