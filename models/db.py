@@ -1,6 +1,6 @@
 """Sync and async engines and session factories, from `OUTBOUND_DATABASE_URL`.
 
-Sync (reporting, the CLI, Celery threads, the CDR writer thread): `make_engine()` and
+Sync (reporting, the CLI, Celery threads, the recorder thread): `make_engine()` and
 `make_session_factory(engine)`. Async (code that must await the database on an asyncio loop):
 `make_async_engine()` and `make_async_session_factory(engine)`; an AsyncEngine belongs to the
 loop that first uses it, and each asyncio task takes its own session.
