@@ -56,6 +56,7 @@ from workers.observability.attach import WorkerObservability, leg_fields
 from workers.observability.log_format import call_fields
 from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
+from workers.runtime.observed import ObservedWorker
 from workers.runtime.recorder import LegRecorder
 from workers.signaling.manager import ManagerHooks, SignalingService
 
@@ -195,7 +196,10 @@ class WorkerRuntime:
         self.signaling.start()
         self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
         self.book.set_snapshot_source(self._snapshot)
-        self.observability.attach(self)
+        self.observability.attach(ObservedWorker(
+            self.signaling, self.recorder, self.publisher, self.repository.engine,
+            self.trunk.name, self.owner,
+        ))
         self.heartbeat.start()
         self.owner_watch = OwnerWatch(self.redis, settings)
         self.broker_watch = (
