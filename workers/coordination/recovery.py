@@ -34,6 +34,7 @@ from models import recovery_ops
 from models.enums import LegState
 from sipstack.dialog import DialogSnapshot
 from sipstack.transport import Transport
+from sipstack.uri import format_hostport
 from workers.config.settings import Settings
 from workers.events.stream import REDIS_UNAVAILABLE
 
@@ -249,8 +250,7 @@ def snapshot_from_json(data: Mapping[str, Any]) -> DialogSnapshot:
 
 def dialog_columns(snapshot: DialogSnapshot) -> dict[str, Any]:
     """The legs columns that hold dialog state (for people reading the table)."""
-    host, port = snapshot.peer_address
-    peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    peer = format_hostport(*snapshot.peer_address)
     return {
         "call_id": snapshot.call_id,
         "local_tag": snapshot.local_tag,

@@ -31,6 +31,7 @@ from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
 from sipstack.transport import Transport
+from sipstack.uri import format_hostport
 from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
 from workers.coordination.limits import TrunkLimits
@@ -221,7 +222,7 @@ class WorkerRuntime:
     def _listening(self) -> str:
         transports = self.signaling.manager.transports
         return ", ".join(
-            f"{kind.value} {_render_address(transports.local_address(kind))}"
+            f"{kind.value} {format_hostport(*transports.local_address(kind))}"
             for kind in Transport if kind is Transport.UDP or transports.is_listening(kind)
         )
 
@@ -593,6 +594,4 @@ class WorkerRuntime:
         ))
 
 
-def _render_address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+

@@ -33,6 +33,7 @@ from sipstack.events import (
 from sipstack.reason import LocalHangup
 from sipstack.transport import Address, Transport
 from sipstack.uac import UacCore
+from sipstack.uri import format_hostport
 from workers.observability.log_format import call_fields
 from workers.signaling.transports import TransportConfig, Transports
 
@@ -340,7 +341,7 @@ class LegManager:
         self._log.warning(
             "unreadable message #%d from %s over %s dropped: %s "
             "(logged: the first %d, then every %d-th)",
-            sampler.count, _render(source), transport, error, sampler.first, sampler.every,
+            sampler.count, format_hostport(*source), transport, error, sampler.first, sampler.every,
         )  # fmt: skip
 
     def _on_connection_lost(self, transport: Transport, address: Address) -> None:
@@ -499,11 +500,6 @@ class LegManager:
         except Exception:
             self.stats.hook_errors += 1
             self._log.exception("hook %s failed", getattr(hook, "__name__", hook))
-
-
-def _render(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SignalingService:
