@@ -3,7 +3,6 @@ processes and a scheduler client, plus the checks every such test makes."""
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import subprocess
 import threading
@@ -93,7 +92,7 @@ class Stack:
             f"cps = {self.cps}\nmax_concurrent = {self.max_concurrent}\n"
             'caller_user = "+15550100"\nring_timeout = 60\nmax_call_duration = 120\n'
         )
-        self.settings = dataclasses.replace(self.settings, trunks_file=str(self.trunks_file))
+        self.settings = self.settings.model_copy(update={"trunks_file": str(self.trunks_file)})
         self.client = DialClient(self.settings, repository=self.repository)
 
     # --- workers -------------------------------------------------------------------------------
