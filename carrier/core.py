@@ -1,4 +1,10 @@
-"""The carrier simulator's UAS, sans-IO: bytes + source + now in, bytes + deadlines out."""
+"""The carrier simulator's UAS, sans-IO: bytes + source + now in, bytes + deadlines out.
+
+Longer than 500 lines on purpose: `CarrierCore` is one state machine (a call's INVITE
+server transaction, its scripted outcome, the dialog's in-dialog requests and timers) whose
+methods share the per-call state; the parts that stand alone already live beside it
+(carrier.auth, carrier.sdp, carrier.state, carrier.config).
+"""
 
 from __future__ import annotations
 

@@ -116,7 +116,11 @@ class Stack:
         def ready() -> bool:
             if not worker.running():
                 raise AssertionError(f"worker {worker.name} exited:\n{worker.log()[-4000:]}")
-            return bool(self.redis.exists(key))
+            # The heartbeat key is written early in the start; "serving trunk" is logged once
+            # the first maintenance round (recovery, re-publishing queued dials after a broker
+            # reset) is done. A dial enqueued before that is re-published too (a harmless
+            # duplicate, but one more log line about the leg).
+            return bool(self.redis.exists(key)) and "serving trunk" in worker.log()
 
         wait_for(ready, timeout, f"worker {worker.name} to start")
 
