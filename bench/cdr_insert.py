@@ -1,8 +1,9 @@
 """Benchmark the persistence layer on the local PostgreSQL and print the figures.
 
 Measures, in a temporary database (created, migrated, dropped):
-  * CDR inserts: batched through CdrWriter, and one transaction each through Repository;
-  * leg creation and claims (one transaction each), and leg transitions batched by CdrWriter;
+  * CDR inserts on the worker's path: terminal events with their CDR and outbox row through
+    LegRecorder (persist_batch in batches of 1,000), and one persist_batch per event;
+  * leg creation and claims (one transaction each), and leg transitions through LegRecorder;
   * `outbound report` queries over N seeded CDRs (default 1,000,000) with the schema's indexes.
 
 Run:  .venv/bin/python bench/cdr_insert.py [--cdrs 50000] [--seed 1000000] [--keep]
@@ -30,10 +31,15 @@ from sqlalchemy.engine import URL, Engine
 
 from migrations import runner
 from models.db import database_url, make_engine
+from models.operations import PendingCdr, Transition
 from models.reporting import ReportRow, build_report
 from models.repository import Repository
-from models.writer import CdrWriter
 from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason
+from workers.events.entries import StreamEvent
+from workers.events.outbox import PostgresOutbox
+from workers.events.publisher import EventPublisher
+from workers.runtime.book import LegContext, PendingEvent
+from workers.runtime.recorder import LegRecorder, persist_batch
 
 SEED_START = datetime(2024, 5, 1, tzinfo=UTC)
 SEED_DAYS = 30
@@ -85,24 +91,60 @@ def rate(count: int, seconds: float) -> str:
     return f"{count:>9,d} in {seconds:6.2f} s = {count / seconds:>10,.0f}/s"
 
 
+class DiscardingStream:
+    """Stands in for the Redis stream: these figures are PostgreSQL's (the recorder still
+    stores every outbox row and marks it published in its next batch, as in the worker)."""
+
+    def write(self, events: Any) -> None:
+        pass
+
+
+def start_recorder(repository: Repository, batch_size: int = 1000) -> LegRecorder:
+    """The worker's recorder as the worker wires it (outbox with deferred marks)."""
+    outbox = PostgresOutbox(repository, trunk="bench", workers=["bench"], defer_marks=True)
+    publisher = EventPublisher(DiscardingStream(), outbox)  # type: ignore[arg-type]
+    return LegRecorder(
+        repository, publisher, worker="bench", outbox=outbox, batch_size=batch_size
+    ).start()
+
+
+def context(leg_id: uuid.UUID | str) -> LegContext:
+    return LegContext(leg_id=str(leg_id), trunk="bench", correlation_id=f"c-{leg_id}",
+                      scenario="campaign")
+
+
+def stream_event(leg: LegContext, state: str, at: float) -> StreamEvent:
+    return StreamEvent(trunk="bench", leg_id=leg.leg_id, seq=leg.next_seq(), state=state,
+                       call_id="", correlation_id=leg.correlation_id, scenario="campaign", at=at)
+
+
+def cdr_event(index: int, prefix: str) -> PendingEvent:
+    """A leg's terminal event with its CDR (what the recorder gets at a call's end)."""
+    cdr = record(index, prefix)
+    leg = context(uuid.uuid4())
+    return PendingEvent(leg, stream_event(leg, "ended", cdr.ended_at or 0.0), None,
+                        PendingCdr(cdr, "bench", None))
+
+
 def bench_cdrs(repository: Repository, count: int, single: int) -> None:
-    writer = CdrWriter(repository, worker="bench", batch_size=1000, max_pending=count + 10)
-    writer.start()
+    recorder = start_recorder(repository)
+    events = [cdr_event(index, "batched") for index in range(count)]
     began = time.perf_counter()
-    for index in range(count):
-        writer.submit_cdr(record(index, "batched"))
-    writer.flush(timeout=600)
+    for pending in events:
+        recorder.submit(pending)
+    recorder.flush(timeout=600)
     elapsed = time.perf_counter() - began
-    writer.stop()
+    recorder.stop()
     print(
-        f"CDR insert, batched (CdrWriter)        {rate(writer.stats.cdrs_written, elapsed)}"
-        f"  ({writer.stats.batches} batches)"
+        f"CDR + outbox row, LegRecorder batches  {rate(recorder.stats.cdrs, elapsed)}"
+        f"  ({recorder.stats.batches} batches)"
     )
 
+    events = [cdr_event(index, "single") for index in range(single)]
     began = time.perf_counter()
-    for index in range(single):
-        repository.write_cdr(record(index, "single"), "bench")
-    print(f"CDR insert, one per transaction        {rate(single, time.perf_counter() - began)}")
+    for pending in events:
+        repository.run_connection(persist_batch, [pending], "bench")
+    print(f"CDR + outbox row, one per transaction  {rate(single, time.perf_counter() - began)}")
 
 
 def bench_legs(repository: Repository, count: int) -> None:
@@ -120,24 +162,29 @@ def bench_legs(repository: Repository, count: int) -> None:
         repository.claim_leg(worker="bench", leg_id=leg_id)
     print(f"leg claim (UPDATE ... RETURNING)       {rate(count, time.perf_counter() - began)}")
 
-    writer = CdrWriter(repository, worker="bench", batch_size=1000, max_pending=count * 5)
-    writer.start()
+    recorder = start_recorder(repository)
     now = time.time()
+    contexts = {leg_id: context(leg_id) for leg_id in legs}
+    steps: list[tuple[str, float, dict[str, Any]]] = [
+        ("inviting", now, {"local_cseq": 1}),
+        ("ringing", now + 0.3, {"last_status_code": 180}),
+        ("established", now + 2, {"remote_tag": "rt"}),
+        ("ended", now + 30, {}),
+    ]
+    events = []
+    for state, at, fields in steps:
+        for leg_id in legs:
+            extra = {"call_id": f"{leg_id}@b"} if state == "inviting" else {}
+            transition = Transition.make(leg_id, state, at, **fields, **extra)
+            events.append(PendingEvent(contexts[leg_id],
+                                       stream_event(contexts[leg_id], state, at), transition))
     began = time.perf_counter()
-    for leg_id in legs:
-        writer.submit_transition(leg_id, "inviting", now, call_id=f"{leg_id}@b", local_cseq=1)
-    for leg_id in legs:
-        writer.submit_transition(leg_id, "ringing", now + 0.3, last_status_code=180)
-    for leg_id in legs:
-        writer.submit_transition(leg_id, "established", now + 2, remote_tag="rt")
-    for leg_id in legs:
-        writer.submit_transition(leg_id, "ended", now + 30)
-    writer.flush(timeout=600)
+    for pending in events:
+        recorder.submit(pending)
+    recorder.flush(timeout=600)
     elapsed = time.perf_counter() - began
-    writer.stop()
-    print(
-        f"leg transitions, batched (CdrWriter)   {rate(writer.stats.transitions_applied, elapsed)}"
-    )
+    recorder.stop()
+    print(f"leg transitions + outbox, LegRecorder  {rate(recorder.stats.events, elapsed)}")
 
 
 SEED_SQL = """

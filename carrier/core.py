@@ -1,4 +1,10 @@
-"""The carrier simulator's UAS, sans-IO: bytes + source + now in, bytes + deadlines out."""
+"""The carrier simulator's UAS, sans-IO: bytes + source + now in, bytes + deadlines out.
+
+Longer than 500 lines on purpose: `CarrierCore` is one state machine (a call's INVITE
+server transaction, its scripted outcome, the dialog's in-dialog requests and timers) whose
+methods share the per-call state; the parts that stand alone already live beside it
+(carrier.auth, carrier.sdp, carrier.state, carrier.config).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from sipstack.headers.name_addr import NameAddr
 from sipstack.message import Request, Response, parse_message
 from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transport import Address, Transport
+from sipstack.uri import format_host
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
 IN_DIALOG_OK = frozenset({"UPDATE", "OPTIONS", "INFO"})
@@ -318,7 +325,7 @@ class CarrierCore:
 
     def _contact(self, transport: Transport) -> str:
         host, port = self.config.local_address
-        host_text = f"[{host}]" if ":" in host else host
+        host_text = format_host(host)
         suffix = "" if transport is Transport.UDP else f";transport={transport.value}"
         scheme = "sips" if transport.is_tls else "sip"
         return f"<{scheme}:carrier@{host_text}:{port}{suffix}>"
@@ -581,7 +588,7 @@ class CarrierCore:
         call.local_cseq += 1
         branch = f"z9hG4bK{self._rng.getrandbits(64):016x}"
         host, port = self.config.local_address
-        host_text = f"[{host}]" if ":" in host else host
+        host_text = format_host(host)
         headers = [
             ("Via", f"{call.transport.via_token} {host_text}:{port};branch={branch};rport"),
             ("Max-Forwards", "70"),

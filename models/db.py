@@ -1,9 +1,8 @@
-"""Sync and async engines and session factories, from `OUTBOUND_DATABASE_URL`.
+"""Engines and session factories, from `OUTBOUND_DATABASE_URL`.
 
-Sync (reporting, the CLI, Celery threads, the CDR writer thread): `make_engine()` and
-`make_session_factory(engine)`. Async (code that must await the database on an asyncio loop):
-`make_async_engine()` and `make_async_session_factory(engine)`; an AsyncEngine belongs to the
-loop that first uses it, and each asyncio task takes its own session.
+Reporting, the CLI, Celery threads and the recorder thread: `make_engine()` and
+`make_session_factory(engine)`. Nothing awaits the database on an asyncio loop: the signaling
+loop hands its writes to the recorder thread.
 
 A `sqlite:///path` URL (the embedded demo) gets the schema from `metadata.create_all`; the
 PostgreSQL schema comes only from the Alembic migrations (`outbound migrate`).
@@ -17,12 +16,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
 from sqlalchemy.orm import Session, sessionmaker
 
 DATABASE_URL_ENV = "OUTBOUND_DATABASE_URL"
@@ -65,31 +58,9 @@ def make_engine(url: str | URL | None = None, **options: Any) -> Engine:
     return create_engine(chosen, **settings)
 
 
-def make_async_engine(url: str | URL | None = None, **options: Any) -> AsyncEngine:
-    """An async engine (psycopg 3's async mode); SQLite needs an async driver we do not ship."""
-    chosen = database_url(url)
-    if is_sqlite(chosen):
-        raise ValueError(
-            f"{chosen.render_as_string(hide_password=True)}: the async engine needs PostgreSQL; "
-            "use the sync engine (make_engine) with SQLite"
-        )
-    settings: dict[str, Any] = {
-        "pool_pre_ping": True,
-        "pool_size": 5,
-        "max_overflow": 5,
-        "connect_args": {"connect_timeout": 5, "application_name": "outbound"},
-    }
-    settings.update(options)
-    return create_async_engine(chosen, **settings)
-
-
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     # Objects stay readable after commit: the repository hands them to other threads.
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def make_async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def create_sqlite_schema(engine: Engine) -> None:

@@ -1,120 +1,58 @@
-"""Each database write and read the workers need, as a function of an open Session.
+"""Leg and CDR writes and reads the workers need, as functions of an open Session or Connection.
 
-The sync Repository calls these inside `sessionmaker.begin()`, the async one through
-`AsyncSession.run_sync`, the CdrWriter with whole batches: one implementation for all three.
-The batch writes (transitions, CDRs, outbox rows) and the dial task's claim also take a plain
-Core `Connection` (`Repository.run_connection`): the worker's hot path runs statements built
-once at import, with no ORM objects in between.
+The Repository runs them in one transaction each (`Repository.run` / `run_connection`); the
+recorder runs the batch ones (transitions, CDRs, outbox rows) together in `persist_batch`.
+The batch writes and the dial task's claim also take a plain Core `Connection`: the worker's
+hot path runs statements built once at import, with no ORM objects in between. Transitions
+live in models.transition_ops, the outbox in models.outbox_ops, crash recovery's queries in
+models.recovery_ops; the names below are re-exported for callers.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
-import json
 import uuid
-from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Table,
-    Update,
-    and_,
-    bindparam,
-    func,
-    literal_column,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Table, and_, bindparam, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from models.bulk_insert import insert_ignoring, insert_rows, insert_rows_pg
 from models.cdrs import Cdr, cdr_row
 from models.dial_fields import DialFields
-from models.enums import ALLOWED_PREDECESSORS, STATE_TIMESTAMP, TERMINAL_STATES, LegState
+from models.enums import TERMINAL_STATES, LegState
+from models.executor import Executor, as_uuid, connection_of
 from models.legs import LIVE_LEG_CONDITION, Leg
-from models.outbox import OutboxEvent
-from models.times import to_datetime
+from models.transition_ops import TRANSITION_FIELDS, Transition, apply_transitions
 from sipstack.cdr import CdrRecord
-from sipstack.transport import Transport
 
-# Dialog state and outcome columns a transition may set (anything else is a caller bug).
-TRANSITION_FIELDS = frozenset(
-    {
-        "call_id",
-        "local_tag",
-        "remote_tag",
-        "local_cseq",
-        "invite_branch",
-        "remote_target",
-        "route_set",
-        "transport",
-        "peer_addr",
-        "last_status_code",
-        "last_reason",
-    }
-)
+__all__ = [
+    "TRANSITION_FIELDS",
+    "ClaimedLeg",
+    "Executor",
+    "PendingCdr",
+    "Transition",
+    "apply_transitions",
+    "as_uuid",
+    "cdr_for_leg",
+    "claim_for_dial",
+    "claim_leg",
+    "connection_of",
+    "find_leg",
+    "get_leg",
+    "insert_cdrs",
+    "insert_ignoring",
+    "insert_leg",
+    "insert_legs",
+    "insert_rows",
+    "insert_rows_pg",
+    "leg_states",
+]
 
 _legs: Table = Leg.__table__  # type: ignore[assignment]
-_cdrs: Table = Cdr.__table__  # type: ignore[assignment]
-_outbox: Table = OutboxEvent.__table__  # type: ignore[assignment]
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A leg moved to `state` at `at` (epoch seconds or datetime), with dialog fields."""
-
-    leg_id: uuid.UUID
-    state: LegState
-    at: datetime
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def make(
-        cls, leg_id: uuid.UUID | str, state: LegState | str, at: float | datetime, **fields: Any
-    ) -> Transition:
-        """Check the state and field names now, in the caller, not later in a writer thread."""
-        target = LegState(state)
-        if target not in ALLOWED_PREDECESSORS:
-            raise ValueError(
-                f"cannot record a transition to {target.value!r}: "
-                "legs enter 'queued' through create_leg and 'claimed' through claim_leg"
-            )
-        unknown = sorted(set(fields) - TRANSITION_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"unknown leg fields {unknown}; allowed: {', '.join(sorted(TRANSITION_FIELDS))}"
-            )
-        cleaned = dict(fields)
-        if cleaned.get("transport") is not None:
-            cleaned["transport"] = Transport.parse(str(cleaned["transport"]))
-        if cleaned.get("route_set") is not None:
-            cleaned["route_set"] = [str(route) for route in cleaned["route_set"]]
-        return cls(as_uuid(leg_id), target, to_datetime(at), cleaned)
-
-    @classmethod
-    def ended(
-        cls,
-        leg_id: uuid.UUID | str,
-        at: float | datetime,
-        *,
-        failed: bool = False,
-        status_code: int | None = None,
-        reason: str | None = None,
-    ) -> Transition:
-        """A live leg's end ('failed' when `failed`), with the last status it saw, if any."""
-        fields: dict[str, Any] = {}
-        if status_code is not None:
-            fields["last_status_code"] = status_code
-        if reason is not None:
-            fields["last_reason"] = reason
-        return cls.make(leg_id, LegState.FAILED if failed else LegState.ENDED, at, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,25 +60,6 @@ class PendingCdr:
     record: CdrRecord
     worker: str
     leg_id: uuid.UUID | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PendingOutboxEvent:
-    trunk: str
-    event_id: str
-    payload: Mapping[str, Any]
-
-
-def as_uuid(value: uuid.UUID | str) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-Executor = Session | Connection
-
-
-def connection_of(executor: Executor) -> Connection:
-    """The Core connection of a Session's transaction, or the Connection itself."""
-    return executor if isinstance(executor, Connection) else executor.connection()
 
 
 def _insert(session: Executor, target: Any) -> Any:
@@ -151,15 +70,6 @@ def _insert(session: Executor, target: Any) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(target)
     raise ValueError(f"unsupported database dialect {dialect!r} (PostgreSQL or SQLite)")
-
-
-# Keep the driver's row count for executemany too (SQLAlchemy drops it otherwise).
-_ROWCOUNT = {"preserve_rowcount": True}
-
-
-def _count(rowcount: int) -> int:
-    # -1 means "unknown"; psycopg 3 and sqlite3 report sums for executemany, so it is not seen.
-    return max(rowcount, 0)
 
 
 def _not_terminal() -> Any:
@@ -209,14 +119,13 @@ def insert_leg(session: Session, fields: DialFields, leg_id: uuid.UUID) -> tuple
     raise RuntimeError(f"correlation_id {fields.correlation_id!r} keeps changing; giving up")
 
 
+def insert_legs(session: Session, dials: Sequence[DialFields]) -> list[tuple[Leg, bool]]:
+    """Store several validated dials in one transaction (see insert_leg)."""
+    return [insert_leg(session, fields, uuid.uuid4()) for fields in dials]
+
+
 def get_leg(session: Session, leg_id: uuid.UUID | str) -> Leg | None:
     return session.get(Leg, as_uuid(leg_id))
-
-
-def live_leg(session: Session, correlation_id: str) -> Leg | None:
-    return session.scalars(
-        select(Leg).where(Leg.correlation_id == correlation_id, _not_terminal())
-    ).one_or_none()
 
 
 def claim_leg(
@@ -338,270 +247,21 @@ def leg_states(
     return {leg: (state, owner) for leg, state, owner in rows}
 
 
-@functools.cache
-def _transition_statement(state: LegState, keys: tuple[str, ...]) -> Update:
-    # Built once per (state, fields) shape: a statement object reused keeps its cache key.
-    timestamp = STATE_TIMESTAMP.get(state)
-    values: dict[str, Any] = {
-        "state": state,
-        "updated_at": bindparam("p_at", type_=_legs.c.updated_at.type),
-    }
-    if timestamp is not None:
-        # First occurrence wins: a retransmitted 180 does not move first_provisional_at.
-        values[timestamp] = func.coalesce(
-            _legs.c[timestamp], bindparam("p_at", type_=_legs.c[timestamp].type)
-        )
-    for key in keys:
-        values[key] = bindparam(f"p_{key}", type_=_legs.c[key].type)
-    return (
-        update(_legs)
-        .where(
-            _legs.c.id == bindparam("p_leg_id", type_=_legs.c.id.type),
-            # Inlined (our own enum values): expanding IN parameters cannot go to executemany.
-            _legs.c.state.in_(
-                [
-                    literal_column(f"'{allowed.value}'")
-                    for allowed in sorted(ALLOWED_PREDECESSORS[state])
-                ]
-            ),
-        )
-        .values(values)
+def find_leg(
+    session: Session, *, correlation_id: str | None = None, call_id: str | None = None
+) -> Leg | None:
+    """The live leg with this key, else its most recent finished one."""
+    if (correlation_id is None) == (call_id is None):
+        raise ValueError("give exactly one of correlation_id or call_id")
+    key = Leg.correlation_id == correlation_id if correlation_id is not None else (
+        Leg.call_id == call_id
     )
-
-
-def _transition_params(transition: Transition) -> dict[str, Any]:
-    params = {f"p_{key}": value for key, value in transition.fields.items()}
-    params["p_leg_id"] = transition.leg_id
-    params["p_at"] = transition.at
-    return params
-
-
-def apply_transitions(session: Executor, transitions: Sequence[Transition]) -> int:
-    """Apply transitions in order per leg, batched; return how many moved a leg.
-
-    A transition whose leg is not in an allowed predecessor state (late, repeated, or after
-    the end) changes nothing. Round k holds every leg's k-th transition, so each leg's own
-    order is kept while legs are written together, one executemany per (state, fields) shape.
-    PostgreSQL takes the batch as arrays instead (`_apply_transitions_pg`), same results.
-    """
-    connection = connection_of(session)
-    if connection.dialect.name == "postgresql":
-        return _apply_transitions_pg(connection, transitions)
-    rounds: list[list[Transition]] = []
-    depth: dict[uuid.UUID, int] = defaultdict(int)
-    for transition in transitions:
-        position = depth[transition.leg_id]
-        depth[transition.leg_id] += 1
-        if position == len(rounds):
-            rounds.append([])
-        rounds[position].append(transition)
-    applied = 0
-    for batch in rounds:
-        shapes: dict[tuple[LegState, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
-        for transition in batch:
-            shape = (transition.state, tuple(sorted(transition.fields)))
-            shapes[shape].append(_transition_params(transition))
-        for (state, keys), params in shapes.items():
-            result = connection.execute(
-                _transition_statement(state, keys), params, execution_options=_ROWCOUNT
-            )
-            applied += _count(result.rowcount)
-    return applied
-
-
-# --- PostgreSQL: a batch as arrays, one statement per table ----------------------------------
-#
-# Per-row executemany costs a few tens of microseconds of Python per row in SQLAlchemy and
-# psycopg; the worker writes about a dozen rows per call. On PostgreSQL the recorder's batch
-# goes as one array per column (binary parameters: no text escaping of every element) and
-# `unnest` turns them back into rows on the server, so the client's work per row is appending
-# to a list. SQLite keeps the executemany path above.
-
-_TRANSITION_FIELD_TYPES = {
-    "call_id": "text", "local_tag": "text", "remote_tag": "text", "local_cseq": "integer",
-    "invite_branch": "text", "remote_target": "text", "route_set": "jsonb",
-    "transport": "text", "peer_addr": "text", "last_status_code": "integer",
-    "last_reason": "text",
-}
-_TRANSITION_FIELD_ORDER = tuple(sorted(_TRANSITION_FIELD_TYPES))
-assert set(_TRANSITION_FIELD_ORDER) == TRANSITION_FIELDS
-
-
-def _pg_literal_list(values: Iterable[str]) -> str:
-    return ", ".join(f"'{value}'" for value in sorted(values))  # our own enum values only
-
-
-_TIMESTAMP_COLUMNS = tuple(sorted({
-    column for state, column in STATE_TIMESTAMP.items() if state in ALLOWED_PREDECESSORS
-}))
-
-
-def _transition_round_sql() -> str:
-    sets = ["state = v.state", "updated_at = v.at"]
-    # First occurrence wins: a retransmitted 180 does not move first_provisional_at.
-    sets += [f"{column} = COALESCE(l.{column}, v.{column})" for column in _TIMESTAMP_COLUMNS]
-    for bit, name in enumerate(_TRANSITION_FIELD_ORDER):
-        sets.append(f"{name} = CASE WHEN v.mask & {1 << bit} <> 0 THEN v.{name} ELSE l.{name} END")
-    allowed = " ".join(
-        f"WHEN '{state.value}' THEN ARRAY[{_pg_literal_list(before)}]"
-        for state, before in sorted(ALLOWED_PREDECESSORS.items())
-    )
-    typed = [
-        ("id", "uuid"), ("first_state", "text"), ("state", "text"), ("at", "timestamptz"),
-        *((column, "timestamptz") for column in _TIMESTAMP_COLUMNS), ("mask", "integer"),
-        *((name, _TRANSITION_FIELD_TYPES[name]) for name in _TRANSITION_FIELD_ORDER),
-    ]
-    arrays = ", ".join(f"%({name})b::{kind}[]" for name, kind in typed)
-    return (
-        f"UPDATE legs AS l SET {', '.join(sets)} "
-        f"FROM unnest({arrays}) AS v({', '.join(name for name, _ in typed)}) "
-        f"WHERE l.id = v.id AND l.state = ANY(CASE v.first_state {allowed} END) "
-        "RETURNING l.id"
-    )
-
-
-_TRANSITION_ROUND_SQL = _transition_round_sql()
-_ROUND_COLUMNS = ("id", "first_state", "state", "at", *_TIMESTAMP_COLUMNS, "mask",
-                  *_TRANSITION_FIELD_ORDER)
-
-
-def _pg_field_value(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if name == "route_set":
-        return json.dumps(list(value))
-    if name == "transport":
-        return str(Transport.parse(str(value)).value)
-    return value
-
-
-def _apply_transitions_pg(connection: Connection, transitions: Sequence[Transition]) -> int:
-    """Apply transitions with one UPDATE … FROM unnest(…) per round.
-
-    A leg's consecutive transitions that each follow from the one before (inviting, ringing,
-    established, ended) are one chain, written as one row version: the chain applies when
-    the leg's state allows its first step, exactly as the steps one by one would. When the
-    first step does not apply, the rest go again, one round later, from the unchanged state.
-    """
-    queues: dict[uuid.UUID, deque[Transition]] = {}
-    for transition in transitions:
-        queues.setdefault(transition.leg_id, deque()).append(transition)
-    applied = 0
-    while queues:
-        chains = [_take_chain(queue) for queue in queues.values()]
-        moved = _apply_chains_pg(connection, chains)
-        for chain in chains:
-            if chain[0].leg_id in moved:
-                applied += len(chain)
-            else:
-                queues[chain[0].leg_id].extendleft(reversed(chain[1:]))
-        queues = {leg: queue for leg, queue in queues.items() if queue}
-    return applied
-
-
-def _take_chain(queue: deque[Transition]) -> list[Transition]:
-    chain = [queue.popleft()]
-    while queue and chain[-1].state in ALLOWED_PREDECESSORS[queue[0].state]:
-        chain.append(queue.popleft())
-    return chain
-
-
-def _apply_chains_pg(connection: Connection, chains: Sequence[list[Transition]]) -> set[Any]:
-    """One UPDATE for one chain per leg; the ids of the legs it moved."""
-    columns: dict[str, list[Any]] = {name: [] for name in _ROUND_COLUMNS}
-    for chain in chains:
-        first, last = chain[0], chain[-1]
-        columns["id"].append(first.leg_id)
-        columns["first_state"].append(first.state.value)
-        columns["state"].append(last.state.value)
-        columns["at"].append(last.at)
-        firsts: dict[str, datetime] = {}
-        fields: dict[str, Any] = {}
-        for step in chain:
-            column = STATE_TIMESTAMP.get(step.state)
-            if column is not None:
-                firsts.setdefault(column, step.at)
-            fields.update(step.fields)
-        for column in _TIMESTAMP_COLUMNS:
-            columns[column].append(firsts.get(column))
-        mask = 0
-        for bit, name in enumerate(_TRANSITION_FIELD_ORDER):
-            if name in fields:
-                mask |= 1 << bit
-                columns[name].append(_pg_field_value(name, fields[name]))
-            else:
-                columns[name].append(None)
-        columns["mask"].append(mask)
-    result = connection.exec_driver_sql(_TRANSITION_ROUND_SQL, columns)
-    return {row[0] for row in result}
-
-
-@functools.cache
-def _pg_unnest_insert(table_name: str) -> tuple[str, tuple[str, ...]]:
-    """INSERT … SELECT FROM unnest(one array per column) … ON CONFLICT DO NOTHING, in the
-    arrays' order (WITH ORDINALITY), so generated ids follow the batch order."""
-    table, key = {"cdrs": (_cdrs, "call_id"), "outbox_events": (_outbox, "event_id")}[table_name]
-    names = tuple(
-        column.name for column in table.columns
-        if not column.primary_key and column.name not in _SERVER_SET
-    )
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    arrays = ", ".join(
-        f"%({name})b::{table.c[name].type.compile(dialect=dialect).lower()}[]" for name in names
-    )
-    listed = ", ".join(names)
-    sql = (
-        f"INSERT INTO {table.name} ({listed}) "
-        f"SELECT {listed} FROM unnest({arrays}) WITH ORDINALITY AS v({listed}, n) "
-        f"ORDER BY n ON CONFLICT ({key}) DO NOTHING"
-    )
-    return sql, names
-
-
-def _pg_value(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return value
-
-
-def insert_rows_pg(
-    connection: Connection, table_name: str, rows: Sequence[Mapping[str, Any]]
-) -> int:
-    """Insert rows (column -> value) into cdrs or outbox_events as arrays; how many were new."""
-    sql, names = _pg_unnest_insert(table_name)
-    columns: dict[str, list[Any]] = {name: [] for name in names}
-    for row in rows:
-        for name in names:
-            columns[name].append(_pg_value(row[name]))
-    return _count(connection.exec_driver_sql(sql, columns).rowcount)
-
-
-def legs_owned_by(session: Session, worker: str, states: Iterable[LegState]) -> list[Leg]:
-    statement = (
-        select(Leg)
-        .where(Leg.owner_worker == worker, Leg.state.in_(sorted(LegState(s) for s in states)))
-        .order_by(Leg.created_at)
-    )
-    return list(session.scalars(statement))
-
-
-def adopt_legs(
-    session: Session, from_worker: str, to_worker: str, states: Iterable[LegState], at: datetime
-) -> list[Leg]:
-    """Hand a dead worker's legs to a live one in one UPDATE, so two rescuers never both act."""
-    statement = (
-        update(Leg)
-        .where(
-            Leg.owner_worker == from_worker,
-            Leg.state.in_(sorted(LegState(s) for s in states)),
-        )
-        .values(owner_worker=to_worker, updated_at=at)
-        .returning(Leg)
-        .execution_options(synchronize_session=False)
-    )
-    return list(session.scalars(statement))
+    live = session.scalars(
+        select(Leg).where(key, _not_terminal()).limit(1)
+    ).first()
+    if live is not None:
+        return live
+    return session.scalars(select(Leg).where(key).order_by(Leg.created_at.desc()).limit(1)).first()
 
 
 # --- CDRs -------------------------------------------------------------------------------------
@@ -632,85 +292,11 @@ def insert_cdrs(session: Executor, pending: Sequence[PendingCdr]) -> int:
     ]
     # executemany (psycopg pipelines it) rather than one multi-VALUES INSERT … RETURNING:
     # measured 4x faster, since the driver converts one short statement instead of a huge one.
-    if connection.dialect.name == "postgresql":
-        return insert_rows_pg(connection, "cdrs", rows)
-    statement = insert_ignoring(connection.dialect.name, "cdrs")
-    return _count(connection.execute(statement, rows, execution_options=_ROWCOUNT).rowcount)
+    return insert_rows(connection, "cdrs", rows)
 
 
-# --- outbox -----------------------------------------------------------------------------------
-
-
-def insert_outbox_events(session: Executor, events: Sequence[PendingOutboxEvent]) -> int:
-    if not events:
-        return 0
-    rows = [
-        {"trunk": event.trunk, "event_id": event.event_id, "payload": dict(event.payload)}
-        for event in events
-    ]
-    connection = connection_of(session)
-    if connection.dialect.name == "postgresql":
-        return insert_rows_pg(connection, "outbox_events", rows)
-    statement = insert_ignoring(connection.dialect.name, "outbox_events")
-    return _count(connection.execute(statement, rows, execution_options=_ROWCOUNT).rowcount)
-
-
-@functools.cache
-def insert_ignoring(dialect: str, table: str) -> Any:
-    """INSERT … ON CONFLICT (the table's natural key) DO NOTHING, built once.
-
-    Written as text with typed parameters rather than `postgresql.insert(...)`: SQLAlchemy
-    does not cache the dialect INSERT constructs and would compile one per batch. PostgreSQL
-    and SQLite (3.24+) read the same text.
-    """
-    if dialect not in ("postgresql", "sqlite"):
-        raise ValueError(f"unsupported database dialect {dialect!r} (PostgreSQL or SQLite)")
-    if table == "cdrs":
-        return _ignoring_insert(_cdrs, "call_id")
-    if table == "outbox_events":
-        return _ignoring_insert(_outbox, "event_id")
-    raise ValueError(f"no ignoring insert for table {table!r}")
-
-
-_SERVER_SET = frozenset({"recorded_at", "created_at", "published_at"})
-
-
-def _ignoring_insert(table: Table, key: str) -> Any:
-    # every column the caller writes: all but the generated id and the server-set times
-    names = [
-        column.name for column in table.columns
-        if not column.primary_key and column.name not in _SERVER_SET
-    ]
-    return text(
-        f"INSERT INTO {table.name} ({', '.join(names)}) "
-        f"VALUES ({', '.join(':' + name for name in names)}) "
-        f"ON CONFLICT ({key}) DO NOTHING"
-    ).bindparams(*(bindparam(name, type_=table.c[name].type) for name in names))
-
-
-def fetch_unpublished(session: Session, limit: int, trunk: str | None = None) -> list[OutboxEvent]:
-    statement = select(OutboxEvent).where(OutboxEvent.published_at.is_(None))
-    if trunk is not None:
-        statement = statement.where(OutboxEvent.trunk == trunk)
-    return list(session.scalars(statement.order_by(OutboxEvent.id).limit(limit)))
-
-
-def mark_published(session: Executor, ids: Sequence[int], at: datetime) -> int:
-    if not ids:
-        return 0
-    params = {"p_ids": list(ids), "p_at": at}
-    return _count(connection_of(session).execute(_MARK_PUBLISHED, params).rowcount)
-
-
-_MARK_PUBLISHED = (
-    update(_outbox)
-    .where(
-        _outbox.c.id.in_(bindparam("p_ids", expanding=True)), _outbox.c.published_at.is_(None)
-    )
-    .values(published_at=bindparam("p_at", type_=_outbox.c.published_at.type))
-)
-
-
-def purge_published(session: Session, before: datetime) -> int:
-    statement = _outbox.delete().where(_outbox.c.published_at < before)
-    return _count(session.connection().execute(statement).rowcount)
+def cdr_for_leg(session: Session, leg_id: uuid.UUID | str) -> Cdr | None:
+    """The leg's CDR (the latest, should there be several)."""
+    return session.scalars(
+        select(Cdr).where(Cdr.leg_id == as_uuid(leg_id)).order_by(Cdr.id.desc())
+    ).first()

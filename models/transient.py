@@ -39,6 +39,20 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
+# The database answers but is not migrated yet (`outbound migrate` not run): undefined table,
+# undefined schema. Not the data's fault, and it clears once the operator migrates.
+_UNMIGRATED_SQLSTATES = frozenset({"42P01", "3F000"})
+
+
+def is_worth_waiting_for(error: BaseException) -> bool:
+    """What a writer holding events waits out rather than drops: transient errors, and a
+    database not migrated yet. Never integrity or data errors (the rows themselves are
+    refused: waiting changes nothing)."""
+    if isinstance(error, sa_exc.IntegrityError | sa_exc.DataError):
+        return False
+    return is_transient(error) or _sqlstate(error) in _UNMIGRATED_SQLSTATES
+
+
 def _log_retry(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     log.warning(

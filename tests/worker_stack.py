@@ -3,7 +3,6 @@ processes and a scheduler client, plus the checks every such test makes."""
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import subprocess
 import threading
@@ -93,7 +92,7 @@ class Stack:
             f"cps = {self.cps}\nmax_concurrent = {self.max_concurrent}\n"
             'caller_user = "+15550100"\nring_timeout = 60\nmax_call_duration = 120\n'
         )
-        self.settings = dataclasses.replace(self.settings, trunks_file=str(self.trunks_file))
+        self.settings = self.settings.model_copy(update={"trunks_file": str(self.trunks_file)})
         self.client = DialClient(self.settings, repository=self.repository)
 
     # --- workers -------------------------------------------------------------------------------
@@ -117,7 +116,11 @@ class Stack:
         def ready() -> bool:
             if not worker.running():
                 raise AssertionError(f"worker {worker.name} exited:\n{worker.log()[-4000:]}")
-            return bool(self.redis.exists(key))
+            # The heartbeat key is written early in the start; "serving trunk" is logged once
+            # the first maintenance round (recovery, re-publishing queued dials after a broker
+            # reset) is done. A dial enqueued before that is re-published too (a harmless
+            # duplicate, but one more log line about the leg).
+            return bool(self.redis.exists(key)) and "serving trunk" in worker.log()
 
         wait_for(ready, timeout, f"worker {worker.name} to start")
 

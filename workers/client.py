@@ -23,8 +23,6 @@ from typing import Any
 
 import redis
 from celery import Celery
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from models import operations
 from models.cdrs import Cdr
@@ -141,7 +139,7 @@ class DialClient:
         position = self._stream_position(trunk)
         queued: list[QueuedDial] = []
         for start in range(0, len(prepared), chunk_size):
-            stored = self.repository.run(_insert_legs, prepared[start:start + chunk_size])
+            stored = self.repository.run(operations.insert_legs, prepared[start:start + chunk_size])
             waiting = [(str(leg.id), leg.correlation_id) for leg, _ in stored
                        if leg.state == LegState.QUEUED]
             if waiting:
@@ -238,12 +236,7 @@ class DialClient:
         raise TimeoutError(f"no terminal event for leg {queued.leg_id} within {timeout:.0f} s")
 
     def cdr_for_leg(self, leg_id: str) -> Cdr | None:
-        def query(session: Any) -> Cdr | None:
-            return session.scalars(  # type: ignore[no-any-return]
-                select(Cdr).where(Cdr.leg_id == uuid.UUID(leg_id)).order_by(Cdr.id.desc())
-            ).first()
-
-        return self.repository.run(query)
+        return self.repository.run(operations.cdr_for_leg, leg_id)
 
     def leg(self, leg_id: str) -> Leg | None:
         return self.repository.get_leg(leg_id)
@@ -251,11 +244,6 @@ class DialClient:
     def close(self) -> None:
         self.redis.close()
         self.repository.engine.dispose()
-
-
-def _insert_legs(session: Session, dials: Sequence[DialFields]) -> list[tuple[Leg, bool]]:
-    """Store several validated dials in one transaction (see operations.insert_leg)."""
-    return [operations.insert_leg(session, fields, uuid.uuid4()) for fields in dials]
 
 
 _default: DialClient | None = None

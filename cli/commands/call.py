@@ -22,7 +22,7 @@ from sipstack.errors import LocalProtocolError, SipParseError
 from sipstack.events import DialogEstablished, LegEvent
 from sipstack.target import parse_hostport, resolve_transport, uri_transport
 from sipstack.transport import Address, Transport
-from sipstack.uri import SipUri, parse_uri
+from sipstack.uri import SipUri, format_hostport, parse_uri
 from workers.signaling.manager import LegManager, ManagerHooks
 from workers.signaling.transports import TransportConfig
 
@@ -178,7 +178,7 @@ async def place_call(options: CallOptions, printer: CallPrinter) -> CallOutcome:
         request = DialRequest(
             target=DialTarget(
                 request_uri=options.target_uri,
-                signaling_addr=_render_address(options.proxy),
+                signaling_addr=format_hostport(*options.proxy),
                 caller_user=options.from_user,
                 caller_display_name=options.from_display,
                 transport=options.transport,
@@ -226,11 +226,6 @@ async def place_call(options: CallOptions, printer: CallPrinter) -> CallOutcome:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         await manager.close(timeout=5.0)
-
-
-def _render_address(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def local_host_towards(address: Address) -> str:
@@ -387,7 +382,7 @@ def command(
     try:
         outcome = asyncio.run(place_call(options, printer))
     except OSError as exc:  # one line, no usage text: the flag and what could not be bound
-        raise ConfigFailure(f"--bind {_render_address(options.bind)}: {exc.strerror or exc}"
+        raise ConfigFailure(f"--bind {format_hostport(*options.bind)}: {exc.strerror or exc}"
                             ) from None
     except (LocalProtocolError, SipParseError) as exc:
         raise click.UsageError(str(exc)) from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
+from workers.config.settings import hide_password
 
 SQLITE_FILE = "outbound-demo.sqlite"
 
@@ -38,13 +38,6 @@ class DemoBackends:
             with contextlib.suppress(Exception):
                 close()
         self._closers.clear()
-
-
-def _hide_password(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 def choose_backends(
@@ -100,18 +93,19 @@ def _choose_redis(backends: DemoBackends, configured: str | None) -> None:
         try:
             client.ping()
         except (redis.RedisError, OSError) as error:
-            raise BackendError(f"cannot use Redis {_hide_password(configured)}: {error}") from None
+            raise BackendError(f"cannot use Redis {hide_password(configured)}: {error}") from None
         finally:
             client.close()
         backends.redis_url = configured
-        backends.redis_label = f"{_hide_password(configured)} (OUTBOUND_REDIS_URL)"
+        backends.redis_label = f"{hide_password(configured)} (OUTBOUND_REDIS_URL)"
         return
     try:
         from fakeredis import TcpFakeServer
     except ImportError:
         raise BackendError(
-            "no OUTBOUND_REDIS_URL and the embedded broker is missing: "
-            "pip install 'fakeredis[lua]' or point OUTBOUND_REDIS_URL at a Redis"
+            "no OUTBOUND_REDIS_URL, and the embedded broker comes with the demo extra: "
+            "pip install -e '.[demo]' (from a clone) or 'outbound[demo]', "
+            "or point OUTBOUND_REDIS_URL at a Redis"
         ) from None
     server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
     server.daemon_threads = True

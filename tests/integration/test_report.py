@@ -17,6 +17,7 @@ from cli.main import main
 from models.reporting import ReportRow, build_report, row_from_mapping
 from models.repository import Repository
 from sipstack.cdr import CdrRecord, Disposition, HangupReason
+from tests.persisting import write_cdr
 
 DAY1 = datetime(2024, 5, 1, tzinfo=UTC).timestamp()
 DAY2 = datetime(2024, 5, 2, tzinfo=UTC).timestamp()
@@ -49,7 +50,7 @@ def seed(repo: Repository, make_cdr: Callable[..., CdrRecord]) -> None:
             disposition=Disposition(disposition),
             hangup_reason=HangupReason(reason),
         )
-        assert repo.write_cdr(record, "w1")
+        assert write_cdr(repo, record, "w1")
 
 
 def by_group(rows: list[ReportRow]) -> dict[str | None, ReportRow]:

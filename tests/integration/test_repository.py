@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from models import operations
+from models import operations, recovery_ops
 from models.cdrs import Cdr
 from models.dial_fields import InvalidDialRequest, validate_dial_fields
 from models.enums import LegState
@@ -21,6 +21,15 @@ from models.repository import Repository
 from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason
 from sipstack.dial import Scenario
 from sipstack.transport import Transport
+from tests.persisting import (
+    add_outbox_event,
+    fetch_unpublished,
+    legs_owned_by,
+    mark_leg_ended,
+    record_transition,
+    record_transitions,
+    write_cdr,
+)
 from workers.events.stream import mark_published
 
 T0 = 1_700_000_000.0
@@ -81,7 +90,7 @@ def test_duplicate_correlation_id_returns_the_existing_leg(repository: Repositor
 
 def test_correlation_id_is_free_again_once_the_leg_ended(repository: Repository) -> None:
     leg = started_leg(repository, "order-8")
-    assert repository.mark_leg_ended(leg.id, T0 + 5)
+    assert mark_leg_ended(repository, leg.id, T0 + 5)
     again, created = repository.create_leg(dial_fields("order-8"))
     assert created
     assert again.id != leg.id
@@ -200,7 +209,7 @@ def test_a_claim_repeated_with_its_token_gets_the_leg_again(repository: Reposito
 
 def test_transitions_store_timestamps_and_dialog_state(repository: Repository) -> None:
     leg = started_leg(repository)
-    assert repository.record_transition(
+    assert record_transition(repository,
         leg.id,
         "inviting",
         T0 + 0.1,
@@ -211,9 +220,9 @@ def test_transitions_store_timestamps_and_dialog_state(repository: Repository) -
         transport="TCP",
         peer_addr="10.0.0.2:5060",
     )
-    assert repository.record_transition(leg.id, LegState.RINGING, T0 + 0.4, last_status_code=180)
-    assert repository.record_transition(leg.id, LegState.EARLY, T0 + 0.9, last_status_code=183)
-    assert repository.record_transition(
+    assert record_transition(repository, leg.id, LegState.RINGING, T0 + 0.4, last_status_code=180)
+    assert record_transition(repository, leg.id, LegState.EARLY, T0 + 0.9, last_status_code=183)
+    assert record_transition(repository,
         leg.id,
         LegState.ESTABLISHED,
         T0 + 3,
@@ -222,7 +231,7 @@ def test_transitions_store_timestamps_and_dialog_state(repository: Repository) -
         route_set=["<sip:p1.test;lr>", "<sip:p2.test;lr>"],
         last_status_code=200,
     )
-    assert repository.record_transition(leg.id, LegState.TERMINATING, T0 + 30, local_cseq=2)
+    assert record_transition(repository, leg.id, LegState.TERMINATING, T0 + 30, local_cseq=2)
     stored = repository.get_leg(leg.id)
     assert stored is not None
     assert stored.state is LegState.TERMINATING
@@ -242,13 +251,13 @@ def test_transitions_store_timestamps_and_dialog_state(repository: Repository) -
 
 def test_transitions_never_move_a_leg_backwards(repository: Repository) -> None:
     leg = started_leg(repository)
-    assert not repository.record_transition(leg.id, "ringing", T0)  # not invited yet
-    assert repository.record_transition(leg.id, "inviting", T0)
-    assert repository.record_transition(leg.id, "established", T0 + 2)
-    assert not repository.record_transition(leg.id, "ringing", T0 + 3)
-    assert repository.mark_leg_ended(leg.id, T0 + 9, status_code=200, reason="BYE")
-    assert not repository.record_transition(leg.id, "established", T0 + 10)
-    assert not repository.mark_leg_ended(leg.id, T0 + 11, failed=True)
+    assert not record_transition(repository, leg.id, "ringing", T0)  # not invited yet
+    assert record_transition(repository, leg.id, "inviting", T0)
+    assert record_transition(repository, leg.id, "established", T0 + 2)
+    assert not record_transition(repository, leg.id, "ringing", T0 + 3)
+    assert mark_leg_ended(repository, leg.id, T0 + 9, status_code=200, reason="BYE")
+    assert not record_transition(repository, leg.id, "established", T0 + 10)
+    assert not mark_leg_ended(repository, leg.id, T0 + 11, failed=True)
     stored = repository.get_leg(leg.id)
     assert stored is not None
     assert stored.state is LegState.ENDED
@@ -259,11 +268,11 @@ def test_transitions_never_move_a_leg_backwards(repository: Repository) -> None:
 def test_transition_arguments_are_checked(repository: Repository) -> None:
     leg = started_leg(repository)
     with pytest.raises(ValueError, match="claim_leg"):
-        repository.record_transition(leg.id, "claimed", T0)
+        record_transition(repository, leg.id, "claimed", T0)
     with pytest.raises(ValueError, match="unknown leg fields"):
-        repository.record_transition(leg.id, "inviting", T0, callid="x")
+        record_transition(repository, leg.id, "inviting", T0, callid="x")
     with pytest.raises(ValueError):
-        repository.record_transition(leg.id, "dancing", T0)
+        record_transition(repository, leg.id, "dancing", T0)
 
 
 def test_batched_transitions_keep_each_legs_order(repository: Repository) -> None:
@@ -276,7 +285,7 @@ def test_batched_transitions_keep_each_legs_order(repository: Repository) -> Non
             operations.Transition.make(leg.id, "established", T0 + offset + 2),
         ]
     batch.append(operations.Transition.make(legs[0].id, "ended", T0 + 50))
-    assert repository.record_transitions(batch) == 10
+    assert record_transitions(repository, batch) == 10
     states = [repository.get_leg(leg.id).state for leg in legs]  # type: ignore[union-attr]
     assert states == [LegState.ENDED, LegState.ESTABLISHED, LegState.ESTABLISHED]
     second = repository.get_leg(legs[1].id)
@@ -284,21 +293,23 @@ def test_batched_transitions_keep_each_legs_order(repository: Repository) -> Non
     assert second.first_provisional_at == datetime.fromtimestamp(T0 + 2, UTC)
 
 
-def test_legs_owned_by_and_adoption(repository: Repository) -> None:
+def test_live_owners_and_adoption(repository: Repository) -> None:
+    """Crash recovery's queries (models.recovery_ops), the ones the worker runs."""
     mine = started_leg(repository, "own-1")
-    repository.record_transition(mine.id, "inviting", T0)
+    record_transition(repository, mine.id, "inviting", T0)
     ended = started_leg(repository, "own-2")
-    repository.mark_leg_ended(ended.id, T0)
+    mark_leg_ended(repository, ended.id, T0)
     repository.create_leg(dial_fields("own-3"))  # queued, nobody's
-    owned = repository.legs_owned_by("w1")
+    owned = legs_owned_by(repository, "w1")
     assert [leg.id for leg in owned] == [mine.id]
-    assert repository.legs_owned_by("w1", ["ended"])[0].id == ended.id
+    assert legs_owned_by(repository, "w1", ["ended"])[0].id == ended.id
+    assert repository.run(recovery_ops.live_owners, mine.trunk, "someone-else") == ["w1"]
 
-    adopted = repository.adopt_legs("w1", "w2")
-    assert [leg.id for leg in adopted] == [mine.id]
-    assert adopted[0].owner_worker == "w2"
-    assert repository.adopt_legs("w1", "w3") == []  # a second rescuer gets nothing
-    assert repository.legs_owned_by("w1") == []
+    adopted = repository.run(recovery_ops.adopt, "w1", "w2")
+    assert [item.leg.id for item in adopted] == [mine.id]
+    assert adopted[0].leg.owner_worker == "w2"
+    assert repository.run(recovery_ops.adopt, "w1", "w3") == []  # a second rescuer gets nothing
+    assert legs_owned_by(repository, "w1") == []
 
 
 # --- CDRs -------------------------------------------------------------------------------------
@@ -308,7 +319,7 @@ def test_write_cdr_writes_once_with_every_field(
     repository: Repository, make_cdr: Callable[..., CdrRecord]
 ) -> None:
     leg = started_leg(repository)
-    repository.record_transition(leg.id, "inviting", T0, call_id="cdr-1@host")
+    record_transition(repository, leg.id, "inviting", T0, call_id="cdr-1@host")
     record = make_cdr(
         "cdr-1@host",
         correlation_id="order-1",
@@ -319,10 +330,10 @@ def test_write_cdr_writes_once_with_every_field(
         reason_text="Recovery on timer expiry",
         srtp=True,
     )
-    assert repository.write_cdr(record, "w1")
-    assert not repository.write_cdr(record, "w2")
+    assert write_cdr(repository, record, "w1")
+    assert not write_cdr(repository, record, "w2")
     changed = make_cdr("cdr-1@host", disposition=Disposition.FAILED, answered_at=None)
-    assert not repository.write_cdr(changed, "w3")  # written once, never updated
+    assert not write_cdr(repository, changed, "w3")  # written once, never updated
     with repository.session() as session:
         rows = list(session.scalars(select(Cdr)))
     assert len(rows) == 1
@@ -350,7 +361,7 @@ def test_cdr_of_an_unanswered_call(
         ended_at=1_700_000_004.0,
         codec=None,
     )
-    assert repository.write_cdr(record, "w1")
+    assert write_cdr(repository, record, "w1")
     with repository.session() as session:
         row = session.scalars(select(Cdr)).one()
     assert row.billsec == 0
@@ -375,19 +386,19 @@ def test_the_database_refuses_values_outside_the_enumerations(repository: Reposi
 
 
 def test_outbox_add_fetch_and_purge_what_the_publisher_marked(repository: Repository) -> None:
-    assert repository.add_outbox_event("carrier-a", "leg1:1", {"state": "invited"})
-    assert not repository.add_outbox_event("carrier-a", "leg1:1", {"state": "invited"})
-    assert repository.add_outbox_event("carrier-b", "leg2:1", {"state": "invited"})
-    assert repository.add_outbox_event("carrier-a", "leg1:2", {"state": "ended", "n": [1, 2]})
+    assert add_outbox_event(repository, "carrier-a", "leg1:1", {"state": "invited"})
+    assert not add_outbox_event(repository, "carrier-a", "leg1:1", {"state": "invited"})
+    assert add_outbox_event(repository, "carrier-b", "leg2:1", {"state": "invited"})
+    assert add_outbox_event(repository, "carrier-a", "leg1:2", {"state": "ended", "n": [1, 2]})
 
-    pending = repository.fetch_unpublished(limit=10)
+    pending = fetch_unpublished(repository, limit=10)
     assert [event.event_id for event in pending] == ["leg1:1", "leg2:1", "leg1:2"]
     assert pending[2].payload == {"state": "ended", "n": [1, 2]}
-    only_a = repository.fetch_unpublished(limit=1, trunk="carrier-a")
+    only_a = fetch_unpublished(repository, limit=1, trunk="carrier-a")
     assert [event.event_id for event in only_a] == ["leg1:1"]
 
     # The workers' publisher marks what reached the stream; the repository purges it later.
     assert repository.run(mark_published, ["leg1:1", "leg2:1"]) == 2
-    assert [event.event_id for event in repository.fetch_unpublished()] == ["leg1:2"]
+    assert [event.event_id for event in fetch_unpublished(repository)] == ["leg1:2"]
     assert repository.purge_published(time.time() + 60) == 2
-    assert [event.event_id for event in repository.fetch_unpublished()] == ["leg1:2"]
+    assert [event.event_id for event in fetch_unpublished(repository)] == ["leg1:2"]

@@ -18,6 +18,7 @@ from models.enums import ALLOWED_PREDECESSORS, LegState
 from models.legs import Leg
 from models.repository import Repository
 from sipstack.cdr import CdrRecord
+from tests.persisting import fetch_unpublished, mark_leg_ended, record_transitions, write_cdrs
 from workers.events.stream import StreamEvent, insert_outbox
 
 T0 = 1_700_000_000.0
@@ -97,10 +98,10 @@ def test_transition_batches_agree_on_postgresql_and_sqlite(
             operations.Transition.make(legs[index], state, T0 + position + 1, **fields)
             for position, (index, state, fields) in enumerate(steps)
         ]
-        applied = repo.record_transitions(batch)
+        applied = record_transitions(repo, batch)
         rows = [_row(repo.get_leg(leg)) for leg in legs]
         for leg in legs:  # frees the correlation ids for the next example
-            repo.mark_leg_ended(leg, T0 + 100)
+            mark_leg_ended(repo, leg, T0 + 100)
         results.append((applied, rows))
     assert results[0] == results[1]
 
@@ -125,8 +126,8 @@ def test_cdr_and_outbox_batches_agree_on_postgresql_and_sqlite(
     stored: list[tuple[Any, ...]] = []
     for repo in (repository, sqlite_repository):
         pending = [operations.PendingCdr(record, "w", leg) for record in records]
-        written = repo.write_cdrs(pending)
-        assert repo.write_cdrs(pending) == 0  # written before: nothing new
+        written = write_cdrs(repo, pending)
+        assert write_cdrs(repo, pending) == 0  # written before: nothing new
         keys = repo.run_connection(insert_outbox, events, "w", extras)
         with repo.engine.connect() as connection:
             cdr_rows = connection.execute(text(
@@ -134,7 +135,7 @@ def test_cdr_and_outbox_batches_agree_on_postgresql_and_sqlite(
                 " hangup_by, duration_ms FROM cdrs ORDER BY call_id")).all()
             outbox_rows = connection.execute(text(
                 "SELECT event_id, trunk FROM outbox_events ORDER BY id")).all()
-        payloads = [item.payload for item in repo.fetch_unpublished(limit=10)]
+        payloads = [item.payload for item in fetch_unpublished(repo, limit=10)]
         stored.append((written, keys, [tuple(row) for row in cdr_rows],
                        [tuple(row) for row in outbox_rows], payloads))
     assert stored[0] == stored[1]

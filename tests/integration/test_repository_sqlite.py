@@ -10,6 +10,13 @@ from models.dial_fields import InvalidDialRequest
 from models.enums import LegState
 from models.repository import Repository
 from sipstack.cdr import CdrRecord
+from tests.persisting import (
+    add_outbox_event,
+    fetch_unpublished,
+    mark_leg_ended,
+    record_transition,
+    write_cdr,
+)
 
 T0 = 1_700_000_000.0
 
@@ -27,10 +34,10 @@ def test_sqlite_repository_covers_the_worker_path(
 
     assert repo.claim_leg(worker="w", leg_id=leg.id, at=T0) is not None
     assert repo.claim_leg(worker="x", leg_id=leg.id, at=T0) is None
-    assert repo.record_transition(leg.id, "inviting", T0, call_id="s1@h", route_set=["<sip:p>"])
-    assert repo.record_transition(leg.id, "ringing", T0 + 1)
-    assert not repo.record_transition(leg.id, "inviting", T0 + 2)
-    assert repo.mark_leg_ended(leg.id, T0 + 3, failed=True, status_code=486)
+    assert record_transition(repo, leg.id, "inviting", T0, call_id="s1@h", route_set=["<sip:p>"])
+    assert record_transition(repo, leg.id, "ringing", T0 + 1)
+    assert not record_transition(repo, leg.id, "inviting", T0 + 2)
+    assert mark_leg_ended(repo, leg.id, T0 + 3, failed=True, status_code=486)
     stored = repo.get_leg(leg.id)
     assert stored is not None
     assert stored.state is LegState.FAILED
@@ -40,8 +47,8 @@ def test_sqlite_repository_covers_the_worker_path(
     # The correlation_id is free again once the leg ended (partial unique index on SQLite too).
     assert repo.create_leg(fields)[1]
 
-    assert repo.write_cdr(make_cdr("s1@h"), "w")
-    assert not repo.write_cdr(make_cdr("s1@h"), "w")
-    assert repo.add_outbox_event("demo", "e:1", {"a": 1})
-    assert not repo.add_outbox_event("demo", "e:1", {"a": 1})
-    assert [event.payload for event in repo.fetch_unpublished()] == [{"a": 1}]
+    assert write_cdr(repo, make_cdr("s1@h"), "w")
+    assert not write_cdr(repo, make_cdr("s1@h"), "w")
+    assert add_outbox_event(repo, "demo", "e:1", {"a": 1})
+    assert not add_outbox_event(repo, "demo", "e:1", {"a": 1})
+    assert [event.payload for event in fetch_unpublished(repo)] == [{"a": 1}]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from models.enums import ALLOWED_PREDECESSORS, STATE_TIMESTAMP, LegState
 from models.repository import Repository
+from tests.persisting import mark_leg_ended, record_transition
 
 T0 = 1_700_000_000.0
 TARGETS = sorted(ALLOWED_PREDECESSORS)
@@ -30,7 +31,7 @@ def test_transitions_follow_the_state_table(repository: Repository, steps: list[
     for index, target in enumerate(steps):
         at = T0 + index + 1
         expected = state in ALLOWED_PREDECESSORS[target]
-        assert repository.record_transition(leg.id, target, at) == expected, (state, target)
+        assert record_transition(repository, leg.id, target, at) == expected, (state, target)
         if expected:
             state = target
             column = STATE_TIMESTAMP.get(target)
@@ -45,4 +46,4 @@ def test_transitions_follow_the_state_table(repository: Repository, steps: list[
             assert value == datetime.fromtimestamp(first_seen[column], UTC), column
         else:
             assert value is None, column
-    repository.mark_leg_ended(leg.id, T0 + 100)  # frees the correlation_id for the next example
+    mark_leg_ended(repository, leg.id, T0 + 100)  # frees the correlation_id for the next example

@@ -3,7 +3,6 @@ lines about a call, Flower's view (remote control and task events), and a TLS tr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import socket
@@ -214,7 +213,7 @@ def test_a_tls_trunk_verifies_the_carrier_and_advertises_a_real_tls_listener(
         f'tls_cert_file = "{test_pki.cert_file}"\ntls_key_file = "{test_pki.key_file}"\n'
     )
     stack.proxy = peer.address
-    stack.settings = dataclasses.replace(stack.settings, trunks_file=str(stack.trunks_file))
+    stack.settings = stack.settings.model_copy(update={"trunks_file": str(stack.trunks_file)})
     stack.client = DialClient(stack.settings, repository=stack.repository)
     worker = start_worker(stack, "w1@tls")
     (queued,) = stack.enqueue(1, prefix="tls")

@@ -3,7 +3,6 @@ errors naming the key, the file and what is wrong."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -155,8 +154,8 @@ def test_bad_environment_files_are_refused_naming_the_variable_or_flag(
         worker_tls(trunk, mismatched, trunks_path="x", cert_setting="--tls-cert-file",
                    key_setting="--tls-key-file")
     # the trunk's own key is never paired with a certificate from the environment
-    with_key = dataclasses.replace(trunk, tls_cert_file=str(other_pki.cert_file),
-                                   tls_key_file=str(other_pki.key_file))
+    with_key = trunk.model_copy(update={"tls_cert_file": str(other_pki.cert_file),
+                                        "tls_key_file": str(other_pki.key_file)})
     only_cert = Settings(tls_cert_file=str(pki.cert_file))
     with pytest.raises(ConfigError, match=r"^OUTBOUND_TLS_CERT_FILE: .*not a PEM certificate "
                                           r"followed by its private key"):

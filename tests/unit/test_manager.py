@@ -137,3 +137,17 @@ def test_unreadable_messages_are_logged_with_source_and_error_first_few_then_sam
 
     with caplog.at_level(logging.WARNING, logger="workers.signaling.manager"):
         asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_a_hook_takes_several_subscribers_in_order() -> None:
+    seen: list[str] = []
+    hooks = ManagerHooks(on_leg_removed=lambda call_id: seen.append(f"first {call_id}"))
+    hooks.subscribe("on_leg_removed", lambda call_id: seen.append(f"second {call_id}"))
+    hooks.subscribe("on_signaling_sent", lambda *message: seen.append("sent"))
+    for hook in hooks.subscribers("on_leg_removed"):
+        hook("c1")
+    assert seen == ["first c1", "second c1"]
+    assert len(hooks.subscribers("on_signaling_sent")) == 1
+    assert hooks.subscribers("on_event") == ()
+    with pytest.raises(ValueError, match="no notification hook 'pre_ack'"):
+        hooks.subscribe("pre_ack", lambda event: None)  # type: ignore[arg-type]

@@ -37,6 +37,13 @@ def control_queue(worker: str) -> Queue:
 class SharedClientChannel(kombu_redis.Channel):
     """kombu's Redis channel, keeping one client object per connection pool.
 
+    Why a private method is overridden: kombu (5.4-5.7) offers no public way to reuse the
+    client. `broker_transport_options` reach the connection pool's parameters (and
+    `connection_class`), never the `redis.Redis` object built around the pool; `Channel.Client`
+    is set in `__init__` from the private `_get_client`; `conn_or_acquire` and the unacked
+    bookkeeping call `_create_client` directly. So `_create_client` is the one seam;
+    tests/unit/test_kombu_contract.py fails when kombu changes its signature or what it builds.
+
     kombu builds a new `redis.Redis` for every delivered and every acknowledged message
     (bookkeeping of unacked messages); each build copies redis-py's table of response
     callbacks, about a tenth of a millisecond of CPU per message. The client object holds no

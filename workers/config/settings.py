@@ -1,5 +1,10 @@
 """Worker settings (flags > environment `OUTBOUND_*` > defaults) and the trunks TOML file.
 
+`Settings` is a pydantic model (its defaults are written once, there); `OUTBOUND_*` is read
+with pydantic-settings. The trunks file is workers.config.trunks (`TrunkConfig`, a pydantic
+model refusing unknown keys), the worker's TLS files workers.config.tls; their names are
+re-exported here for callers.
+
 A trunks file (`--trunks FILE` or `OUTBOUND_TRUNKS_FILE`) has one table per trunk; `[defaults]`
 applies to every trunk:
 
@@ -42,44 +47,35 @@ A wrong file is refused at start with the file, the key and the reason; a malfor
 from __future__ import annotations
 
 import math
-import os
-import re
-import ssl
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from models.dial_fields import DialFields, InvalidDialRequest
-from sipstack.dial import Credentials, DialRequest
-from sipstack.errors import SipParseError
-from sipstack.sdp import DEFAULT_CODECS, Codec
-from sipstack.target import parse_hostport
-from sipstack.transport import Address, Transport
-from sipstack.uri import format_host, parse_host, parse_uri
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from workers.config.errors import ConfigError, hide_password
+from workers.config.tls import check_ca_file, check_certificate, worker_tls
+from workers.config.trunks import (
+    TrunkConfig,
+    TrunksFile,
+    load_trunks,
+    parse_trunks,
+    with_overrides,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-    from workers.signaling.transports import TransportConfig
-
-T = TypeVar("T")
+__all__ = [
+    "DEFAULT_DATABASE_URL", "DEFAULT_REDIS_URL", "ConfigError", "Settings", "TrunkConfig",
+    "TrunksFile", "check_broker_url", "check_ca_file", "check_certificate",
+    "check_database_url", "check_redis_url", "hide_password", "load_trunks", "parse_trunks",
+    "resolve_trunks", "with_overrides", "worker_tls",
+]
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/outbound"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-class ConfigError(ValueError):
-    """A setting or the trunks file is wrong; the message names the key and the reason."""
-
-
-_URL_PASSWORD = re.compile(r"(://[^/?#@:]*):[^/?#@]*@")
-
-
-def hide_password(url: object) -> str:
-    """A URL fit to print: the password of `scheme://user:password@host` becomes `***`."""
-    return _URL_PASSWORD.sub(r"\1:***@", str(url))
+ENV_PREFIX = "OUTBOUND_"
 
 
 def check_database_url(text: str, setting: str) -> URL:
@@ -137,36 +133,18 @@ def check_broker_url(text: str, setting: str) -> str:
     return text
 
 
-_VARIABLES = {  # Settings field -> environment variable
-    "database_url": "OUTBOUND_DATABASE_URL",
-    "redis_url": "OUTBOUND_REDIS_URL",
-    "broker_url": "OUTBOUND_BROKER_URL",  # default: the Redis URL
-    "trunks_file": "OUTBOUND_TRUNKS_FILE",
-    "key_prefix": "OUTBOUND_KEY_PREFIX",
-    "events_maxlen": "OUTBOUND_EVENTS_MAXLEN",
-    "heartbeat_ttl": "OUTBOUND_HEARTBEAT_TTL",
-    "drain_timeout": "OUTBOUND_DRAIN_TIMEOUT",
-    "visibility_timeout": "OUTBOUND_VISIBILITY_TIMEOUT",
-    "control_expires": "OUTBOUND_CONTROL_EXPIRES",
-    "tls_cert_file": "OUTBOUND_TLS_CERT_FILE",
-    "tls_key_file": "OUTBOUND_TLS_KEY_FILE",
-}
-_NUMBERS: dict[str, Callable[[str], float]] = {  # each must be positive
-    "events_maxlen": int,
-    "heartbeat_ttl": float,
-    "drain_timeout": float,
-    "visibility_timeout": float,
-    "control_expires": float,
-}
+_POSITIVE = ("events_maxlen", "heartbeat_ttl", "drain_timeout", "visibility_timeout",
+             "control_expires")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
+class Settings(BaseModel):
     """Process-wide settings of workers, clients and the CLI."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
-    broker_url: str = DEFAULT_REDIS_URL
+    broker_url: str = DEFAULT_REDIS_URL  # from the environment: the Redis URL unless given
     trunks_file: str | None = None
     # Every Redis key we own starts with this (streams, limits, heartbeats), so tests and
     # several deployments can share one Redis.
@@ -184,22 +162,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read `OUTBOUND_*`; keyword overrides (from flags) win when not None. A bad value is
-        a ConfigError naming the variable it came from."""
-        source = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        names: dict[str, str] = {}  # field -> the variable it was read from
-        for name, variable in _VARIABLES.items():
-            raw = source.get(variable)
-            if not raw:
-                continue
-            names[name] = variable
-            values[name] = raw
-            if name in _NUMBERS:
-                try:
-                    values[name] = _NUMBERS[name](raw)
-                except ValueError:
-                    raise ConfigError(f"{variable}={raw!r}: not a number") from None
+        """Read `OUTBOUND_*` (`env`, default the process environment); keyword overrides (from
+        flags) win when not None. A bad value is a ConfigError naming the variable it came
+        from."""
+        values: dict[str, Any] = _read_environment(env)
+        names = {name: ENV_PREFIX + name.upper() for name in values}  # field -> its variable
         if "broker_url" not in values and "redis_url" in values:
             values["broker_url"] = values["redis_url"]
             names["broker_url"] = names["redis_url"]
@@ -207,7 +174,14 @@ class Settings:
             if value is not None:
                 values[name] = value
                 names.pop(name, None)
-        settings = cls(**values)
+        try:
+            settings = cls(**values)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            name = str(problem["loc"][0]) if problem["loc"] else ""
+            if name in names:
+                raise ConfigError(f"{names[name]}={values[name]!r}: not a number") from None
+            raise ConfigError(f"{name}: {problem['msg']}") from None
         settings.check(names)
         return settings
 
@@ -218,7 +192,7 @@ class Settings:
         check_database_url(self.database_url, names.get("database_url", "database_url"))
         check_redis_url(self.redis_url, names.get("redis_url", "redis_url"))
         check_broker_url(self.broker_url, names.get("broker_url", "broker_url"))
-        for name in _NUMBERS:
+        for name in _POSITIVE:
             value = getattr(self, name)
             if not value > 0 or not math.isfinite(value):
                 setting = names.get(name, name)
@@ -235,170 +209,34 @@ class Settings:
         return self.key("events", trunk)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrunkConfig:
-    """One `[trunks.NAME]` table: where to send INVITEs and how this trunk may be used."""
+class _Environment(BaseSettings):
+    """The `OUTBOUND_*` variables as text (Settings converts and checks them, so an error can
+    name the variable and show what it held). Empty ones count as unset."""
 
-    name: str
-    proxy: str
-    transport: Transport = Transport.UDP
-    cps: float = 10.0
-    max_concurrent: int = 100
-    domain: str = ""  # host of Request-URIs built from bare numbers; empty: the proxy host
-    caller_user: str = ""
-    caller_display_name: str = ""
-    asserted_identity: str = ""
-    asserted_identity_display_name: str = ""
-    privacy: tuple[str, ...] = ()
-    credentials: Credentials | None = None
-    codecs: tuple[Codec, ...] = ()
-    srtp: bool = False
-    session_expires: int | None = None
-    ring_timeout: float = 60.0
-    max_call_duration: float = 3600.0
-    rtp_port: int = 0
-    tls_ca_file: str | None = None  # None: the system store
-    tls_cert_file: str | None = None  # our TLS listener's chain (and client cert if asked)
-    tls_key_file: str | None = None  # None: the key is in tls_cert_file
-    # -- wire keys (issue 10), read by _parse_wire_keys ------------------------------------
-    keepalive_interval: float | None = None  # CRLF pings on quiet TCP/TLS connections; None: off
-    udp_only: bool = False  # True: requests over 1300 bytes stay on UDP (RFC 3261 §18.1.1)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=True,
+                                      env_ignore_empty=True, extra="ignore")
 
-    def transport_config(self, bind_host: str, udp_port: int) -> TransportConfig:
-        """The worker's sockets for this trunk: UDP on `udp_port`, TCP beside it, and a TLS
-        listener (the port after, or any free one with `udp_port` 0) when the trunk has a
-        certificate, so a `sips:` Contact names an address that answers TLS."""
-        from workers.signaling.transports import TransportConfig
-
-        return TransportConfig(
-            bind_host=bind_host, udp_port=udp_port, tls_ca_file=self.tls_ca_file,
-            tls_cert_file=self.tls_cert_file, tls_key_file=self.tls_key_file,
-            tls_server_cert_file=self.tls_cert_file, tls_server_key_file=self.tls_key_file,
-            keepalive_interval=self.keepalive_interval,
-        )
-
-    @property
-    def proxy_address(self) -> Address:
-        """(host, port) of the proxy; the transport's default port when the file gives none."""
-        return parse_hostport(self.proxy, self.transport.default_port)
-
-    def request_uri(self, to: str) -> str:
-        """`to` as a Request-URI: a sip:/sips:/tel: URI stays (checked when the request is
-        validated), a phone number goes to the trunk's domain; InvalidDialRequest otherwise."""
-        text = to.strip()
-        if not text:
-            raise InvalidDialRequest({"to": "empty destination"})
-        if text.lower().startswith(("sip:", "sips:", "tel:")):
-            return text
-        number = _VISUAL_SEPARATORS.sub("", text)
-        if not _PHONE_NUMBER.fullmatch(number):
-            raise InvalidDialRequest({
-                "to": f"{text[:80]!r} is neither a sip:, sips: or tel: URI nor a phone number "
-                      "(digits, an optional leading '+')"
-            })
-        scheme = "sips" if self.transport is Transport.TLS else "sip"
-        host = format_host(self.domain or self.proxy_address[0])
-        return f"{scheme}:{number}@{host}"
-
-    def build_request(self, fields: DialFields) -> DialRequest:
-        """The DialRequest for a stored request: the request's own values, the trunk's
-        defaults where it left them out; the trunk's max call duration is a ceiling."""
-        request = fields.to_dial_request(signaling_addr=self.proxy, credentials=self.credentials)
-        target = request.target
-        caller_user = request.caller_user or self.caller_user
-        caller_display = request.caller_display_name or self.caller_display_name
-        max_duration = self.max_call_duration
-        if request.max_duration is not None:
-            max_duration = min(request.max_duration, self.max_call_duration)
-        return replace(
-            request,
-            target=replace(
-                target,
-                caller_user=target.caller_user or caller_user,
-                caller_display_name=target.caller_display_name or caller_display,
-                transport=target.transport if fields.signaling_addr else (
-                    target.transport or self.transport
-                ),
-            ),
-            trunk=self.name,
-            caller_user=caller_user,
-            caller_display_name=caller_display,
-            asserted_identity_uri=request.asserted_identity_uri or self.asserted_identity,
-            asserted_identity_display_name=(
-                request.asserted_identity_display_name or self.asserted_identity_display_name
-            ),
-            privacy_tokens=request.privacy_tokens or self.privacy,
-            rtp_port=request.rtp_port or self.rtp_port,
-            codecs=request.codecs or self.codecs,
-            offer_srtp=request.offer_srtp or self.srtp,
-            ring_timeout=request.ring_timeout or self.ring_timeout,
-            max_duration=max_duration,
-            session_expires=request.session_expires or self.session_expires,
-        )
+    DATABASE_URL: str | None = None
+    REDIS_URL: str | None = None
+    BROKER_URL: str | None = None
+    TRUNKS_FILE: str | None = None
+    KEY_PREFIX: str | None = None
+    EVENTS_MAXLEN: str | None = None
+    HEARTBEAT_TTL: str | None = None
+    DRAIN_TIMEOUT: str | None = None
+    VISIBILITY_TIMEOUT: str | None = None
+    CONTROL_EXPIRES: str | None = None
+    TLS_CERT_FILE: str | None = None
+    TLS_KEY_FILE: str | None = None
 
 
-# RFC 3966 visual separators, and the spaces people type between digit groups.
-_VISUAL_SEPARATORS = re.compile(r"[\s\-.()]")
-_PHONE_NUMBER = re.compile(r"\+?[0-9]{1,32}")
-
-
-@dataclass(frozen=True, slots=True)
-class TrunksFile:
-    path: str
-    trunks: Mapping[str, TrunkConfig] = field(default_factory=dict)
-
-    def get(self, name: str) -> TrunkConfig:
-        trunk = self.trunks.get(name)
-        if trunk is None:
-            known = ", ".join(sorted(self.trunks)) or "none"
-            raise ConfigError(f"{self.path}: no [trunks.{name}] table (trunks defined: {known})")
-        return trunk
-
-
-def load_trunks(path: str | os.PathLike[str]) -> TrunksFile:
-    """Read and check a trunks TOML file; ConfigError names the file, the key and the reason."""
-    file = Path(path)
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read trunks file: {exc.strerror or exc}") from None
-    try:
-        document = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{file}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    return parse_trunks(document, source=str(file), base_dir=file.parent)
-
-
-def parse_trunks(
-    document: Mapping[str, Any], *, source: str = "<trunks>", base_dir: Path | None = None
-) -> TrunksFile:
-    """Check a parsed trunks document; relative TLS paths are taken from `base_dir`."""
-    unknown_top = set(document) - {"trunks", "defaults"}
-    if unknown_top:
-        raise ConfigError(f"{source}: {sorted(unknown_top)[0]}: unknown table (use [trunks.NAME])")
-    defaults = document.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"{source}: defaults: must be a table")
-    tables = document.get("trunks")
-    if not isinstance(tables, dict) or not tables:
-        raise ConfigError(f"{source}: trunks: no [trunks.NAME] table defined")
-    trunks: dict[str, TrunkConfig] = {}
-    for name, table in tables.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: trunks.{name}: must be a table")
-        if not _is_trunk_name(name):
-            raise ConfigError(
-                f"{source}: trunks.{name}: trunk names use letters, digits, '-', '_' and '.'"
-            )
-        merged = {**defaults, **table}
-        if isinstance(defaults.get("credentials"), dict) and isinstance(
-            table.get("credentials"), dict
-        ):
-            merged["credentials"] = {**defaults["credentials"], **table["credentials"]}
-        trunks[name] = _parse_trunk(name, merged, f"{source}: trunks.{name}", base_dir)
-    return TrunksFile(path=source, trunks=trunks)
+def _read_environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    """Settings field -> the text of its `OUTBOUND_*` variable, for the variables set."""
+    source = EnvSettingsSource(_Environment)
+    if env is not None:  # a given mapping instead of the process environment
+        source.env_vars = {key: value for key, value in env.items() if value}
+    read = source()
+    return {name.lower(): str(value) for name, value in read.items() if value}
 
 
 def resolve_trunks(settings: Settings, trunks_file: str | None = None) -> TrunksFile:
@@ -409,296 +247,3 @@ def resolve_trunks(settings: Settings, trunks_file: str | None = None) -> Trunks
     return load_trunks(path)
 
 
-_KNOWN_KEYS = frozenset({
-    "proxy", "transport", "cps", "max_concurrent", "domain", "caller_user",
-    "caller_display_name", "asserted_identity", "asserted_identity_display_name", "privacy",
-    "credentials", "codecs", "srtp", "session_expires", "ring_timeout", "max_call_duration",
-    "rtp_port", "tls_ca_file", "tls_cert_file", "tls_key_file",
-}) | {"keepalive_interval", "udp_only"}  # the wire keys: _parse_wire_keys
-_CODECS_BY_NAME = {codec.name.lower(): codec for codec in DEFAULT_CODECS}
-
-
-def _parse_trunk(
-    name: str, table: Mapping[str, Any], where: str, base_dir: Path | None
-) -> TrunkConfig:
-    unknown = sorted(set(table) - _KNOWN_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key")
-    reader = _Reader(table, where)
-    transport_text = reader.text("transport", default="udp")
-    try:
-        transport = Transport.parse(transport_text)
-    except ValueError as exc:
-        raise ConfigError(f"{where}.transport: {exc}") from None
-    proxy = reader.text("proxy", required=True)
-    if proxy.count(":") > 1 and not proxy.startswith("["):
-        # "::1:5060" is itself an IPv6 address: only brackets say where the port begins.
-        raise ConfigError(f"{where}.proxy: {proxy!r}: write an IPv6 address as [addr]:port")
-    _parsed(where, "proxy", lambda: parse_hostport(proxy, transport.default_port))
-    domain = reader.text("domain", default="")
-    if domain:  # kept without IPv6 brackets, as a host is everywhere else
-        domain = _parsed(where, "domain", lambda: parse_host(domain, "host"))
-    asserted_identity = reader.text("asserted_identity", default="")
-    if asserted_identity:
-        _parsed(where, "asserted_identity", lambda: parse_uri(asserted_identity))
-    session_expires = reader.integer("session_expires", default=0, minimum=0)
-    if 0 < session_expires < 90:
-        raise ConfigError(
-            f"{where}.session_expires: {session_expires} is below the RFC 4028 minimum of 90 s "
-            "(0 disables the session timer)"
-        )
-    tls_cert_file = reader.path("tls_cert_file", base_dir)
-    tls_key_file = reader.path("tls_key_file", base_dir)
-    if tls_key_file and not tls_cert_file:
-        raise ConfigError(f"{where}.tls_key_file: given without tls_cert_file")
-    return TrunkConfig(
-        name=name,
-        proxy=proxy,
-        transport=transport,
-        cps=reader.number("cps", default=10.0, minimum=0.001),
-        max_concurrent=reader.integer("max_concurrent", default=100, minimum=1),
-        domain=domain,
-        caller_user=reader.text("caller_user", default=""),
-        caller_display_name=reader.text("caller_display_name", default=""),
-        asserted_identity=asserted_identity,
-        asserted_identity_display_name=reader.text("asserted_identity_display_name", default=""),
-        privacy=reader.words("privacy"),
-        credentials=_parse_credentials(table.get("credentials"), f"{where}.credentials"),
-        codecs=_parse_codecs(reader.words("codecs"), f"{where}.codecs"),
-        srtp=reader.boolean("srtp", default=False),
-        session_expires=session_expires or None,
-        ring_timeout=reader.number("ring_timeout", default=60.0, minimum=0.001),
-        max_call_duration=reader.number("max_call_duration", default=3600.0, minimum=0.001),
-        rtp_port=reader.integer("rtp_port", default=0, minimum=0, maximum=65535),
-        tls_ca_file=reader.path("tls_ca_file", base_dir),
-        tls_cert_file=tls_cert_file,
-        tls_key_file=tls_key_file,
-        **_parse_wire_keys(reader),
-    )
-
-
-def _parse_wire_keys(reader: _Reader) -> dict[str, Any]:
-    """The trunk keys about the wire itself: keep-alives and the UDP size rule."""
-    keepalive = reader.number("keepalive_interval", default=0.0, minimum=0.0)
-    return {
-        "keepalive_interval": keepalive or None,
-        "udp_only": reader.boolean("udp_only", default=False),
-    }
-
-
-def _parsed(where: str, key: str, parse: Callable[[], T]) -> T:
-    """Run a sipstack parser on a key's value; its SipParseError becomes the key's ConfigError."""
-    try:
-        return parse()
-    except SipParseError as exc:
-        raise ConfigError(f"{where}.{key}: {exc}") from None
-
-
-def _parse_credentials(value: Any, where: str) -> Credentials | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must be a table with username and password")
-    unknown = sorted(set(value) - {"username", "password", "realm"})
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key")
-    reader = _Reader(value, where)
-    realm = reader.text("realm", default="")
-    return Credentials(
-        username=reader.text("username", required=True),
-        password=reader.text("password", required=True, allow_empty=True),
-        realm=realm or None,
-    )
-
-
-def _parse_codecs(names: tuple[str, ...], where: str) -> tuple[Codec, ...]:
-    codecs: list[Codec] = []
-    for name in names:
-        codec = _CODECS_BY_NAME.get(name.lower())
-        if codec is None:
-            known = ", ".join(c.name for c in DEFAULT_CODECS)
-            raise ConfigError(f"{where}: unknown codec {name!r} (known: {known})")
-        if codec not in codecs:
-            codecs.append(codec)
-    if codecs and all(c.name == "telephone-event" for c in codecs):
-        raise ConfigError(f"{where}: needs at least one audio codec besides telephone-event")
-    return tuple(codecs)
-
-
-class _Reader:
-    """Typed reads from one TOML table, each error naming the key."""
-
-    def __init__(self, table: Mapping[str, Any], where: str) -> None:
-        self._table = table
-        self._where = where
-
-    def _fail(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(f"{self._where}.{key}: {reason}")
-
-    def text(
-        self, key: str, *, default: str = "", required: bool = False, allow_empty: bool = False
-    ) -> str:
-        if key not in self._table:
-            if required:
-                raise self._fail(key, "missing (required)")
-            return default
-        value = self._table[key]
-        if not isinstance(value, str):
-            raise self._fail(key, f"must be a string, got {type(value).__name__}")
-        if required and not allow_empty and not value.strip():
-            raise self._fail(key, "must not be empty")
-        if any(ch in value for ch in "\r\n\0"):
-            raise self._fail(key, "must not contain line breaks or NUL")
-        return value.strip() if not allow_empty else value
-
-    def number(self, key: str, *, default: float, minimum: float) -> float:
-        value = self._table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._fail(key, f"must be a number, got {type(value).__name__}")
-        if not math.isfinite(value) or value < minimum:
-            raise self._fail(key, f"must be a number >= {minimum:g}, got {value!r}")
-        return float(value)
-
-    def integer(
-        self, key: str, *, default: int, minimum: int, maximum: int | None = None
-    ) -> int:
-        value = self._table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, f"must be an integer, got {type(value).__name__}")
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            raise self._fail(key, f"must be an integer {bound}, got {value}")
-        return value
-
-    def boolean(self, key: str, *, default: bool) -> bool:
-        value = self._table.get(key, default)
-        if not isinstance(value, bool):
-            raise self._fail(key, f"must be true or false, got {type(value).__name__}")
-        return value
-
-    def path(self, key: str, base_dir: Path | None) -> str | None:
-        """A file name (None when absent); relative ones are taken from `base_dir`."""
-        text = self.text(key, default="")
-        if not text:
-            return None
-        path = Path(text).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        return str(path)
-
-    def words(self, key: str) -> tuple[str, ...]:
-        value = self._table.get(key, [])
-        if not isinstance(value, list) or not all(
-            isinstance(item, str) and item.strip() for item in value
-        ):
-            raise self._fail(key, "must be a list of non-empty strings")
-        return tuple(item.strip() for item in value)
-
-
-def _is_trunk_name(name: str) -> bool:
-    return bool(name) and all(ch.isalnum() or ch in "-_." for ch in name)
-
-
-def worker_tls(
-    trunk: TrunkConfig,
-    settings: Settings,
-    *,
-    trunks_path: str,
-    cert_setting: str = _VARIABLES["tls_cert_file"],
-    key_setting: str = _VARIABLES["tls_key_file"],
-) -> TrunkConfig:
-    """The trunk with the TLS files a worker uses, each one opened and checked.
-
-    The listener's certificate and key come from `settings` (named `cert_setting` and
-    `key_setting` in errors: a flag or a variable) when set there, else from the trunk's table.
-    ConfigError names the setting or the file and key, the path and what is wrong with it.
-    """
-    where = f"{trunks_path}: trunks.{trunk.name}"
-    cert, key = trunk.tls_cert_file, trunk.tls_key_file
-    cert_name, key_name = f"{where}.tls_cert_file", f"{where}.tls_key_file"
-    if settings.tls_cert_file:
-        cert, cert_name = settings.tls_cert_file, cert_setting
-        key, key_name = None, key_setting  # the trunk's key belongs to the trunk's certificate
-    if settings.tls_key_file:
-        if not settings.tls_cert_file:
-            raise ConfigError(f"{key_setting}: given without {cert_setting}")
-        key = settings.tls_key_file
-    if trunk.tls_ca_file:
-        check_ca_file(trunk.tls_ca_file, f"{where}.tls_ca_file")
-    if cert:
-        check_certificate(cert, key, cert_setting=cert_name, key_setting=key_name)
-    return replace(trunk, tls_cert_file=cert, tls_key_file=key)
-
-
-def _unreadable(path: str, setting: str) -> ConfigError | None:
-    try:
-        with open(path, "rb") as file:
-            file.read(1)
-    except OSError as error:
-        return ConfigError(f"{setting}: {path}: cannot read ({error.strerror or error})")
-    return None
-
-
-def check_ca_file(path: str, setting: str) -> None:
-    """`path` holds PEM CA certificates; ConfigError naming `setting` and the path if not."""
-    problem = _unreadable(path, setting)
-    if problem is not None:
-        raise problem
-    try:
-        ssl.create_default_context(cafile=path)
-    except ssl.SSLError as error:
-        raise ConfigError(
-            f"{setting}: {path}: no PEM CA certificate in it ({error.reason or error})"
-        ) from None
-
-
-def check_certificate(
-    cert: str, key: str | None, *, cert_setting: str, key_setting: str
-) -> None:
-    """`cert` (and `key`, else the key inside `cert`) load as a TLS server identity."""
-    for path, setting in ((cert, cert_setting), (key, key_setting)):
-        if path is not None:
-            problem = _unreadable(path, setting)
-            if problem is not None:
-                raise problem
-    encrypted = False
-
-    def password() -> bytes:  # called only for an encrypted key; never prompt on a terminal
-        nonlocal encrypted
-        encrypted = True
-        return b""
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(cert, key, password=password)
-    except ssl.SSLError as error:
-        reason = error.reason or str(error)
-        if encrypted:
-            raise ConfigError(
-                f"{key_setting if key else cert_setting}: {key or cert}: the private key is "
-                "encrypted (a worker starts unattended: give it an unencrypted key file)"
-            ) from None
-        if reason == "KEY_VALUES_MISMATCH":
-            raise ConfigError(
-                f"{key_setting}: {key}: this key does not belong to the certificate in {cert}"
-            ) from None
-        if key is None:
-            raise ConfigError(
-                f"{cert_setting}: {cert}: not a PEM certificate followed by its private key "
-                f"(or set the key file) ({reason})"
-            ) from None
-        if _holds_certificate(cert):
-            raise ConfigError(
-                f"{key_setting}: {key}: no PEM private key in it ({reason})"
-            ) from None
-        raise ConfigError(f"{cert_setting}: {cert}: no PEM certificate in it ({reason})") from None
-
-
-def _holds_certificate(path: str) -> bool:
-    with open(path, "rb") as file:
-        return b"-----BEGIN CERTIFICATE-----" in file.read()
-
-
-def with_overrides(trunk: TrunkConfig, **changes: Any) -> TrunkConfig:
-    """A copy of a trunk with some fields changed (CLI flags, tests)."""
-    return replace(trunk, **changes)

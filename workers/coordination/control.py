@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from models import operations
 from models.enums import TERMINAL_STATES, LegState
 from models.legs import Leg
 from sipstack.cdr import Disposition, HangupReason
@@ -55,21 +54,7 @@ class ControlResult:
         return asdict(self)
 
 
-def find_leg(
-    session: Session, *, correlation_id: str | None = None, call_id: str | None = None
-) -> Leg | None:
-    """The live leg with this key, else its most recent finished one."""
-    if (correlation_id is None) == (call_id is None):
-        raise ValueError("give exactly one of correlation_id or call_id")
-    key = Leg.correlation_id == correlation_id if correlation_id is not None else (
-        Leg.call_id == call_id
-    )
-    live = session.scalars(
-        select(Leg).where(key, Leg.state.not_in(sorted(TERMINAL_STATES))).limit(1)
-    ).first()
-    if live is not None:
-        return live
-    return session.scalars(select(Leg).where(key).order_by(Leg.created_at.desc()).limit(1)).first()
+find_leg = operations.find_leg
 
 
 def request_control(

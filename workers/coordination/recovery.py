@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from sqlalchemy import Text, cast, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from models.enums import SIGNALING_STATES, LegState
-from models.legs import Leg
-from models.outbox import OutboxEvent
+from models import recovery_ops
+from models.enums import LegState
 from sipstack.dialog import DialogSnapshot
 from sipstack.transport import Transport
+from sipstack.uri import format_hostport
 from workers.config.settings import Settings
 from workers.events.stream import REDIS_UNAVAILABLE
 
@@ -251,8 +250,7 @@ def snapshot_from_json(data: Mapping[str, Any]) -> DialogSnapshot:
 
 def dialog_columns(snapshot: DialogSnapshot) -> dict[str, Any]:
     """The legs columns that hold dialog state (for people reading the table)."""
-    host, port = snapshot.peer_address
-    peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    peer = format_hostport(*snapshot.peer_address)
     return {
         "call_id": snapshot.call_id,
         "local_tag": snapshot.local_tag,
@@ -299,70 +297,24 @@ class RecoveredLeg:
     answered_at: float | None
 
 
-def live_owners(session: Session, trunk: str, exclude: str) -> list[str]:
-    """Owners of this trunk's legs that hold SIP state, other than `exclude`."""
-    statement = (
-        select(Leg.owner_worker)
-        .where(
-            Leg.trunk == trunk,
-            Leg.state.in_(sorted(SIGNALING_STATES)),
-            Leg.owner_worker.is_not(None),
-            Leg.owner_worker != exclude,
-        )
-        .distinct()
-    )
-    return [owner for owner in session.scalars(statement) if owner]
-
-
 def adopt(session: Session, dead: str, rescuer: str) -> list[RecoveredLeg]:
-    """Take over a dead owner's live legs and its unpublished outbox rows, in one transaction.
-
-    Returns each leg with its last event seq and its latest stored dialog state.
-    """
-    legs = list(session.scalars(
-        update(Leg)
-        .where(Leg.owner_worker == dead, Leg.state.in_(sorted(SIGNALING_STATES)))
-        .values(owner_worker=rescuer, updated_at=func.now())
-        .returning(Leg)
-        .execution_options(synchronize_session=False)
-    ))
-    worker_key = OutboxEvent.payload["worker"].as_string()
-    session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.published_at.is_(None), worker_key == dead)
-        .values(payload=OutboxEvent.payload.op("||")(
-            func.jsonb_build_object(cast(literal("worker"), Text), cast(literal(rescuer), Text))
-        ))
-        .execution_options(synchronize_session=False)
-    )
-    if not legs:
-        return []
-    ids = [str(leg.id) for leg in legs]
-    leg_key = OutboxEvent.payload["leg_id"].as_string()
-    rows = session.execute(
-        select(leg_key, OutboxEvent.payload).where(leg_key.in_(ids)).order_by(OutboxEvent.id)
-    ).all()
-    last_seq: dict[str, int] = {}
-    snapshots: dict[str, Mapping[str, Any]] = {}
-    for leg_id, payload in rows:
-        last_seq[leg_id] = max(last_seq.get(leg_id, 0), int(payload.get("seq", 0)))
-        if payload.get("dialog"):
-            snapshots[leg_id] = payload["dialog"]
+    """Take over a dead owner's live legs and its unpublished outbox rows, in one transaction
+    (models.recovery_ops.adopt); each leg with its last event seq and its latest stored
+    dialog state."""
     recovered = []
-    for leg in legs:
-        key = str(leg.id)
-        stored = snapshots.get(key)
+    for adopted in recovery_ops.adopt(session, dead, rescuer):
+        leg, key = adopted.leg, str(adopted.leg.id)
         snapshot = None
-        if stored is not None:
+        if adopted.dialog is not None:
             try:
-                snapshot = snapshot_from_json(stored)
+                snapshot = snapshot_from_json(adopted.dialog)
             except (KeyError, ValueError, TypeError) as error:
                 log.error("leg %s: stored dialog state unreadable: %s", key, error)
         recovered.append(RecoveredLeg(
             leg_id=key, trunk=leg.trunk, correlation_id=leg.correlation_id,
             scenario=str(leg.scenario.value), state=leg.state, call_id=leg.call_id,
             request_uri=leg.request_uri, request=dict(leg.request or {}),
-            last_seq=last_seq.get(key, 0), snapshot=snapshot,
+            last_seq=adopted.last_seq, snapshot=snapshot,
             claimed_at=_epoch(leg.claimed_at), invited_at=_epoch(leg.invited_at),
             first_provisional_at=_epoch(leg.first_provisional_at),
             answered_at=_epoch(leg.answered_at),
@@ -370,15 +322,8 @@ def adopt(session: Session, dead: str, rescuer: str) -> list[RecoveredLeg]:
     return recovered
 
 
-def queued_legs(session: Session, trunk: str, limit: int = 10_000) -> list[tuple[str, str]]:
-    """(leg id, correlation_id) of this trunk's legs still waiting for a worker."""
-    statement = (
-        select(Leg.id, Leg.correlation_id)
-        .where(Leg.trunk == trunk, Leg.state == LegState.QUEUED)
-        .order_by(Leg.created_at)
-        .limit(limit)
-    )
-    return [(str(leg_id), correlation_id) for leg_id, correlation_id in session.execute(statement)]
+live_owners = recovery_ops.live_owners
+queued_legs = recovery_ops.queued_legs
 
 
 def _epoch(value: Any) -> float | None:

@@ -15,19 +15,43 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy.orm import Session
-
-from workers.events.stream import count_unpublished
 from workers.observability.log_format import call_fields
 from workers.observability.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from sipstack.transport import Address, Transport
     from workers.runtime.book import LegContext, PendingEvent
-    from workers.runtime.worker import WorkerRuntime
-    from workers.signaling.manager import LegManager
+
+SignalingTap = Callable[[bytes, "Transport", "Address"], None]
+
+
+class ObservedRuntime(Protocol):
+    """What observability reads of a running worker (workers.runtime.observed.ObservedWorker
+    gives it), so it needs nothing of the runtime's insides: no import of the manager, the
+    recorder, the publisher or the repository."""
+
+    def live_leg_count(self) -> int: ...
+
+    def core_stats(self) -> dict[str, int]: ...
+
+    def recorder_backlog(self) -> int: ...
+
+    def events_backlogged(self) -> bool:
+        """True while stored events wait for Redis."""
+        ...
+
+    def unpublished_events(self) -> int:
+        """Events in the outbox not yet on the stream (one query, no retries)."""
+        ...
+
+    def subscribe_signaling(self, sent: SignalingTap, received: SignalingTap) -> None:
+        """Have `sent`/`received` called for every SIP message (subscribers of the manager's
+        hooks, added on its loop)."""
+        ...
+
 
 log = logging.getLogger("workers.calls")
 
@@ -47,26 +71,31 @@ class WorkerObservability:
     def __init__(self, trunk: str, metrics: WorkerMetrics | None = None) -> None:
         self.trunk = trunk
         self.metrics = metrics
-        self._runtime: WorkerRuntime | None = None
+        self._runtime: ObservedRuntime | None = None
         self._event_backlog_lock = threading.Lock()
         self._event_backlog_cached: tuple[float, int] | None = None
 
     # --- called by the runtime ---------------------------------------------------------------
 
-    def attach(self, runtime: WorkerRuntime) -> None:
+    def attach(self, runtime: ObservedRuntime) -> None:
         """Read the runtime's live figures at scrape time and count its SIP messages."""
         self._runtime = runtime
         metrics = self.metrics
         if metrics is None:
             return
-        signaling = runtime.signaling
-        manager = signaling.manager
-        metrics.watch_active_legs(lambda: len(manager.live_legs()))
-        metrics.watch_core_stats(manager.all_stats)
-        recorder = runtime.recorder
-        metrics.watch_backlogs(cdr_backlog=lambda: recorder.backlog,
+        metrics.watch_active_legs(runtime.live_leg_count)
+        metrics.watch_core_stats(runtime.core_stats)
+        metrics.watch_backlogs(cdr_backlog=runtime.recorder_backlog,
                                event_backlog=self._event_backlog)
-        signaling.call(self._count_sip_messages, manager).result(timeout=10)
+        count = metrics.sip_messages.count
+
+        def sent(data: bytes, transport: Transport, address: Address) -> None:
+            count(data, "out")
+
+        def received(data: bytes, transport: Transport, source: Address) -> None:
+            count(data, "in")
+
+        runtime.subscribe_signaling(sent, received)
 
     def claimed(self, count: int, enqueued_at: float | None) -> None:
         """`count` legs of one dial message were claimed (task thread)."""
@@ -113,32 +142,11 @@ class WorkerObservability:
 
     # --- metrics sources -----------------------------------------------------------------------
 
-    def _count_sip_messages(self, manager: LegManager) -> None:
-        """On the loop: count every message sent and received."""
-        assert self.metrics is not None
-        count = self.metrics.sip_messages.count
-        hooks = manager.hooks
-        previous_sent = hooks.on_signaling_sent
-        previous_received = hooks.on_signaling_received
-
-        def sent(data: bytes, transport: Transport, address: Address) -> None:
-            count(data, "out")
-            if previous_sent is not None:
-                previous_sent(data, transport, address)
-
-        def received(data: bytes, transport: Transport, source: Address) -> None:
-            count(data, "in")
-            if previous_received is not None:
-                previous_received(data, transport, source)
-
-        hooks.on_signaling_sent = sent
-        hooks.on_signaling_received = received
-
     def _event_backlog(self) -> int:
         """Events stored in PostgreSQL that Redis has not got yet: none while the publisher
         keeps up; counted in the outbox (one query per few seconds) while it is behind."""
         runtime = self._runtime
-        if runtime is None or not runtime.publisher.backlogged:
+        if runtime is None or not runtime.events_backlogged():
             return 0
         with self._event_backlog_lock:
             now = time.monotonic()
@@ -146,8 +154,6 @@ class WorkerObservability:
             if cached is not None and now - cached[0] < EVENT_BACKLOG_CACHE_SECONDS:
                 return cached[1]
             # One attempt, no retries: a scrape must answer, and NaN says "unknown".
-            with Session(runtime.repository.engine) as session:
-                pending = count_unpublished(session, trunk=runtime.trunk.name,
-                                            workers=[runtime.owner])
+            pending = runtime.unpublished_events()
             self._event_backlog_cached = (now, pending)
             return pending

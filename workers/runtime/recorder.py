@@ -16,18 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import tenacity
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from models import operations
 from models.repository import Repository
-from models.transient import is_transient
-from workers.events.stream import (
-    EventPublisher,
-    PostgresOutbox,
-    insert_outbox,
-    mark_published,
-)
+from models.transient import is_worth_waiting_for
+from workers.events.outbox import PostgresOutbox, insert_outbox, mark_published
+from workers.events.publisher import EventPublisher
 from workers.observability.attach import leg_fields
 from workers.runtime.book import LegContext, PendingEvent
 
@@ -193,40 +190,60 @@ class LegRecorder:
             return list(itertools.islice(self._queue, self._batch_size))
 
     def _store(self, batch: list[PendingEvent]) -> list[Any] | None:
-        """Write the batch; on a transient error keep trying (None: stopped while down)."""
+        """Write the batch; on a transient error keep trying (None: stopped while down).
+
+        The repository's own tenacity policy rides out a blip (a few attempts, backoff); this
+        outer one is the outage: it retries transient errors and a not-yet-migrated database
+        only (`models.transient.is_worth_waiting_for`), every `outage_pause`, until the
+        database is back, and stops when the recorder is stopped.
+        Integrity and data errors are never retried: the batch is written item by item so
+        only the refused events are dropped.
+        """
         marks = self._outbox.take_marks() if self._outbox is not None else []
         while True:
             try:
-                keys: list[Any] | None = self.repository.run_connection(
-                    persist_batch, batch, self.worker, marks
+                keys: list[Any] = self._outage_retrying()(
+                    self.repository.run_connection, persist_batch, batch, self.worker, marks
                 )
             except Exception as error:
-                if not is_transient(error):
-                    if marks and self._outbox is not None:
-                        self._outbox.give_back_marks(marks)
-                        marks = []
-                        self._apply_marks()
-                    keys = self._store_one_by_one(batch)
-                    if keys is None:
-                        continue
-                    break
-                if self.database_healthy:
-                    self.stats.outages += 1
-                    log.error("PostgreSQL unavailable; %d events wait: %s",
-                              self.backlog, error.__class__.__name__)
-                self.database_healthy = False
-                with self._condition:
-                    if self._stopping:
-                        if marks and self._outbox is not None:
-                            self._outbox.give_back_marks(marks)
-                        return None
-                    self._condition.wait(self._outage_pause)
-                continue
+                if marks and self._outbox is not None:
+                    self._outbox.give_back_marks(marks)
+                    marks = []
+                if is_worth_waiting_for(error):
+                    return None  # stopped while the database was down
+                self._apply_marks()
+                one_by_one = self._store_one_by_one(batch)
+                if one_by_one is None:
+                    continue  # the database went away meanwhile: the whole batch again
+                keys = one_by_one
             break
         if not self.database_healthy:
             log.warning("PostgreSQL reachable again")
         self.database_healthy = True
         return keys
+
+    def _outage_retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_worth_waiting_for),
+            stop=lambda _state: self._stopping,
+            wait=tenacity.wait_fixed(self._outage_pause),
+            sleep=self._outage_sleep,
+            before_sleep=self._outage_began,
+            reraise=True,
+        )
+
+    def _outage_began(self, state: tenacity.RetryCallState) -> None:
+        if self.database_healthy:
+            error = state.outcome.exception() if state.outcome else None
+            self.stats.outages += 1
+            log.error("PostgreSQL unavailable; %d events wait: %s",
+                      self.backlog, error.__class__.__name__)
+        self.database_healthy = False
+
+    def _outage_sleep(self, seconds: float) -> None:
+        with self._condition:  # stop() wakes it
+            if not self._stopping:
+                self._condition.wait(seconds)
 
     def _store_one_by_one(self, batch: list[PendingEvent]) -> list[Any] | None:
         keys: list[Any] = []
@@ -234,7 +251,7 @@ class LegRecorder:
             try:
                 keys.extend(self.repository.run_connection(persist_batch, [item], self.worker))
             except Exception as error:
-                if is_transient(error):
+                if is_worth_waiting_for(error):
                     return None
                 self.stats.rejected += 1
                 log.error("PostgreSQL refused event %s, not stored: %s",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import random
 import threading
@@ -20,7 +19,7 @@ from celery import Celery
 from models import operations
 from models.db import make_engine
 from models.dial_fields import InvalidDialRequest, validate_dial_fields
-from models.enums import TERMINAL_STATES, LegState
+from models.enums import TERMINAL_STATES
 from models.operations import ClaimedLeg
 from models.repository import Repository
 from models.times import utc_now
@@ -31,20 +30,15 @@ from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
 from sipstack.transport import Transport
-from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
+from sipstack.uri import format_hostport
 from workers.config.settings import Settings, TrunkConfig
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
     Heartbeat,
     OwnerWatch,
-    RecoveredLeg,
-    adopt,
-    live_owners,
     new_instance_id,
     owner_id,
-    queued_legs,
-    recovery_cseq,
 )
 from workers.events.stream import (
     REDIS_UNAVAILABLE,
@@ -56,6 +50,8 @@ from workers.observability.attach import WorkerObservability, leg_fields
 from workers.observability.log_format import call_fields
 from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
+from workers.runtime.maintenance import WorkerMaintenance
+from workers.runtime.observed import ObservedWorker
 from workers.runtime.recorder import LegRecorder
 from workers.signaling.manager import ManagerHooks, SignalingService
 
@@ -114,7 +110,7 @@ class WorkerOptions:
     observability: WorkerObservability | None = None
 
 
-class WorkerRuntime:
+class WorkerRuntime(WorkerMaintenance):
     """One worker's signaling service, leg book, recorder, limits, heartbeat and recovery.
 
     Plain Python: the Celery bootstep starts and stops it, the tasks call `handle_dial` and
@@ -196,7 +192,10 @@ class WorkerRuntime:
         self.signaling.start()
         self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
         self.book.set_snapshot_source(self._snapshot)
-        self.observability.attach(self)
+        self.observability.attach(ObservedWorker(
+            self.signaling, self.recorder, self.publisher, self.repository.engine,
+            self.trunk.name, self.owner,
+        ))
         self.heartbeat.start()
         self.owner_watch = OwnerWatch(self.redis, settings)
         self.broker_watch = (
@@ -218,7 +217,7 @@ class WorkerRuntime:
     def _listening(self) -> str:
         transports = self.signaling.manager.transports
         return ", ".join(
-            f"{kind.value} {_render_address(transports.local_address(kind))}"
+            f"{kind.value} {format_hostport(*transports.local_address(kind))}"
             for kind in Transport if kind is Transport.UDP or transports.is_listening(kind)
         )
 
@@ -490,106 +489,3 @@ class WorkerRuntime:
     def _release_quietly(self, leg_ids: list[str]) -> None:
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             self.limits.release_leases(self.trunk.name, leg_ids)
-
-    # --- maintenance: recovery, broker resets, outbox purge ----------------------------------
-
-    def _maintain_forever(self, interval: float) -> None:
-        while not self._stop_maintenance.wait(interval):
-            try:
-                self.maintain()
-            except Exception as error:
-                log.warning("maintenance round failed: %s", error)
-
-    def maintain(self) -> None:
-        """One round: end dead owners' legs, re-publish dials a broker reset lost."""
-        try:
-            owners = self.repository.run(live_owners, self.trunk.name, self.owner)
-            for dead in self.owner_watch.dead(owners):
-                self.recover_owner(dead)
-        except REDIS_UNAVAILABLE as error:
-            log.warning("recovery check skipped, Redis unavailable: %s", error)
-        if self.broker_watch is not None:
-            try:
-                if self.broker_watch.reset_detected():
-                    self.requeue_queued()
-            except REDIS_UNAVAILABLE as error:
-                log.warning("broker check skipped, Redis unavailable: %s", error)
-        if time.monotonic() >= self._next_purge:
-            # Published events are kept two days: recovery reads a live leg's last seq from
-            # them, and no leg lives longer than a day (dial_fields caps every duration).
-            self._next_purge = time.monotonic() + 600
-            purged = self.repository.purge_published(time.time() - 2 * 86400)
-            if purged:
-                log.info("purged %d published outbox events", purged)
-
-    def requeue_queued(self, chunk: int = 100) -> int:
-        """Publish dial messages again for every queued leg of the trunk, a batch message per
-        `chunk` legs (duplicates lose the claim; lost messages are replaced)."""
-        legs = self.repository.run(queued_legs, self.trunk.name)
-        if not legs or self.app is None:
-            return 0
-        queue = dial_queue_name(self.trunk.name)
-        for start in range(0, len(legs), chunk):
-            self.app.send_task(
-                DIAL_BATCH_TASK,
-                kwargs={"trunk": self.trunk.name,
-                        "legs": [list(leg) for leg in legs[start:start + chunk]],
-                        "enqueued_at": None},
-                queue=queue, routing_key=queue, ignore_result=True,
-            )
-        self.stats["requeued"] += len(legs)
-        log.warning("broker was reset: re-published %d queued dial(s) of %s",
-                    len(legs), self.trunk.name)
-        return len(legs)
-
-    def recover_owner(self, dead: str) -> list[str]:
-        """Adopt a dead owner's legs and end each one; returns the adopted leg ids."""
-        adopted = self.repository.run(adopt, dead, self.owner)
-        self.owner_watch.forget(dead)
-        self.publisher.defer()  # its unpublished events (now ours) go out before the ends
-        if not adopted:
-            return []
-        log.warning("owner %s is dead: ending its %d leg(s)", dead, len(adopted))
-        for leg in adopted:
-            self._end_recovered(dead, leg)
-        self.stats["recovered"] += len(adopted)
-        return [leg.leg_id for leg in adopted]
-
-    def _end_recovered(self, dead: str, leg: RecoveredLeg) -> None:
-        context = LegContext(
-            leg_id=leg.leg_id, trunk=leg.trunk, correlation_id=leg.correlation_id,
-            scenario=leg.scenario, to_uri=leg.request_uri, call_id=leg.call_id or "",
-            seq=leg.last_seq, started_at=leg.invited_at,
-            first_provisional_at=leg.first_provisional_at, answered_at=leg.answered_at,
-            established=leg.state == LegState.ESTABLISHED,
-        )
-        reason = f"owner worker {dead} died; ended by recovery"
-        log.info("recovery: ending a %s leg of dead worker %s", leg.state.value, dead,
-                 extra=leg_fields(context))
-        snapshot = leg.snapshot
-        if snapshot is not None and leg.state != LegState.CLAIMED:
-            if leg.state == LegState.ESTABLISHED or leg.answered_at is not None:
-                snapshot = dataclasses.replace(
-                    snapshot, state="established",
-                    answered_at=snapshot.answered_at or leg.answered_at,
-                )
-                snapshot = recovery_cseq(snapshot, time.time())
-            self.book.register(context)
-            try:
-                self.signaling.call(self.signaling.manager.end_recovered, snapshot).result(10)
-                return
-            except Exception as error:
-                log.error("recovery signaling failed: %s", error, extra=leg_fields(context))
-                self.book.forget(context)
-        # No INVITE on record (or signaling refused): nothing to CANCEL or BYE from here.
-        self.book.register(context)
-        self._record(self.book.synthetic_end(
-            context, at=time.time(), state="failed" if leg.answered_at is None else "ended",
-            reason=reason + " before its INVITE was recorded" if snapshot is None else reason,
-            disposition=Disposition.FAILED if leg.answered_at is None else Disposition.ANSWERED,
-        ))
-
-
-def _render_address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

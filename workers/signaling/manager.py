@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from sipstack.config import CoreConfig
 from sipstack.dial import DialRequest
@@ -57,6 +57,13 @@ BAD_INPUT_LOG_EVERY = 1000
 TCP_BRANCHES_KEPT = 100_000
 
 
+NotificationHook = Literal[
+    "on_event", "on_established", "on_dialog_call_id_adopted", "on_signaling_sent",
+    "on_signaling_received", "on_leg_removed",
+]
+_NOTIFICATION_HOOKS: frozenset[str] = frozenset(get_args(NotificationHook))
+
+
 @dataclass(slots=True)
 class ManagerHooks:
     """Callbacks run on the manager's loop; an exception in one is logged, never propagated.
@@ -64,6 +71,10 @@ class ManagerHooks:
     Hooks must not block: hand slow work (PostgreSQL, Redis) to a thread or another task.
     `pre_ack` runs after a 2xx and before the ACK; raising from it aborts the leg.
     `on_leg_removed` runs exactly once per leg, after its terminal event (or a drop).
+
+    Each notification hook (every one but `pre_ack`, which is a gate) takes several
+    subscribers: the one given here runs first, then those added with `subscribe`, in order
+    (the worker's own hooks, then metrics). Nobody replaces or wraps another's hook.
     """
 
     on_event: Callable[[LegEvent], None] | None = None
@@ -73,6 +84,21 @@ class ManagerHooks:
     on_signaling_received: Callable[[bytes, Transport, Address], None] | None = None
     pre_ack: Callable[[AnswerReceived], Awaitable[None]] | None = None
     on_leg_removed: Callable[[str], None] | None = None
+    _subscribers: dict[str, tuple[Callable[..., None], ...]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def subscribe(self, hook: NotificationHook, callback: Callable[..., None]) -> None:
+        """Add a subscriber to `hook` (call on the manager's loop, or before it runs)."""
+        if hook not in _NOTIFICATION_HOOKS:
+            raise ValueError(f"no notification hook {hook!r}; one of {sorted(_NOTIFICATION_HOOKS)}")
+        self._subscribers[hook] = (*self._subscribers.get(hook, ()), callback)
+
+    def subscribers(self, hook: NotificationHook) -> tuple[Callable[..., None], ...]:
+        """Who runs for `hook`, in order."""
+        first: Callable[..., None] | None = getattr(self, hook)
+        added = self._subscribers.get(hook, ())
+        return added if first is None else (first, *added)
 
 
 @dataclass(slots=True)
@@ -324,8 +350,7 @@ class LegManager:
         # No pump here: the transports call _pump once after each burst of messages.
         if self._core is None:
             return
-        hook = self.hooks.on_signaling_received
-        if hook is not None:
+        for hook in self.hooks.subscribers("on_signaling_received"):
             self._run_hook(hook, data, transport, source)
         try:
             self._core.receive(data, source, transport, self._clock())
@@ -342,7 +367,7 @@ class LegManager:
         self._log.warning(
             "unreadable message #%d from %s over %s dropped: %s "
             "(logged: the first %d, then every %d-th)",
-            sampler.count, _render(source), transport, error, sampler.first, sampler.every,
+            sampler.count, format_hostport(*source), transport, error, sampler.first, sampler.every,
         )  # fmt: skip
 
     def _on_connection_lost(self, transport: Transport, address: Address) -> None:
@@ -395,14 +420,14 @@ class LegManager:
     def _send(self, outgoing: list[Any]) -> None:
         if not outgoing or self._closed:
             return
-        hook = self.hooks.on_signaling_sent
+        hooks = self.hooks.subscribers("on_signaling_sent")
         send = self.transports.send
         for item in outgoing:
             data, transport = item.data, item.transport
             if transport is Transport.UDP and not self._udp_only:
                 data, transport = self._size_route(data)
             send(data, transport, item.address)
-            if hook is not None:
+            for hook in hooks:
                 self._run_hook(hook, data, transport, item.address)
 
     def _size_route(self, data: bytes) -> tuple[bytes, Transport]:
@@ -424,10 +449,11 @@ class LegManager:
     def _dispatch(self, event: CoreEvent) -> None:
         if isinstance(event, LegEvent):
             record = self._legs.get(event.call_id)
-            if self.hooks.on_event is not None:
-                self._run_hook(self.hooks.on_event, event)
-            if isinstance(event, DialogEstablished) and self.hooks.on_established is not None:
-                self._run_hook(self.hooks.on_established, event)
+            for hook in self.hooks.subscribers("on_event"):
+                self._run_hook(hook, event)
+            if isinstance(event, DialogEstablished):
+                for hook in self.hooks.subscribers("on_established"):
+                    self._run_hook(hook, event)
             if event.terminal and record is not None:
                 self._remove(record, event)  # type: ignore[arg-type]
         elif isinstance(event, AnswerReceived):
@@ -437,13 +463,8 @@ class LegManager:
             if record is not None:
                 record.call_id = event.new_call_id
                 self._legs[event.new_call_id] = record
-            if self.hooks.on_dialog_call_id_adopted is not None:
-                self._run_hook(
-                    self.hooks.on_dialog_call_id_adopted,
-                    event.old_call_id,
-                    event.new_call_id,
-                    event.correlation_id,
-                )
+            for hook in self.hooks.subscribers("on_dialog_call_id_adopted"):
+                self._run_hook(hook, event.old_call_id, event.new_call_id, event.correlation_id)
 
     def _answer(self, event: AnswerReceived) -> None:
         pre_ack = self.hooks.pre_ack
@@ -496,8 +517,8 @@ class LegManager:
             record.key = None
         if not record.finished.done():
             record.finished.set_result(event)
-        if self.hooks.on_leg_removed is not None:
-            self._run_hook(self.hooks.on_leg_removed, record.call_id)
+        for hook in self.hooks.subscribers("on_leg_removed"):
+            self._run_hook(hook, record.call_id)
 
     def _arm_timer(self) -> None:
         """Keep one loop timer at or before the core's next deadline.
@@ -524,11 +545,6 @@ class LegManager:
         except Exception:
             self.stats.hook_errors += 1
             self._log.exception("hook %s failed", getattr(hook, "__name__", hook))
-
-
-def _render(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SignalingService:
