@@ -27,6 +27,11 @@ def install(app: Celery, options: WorkerOptions) -> None:
     _options = options
     if SignalingStep not in app.steps["worker"]:
         app.steps["worker"].add(SignalingStep)
+    from workers.celery import message_consumer  # it imports this module
+
+    message_consumer.set_trunk(options.trunk.name)
+    if message_consumer.DialMessageStep not in app.steps["consumer"]:
+        app.steps["consumer"].add(message_consumer.DialMessageStep)
 
 
 class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]

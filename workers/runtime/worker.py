@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import random
 import threading
@@ -31,8 +32,10 @@ from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
 from sipstack.transport import Transport
-from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
+from workers.celery.app import DIAL_BATCH_TASK, DIAL_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
+from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_json
+from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -66,7 +69,7 @@ log = logging.getLogger(__name__)
 class DialOutcome:
     """What became of one dial message."""
 
-    status: str  # accepted | duplicate | retry | requeue | failed
+    status: str  # accepted | duplicate | retry | requeue | failed | expired | rejected
     detail: str = ""
     retry_after: float = 0.0
     call_id: str = ""
@@ -80,6 +83,7 @@ class BatchOutcome:
     accepted: int = 0
     duplicates: int = 0
     failed: int = 0
+    expired: int = 0
     retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
     retry_after: float = 0.0
     requeue: str = ""  # set: this worker cannot take the message at all (why)
@@ -96,7 +100,7 @@ class BatchOutcome:
 
     def summary(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "failed": self.failed, "retried": len(self.retry)}
+                "failed": self.failed, "expired": self.expired, "retried": len(self.retry)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,7 +138,8 @@ class WorkerRuntime:
         self.accepting = False
         self.observability = options.observability or WorkerObservability(options.trunk.name)
         self.stats: dict[str, int] = {"accepted": 0, "duplicates": 0, "retries": 0,
-                                      "failed": 0, "recovered": 0, "requeued": 0}
+                                      "failed": 0, "recovered": 0, "requeued": 0,
+                                      "expired": 0, "rejected": 0}
         self._stop_maintenance = threading.Event()
         self._next_purge = 0.0
         self._maintenance: threading.Thread | None = None
@@ -171,7 +176,10 @@ class WorkerRuntime:
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
         )
-        self.publisher = EventPublisher(StreamWriter(self.redis, settings), self.outbox)
+        self.stream_writer = StreamWriter(self.redis, settings)
+        self.publisher = EventPublisher(self.stream_writer, self.outbox)
+        self.dead_letters: DeadLetterSink = RedisDeadLetters(self.redis, settings,
+                                                             self.trunk.name)
         self.recorder = LegRecorder(
             self.repository, self.publisher, worker=self.owner, outbox=self.outbox,
             on_finished=self._finished,
@@ -323,6 +331,68 @@ class WorkerRuntime:
         if live:
             self.limits.renew_leases(self.trunk.name, live)
 
+    # --- dial messages (the queue contract, docs/dial-message.md) -----------------------------
+
+    def dead_letter(self, raw: bytes, why: str) -> None:
+        """Keep a refused message (the sink is Redis by default; a broker DLX may replace it)."""
+        self.dead_letters(raw, why)
+
+    def handle_dial_message(self, raw: bytes, enqueued_at: float | None = None) -> DialOutcome:
+        """Validate a JSON dial message, store its leg idempotently, then dial it as a leg.
+
+        A bad message is refused before anything is stored: a terminal `rejected` event naming
+        the bad fields and a dead-letter copy. A message past its `not_after` ends as
+        `expired` (leg row, CDR, terminal event) without an INVITE. The leg id is derived from
+        (trunk, correlation_id), so a repeated or redelivered message finds the same row and
+        loses the claim: one leg, one CDR and one terminal event per correlation_id.
+        """
+        if not self.accepting:
+            return DialOutcome("requeue", "worker is stopping")
+        try:
+            message = parse_dial_json(raw)
+            if message.trunk != self.trunk.name:
+                raise InvalidDialRequest(
+                    {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
+            message = message.with_request_uri(self.trunk.request_uri(message.to))
+        except InvalidDialRequest as error:
+            return self._reject(raw, error.errors)
+        leg_id = message_leg_id(message.trunk, message.correlation_id)
+        try:
+            leg, _ = self.repository.run(operations.insert_leg, message, leg_id)
+        except Exception as error:
+            self._raise_unless_transient(error, "storing a dial message's leg")
+            return DialOutcome("requeue", "PostgreSQL unavailable while storing the leg")
+        if leg.state in TERMINAL_STATES:
+            self.stats["duplicates"] += 1
+            return DialOutcome("duplicate", f"leg is already {leg.state.value}")
+        # an expired message is claimed like any other and ended by _hand_over, undialled
+        outcome = self.handle_dial(str(leg.id), message.trunk, message.correlation_id,
+                                   enqueued_at)
+        outcome.extra["leg"] = (str(leg.id), message.correlation_id)
+        return outcome
+
+    def _reject(self, raw: bytes, errors: dict[str, str]) -> DialOutcome:
+        correlation_id, scenario = _salvage(raw)
+        event = rejected_event(self.trunk.name, correlation_id, scenario, errors)
+        self.dead_letter(raw, describe(errors))
+        self.stream_writer.write([event])
+        self.stats["rejected"] += 1
+        log.warning("dial message rejected: %s", describe(errors),
+                    extra=call_fields(correlation_id=event.correlation_id,
+                                      trunk=self.trunk.name))
+        return DialOutcome("rejected", describe(errors))
+
+    def retry_dial_later(self, leg_id: str, correlation_id: str, countdown: float) -> None:
+        """A stored leg the limits cannot admit yet goes back as a leg-id task message."""
+        if self.app is None:
+            raise RuntimeError("no Celery app to publish the retry with")
+        queue = dial_queue_name(self.trunk.name)
+        self.app.send_task(
+            DIAL_TASK, kwargs={"leg_id": leg_id, "trunk": self.trunk.name,
+                               "correlation_id": correlation_id, "enqueued_at": None},
+            queue=queue, routing_key=queue, countdown=countdown, ignore_result=True,
+        )
+
     # --- dials ---------------------------------------------------------------------------------
 
     def handle_dial(
@@ -335,7 +405,7 @@ class WorkerRuntime:
         if batch.retry:
             return DialOutcome("retry", batch.detail, retry_after=batch.retry_after)
         status = ("accepted" if batch.accepted else "duplicate" if batch.duplicates
-                  else "failed")
+                  else "expired" if batch.expired else "failed")
         return DialOutcome(status, batch.detail)
 
     def handle_dial_batch(
@@ -446,29 +516,46 @@ class WorkerRuntime:
                 outcome.detail = f"leg is already {state.value} ({owner})"
                 log.debug("dial message again: %s", outcome.detail, extra=fields)
 
-    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
-        leg_id = str(leg.leg_id)
-        context = LegContext(
-            leg_id=leg_id, trunk=self.trunk.name, correlation_id=leg.correlation_id,
+    def _context(self, leg: ClaimedLeg) -> LegContext:
+        return LegContext(
+            leg_id=str(leg.leg_id), trunk=self.trunk.name, correlation_id=leg.correlation_id,
             scenario=leg.scenario, to_uri=leg.request_uri, leg_uuid=leg.leg_id,
             from_uri=f"sip:{leg.caller_user or self.trunk.caller_user or 'outbound'}@"
                      f"{self.options.bind_host}",
         )
+
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
+        context = self._context(leg)
         try:
-            request = self.trunk.build_request(validate_dial_fields(dict(leg.request)))
+            message = validate_dial_fields(dict(leg.request))
+            request = self.trunk.build_request(message)
         except (InvalidDialRequest, ValueError) as error:
             reason = f"stored request is not dialable: {error}"
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
             return
+        if message.expired(time.time()):
+            self._end_expired(context, message)
+            outcome.expired += 1
+            return
         self.book.register(context)
         self.feeder.submit(context, request)
         outcome.accepted += 1
+
+    def _end_expired(self, context: LegContext, message: DialMessage) -> None:
+        """A claimed leg whose not_after passed: a CDR and the terminal event `expired`."""
+        not_after = message.not_after.isoformat() if message.not_after else ""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="expired", disposition=Disposition.FAILED,
+            reason=f"not dialled: not_after {not_after} had passed when the worker took it",
+        ))
 
     def _count(self, outcome: BatchOutcome) -> None:
         self.stats["accepted"] += outcome.accepted
         self.stats["duplicates"] += outcome.duplicates
         self.stats["failed"] += outcome.failed
+        self.stats["expired"] += outcome.expired
         self.stats["retries"] += len(outcome.retry)
 
     def _fail_before_invite(self, context: LegContext, reason: str) -> None:
@@ -587,6 +674,19 @@ class WorkerRuntime:
             reason=reason + " before its INVITE was recorded" if snapshot is None else reason,
             disposition=Disposition.FAILED if leg.answered_at is None else Disposition.ANSWERED,
         ))
+
+
+def _salvage(raw: bytes) -> tuple[str, str]:
+    """The correlation_id and scenario of a refused message, when they can be read at all."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    correlation_id, scenario = data.get("correlation_id"), data.get("scenario")
+    return (correlation_id if isinstance(correlation_id, str) else "")[:255], (
+        scenario if isinstance(scenario, str) else "")[:32]
 
 
 def _render_address(address: tuple[str, int]) -> str:

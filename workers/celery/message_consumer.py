@@ -1,0 +1,84 @@
+"""The consumer bootstep that takes plain JSON dial messages off `dial.<trunk>.json`.
+
+Any scheduler can publish there without Celery or Python (docs/dial-message.md). Each message
+is handed to `WorkerRuntime.handle_dial_message` and acknowledged once it was stored and
+claimed, refused (rejected event + dead letter) or found to be a repeat; a worker that cannot
+take it now (stopping, PostgreSQL away) puts it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import bootsteps
+from kombu.entity import Queue
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from workers.celery.bootstep import current_runtime
+from workers.contract.queues import dial_message_queue_name
+
+log = logging.getLogger(__name__)
+
+_trunk: str | None = None
+
+
+def set_trunk(trunk: str) -> None:
+    global _trunk
+    _trunk = trunk
+
+
+def dial_message_queue(trunk: str) -> Queue:
+    name = dial_message_queue_name(trunk)
+    queue: Queue = Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+    return queue
+
+
+class DialMessageStep(bootsteps.ConsumerStep):  # type: ignore[misc]
+    """Consumes the trunk's JSON dial queue next to Celery's task queues."""
+
+    label = "outbound dial messages"
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        if _trunk is None:
+            return []
+        consumer = Consumer(  # type: ignore[no-untyped-call]
+            channel, queues=[dial_message_queue(_trunk)], callbacks=[self.on_message],
+            accept=None, no_ack=False,
+        )
+        consumer.on_decode_error = self.on_decode_error
+        return [consumer]
+
+    @staticmethod
+    def on_message(body: Any, message: Message) -> None:
+        handle_delivery(message.body, message)
+
+    @staticmethod
+    def on_decode_error(message: Message, error: Exception) -> None:
+        # kombu could not decode the body (not JSON, a wrong content type): the runtime
+        # refuses it like any other bad message, from the raw bytes.
+        handle_delivery(message.body, message)
+
+
+def handle_delivery(body: Any, message: Message) -> None:
+    raw = body if isinstance(body, bytes) else str(body).encode()
+    runtime = current_runtime()
+    if runtime is None:
+        message.requeue()  # type: ignore[no-untyped-call]
+        return
+    try:
+        outcome = runtime.handle_dial_message(raw, enqueued_at=time.time())
+        if outcome.status == "retry":
+            # the leg is stored: it waits as a leg-id task message, published before the ack
+            leg_id, correlation_id = outcome.extra["leg"]
+            runtime.retry_dial_later(leg_id, correlation_id, outcome.retry_after)
+    except Exception:
+        log.exception("dial message not handled; it goes back to the queue")
+        message.requeue()  # type: ignore[no-untyped-call]
+        return
+    if outcome.status == "requeue":
+        message.requeue()  # type: ignore[no-untyped-call]
+    else:
+        message.ack()  # type: ignore[no-untyped-call]

@@ -1,0 +1,13 @@
+"""Where dial messages are published: the one function that names a trunk's message queue."""
+
+from __future__ import annotations
+
+from workers.celery.app import dial_queue_name
+
+DIAL_MESSAGE_SUFFIX = ".json"
+
+
+def dial_message_queue_name(trunk: str) -> str:
+    """`dial.<trunk>.json`: plain JSON dial messages (docs/dial-message.md). Celery task
+    messages keep `dial.<trunk>` (workers.celery.app.dial_queue_name)."""
+    return dial_queue_name(trunk) + DIAL_MESSAGE_SUFFIX
