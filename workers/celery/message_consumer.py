@@ -13,12 +13,11 @@ import time
 from typing import Any
 
 from celery import bootsteps
-from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
 from workers.celery.bootstep import current_runtime
-from workers.contract.queues import dial_message_queue_name
+from workers.contract.queues import dial_message_queue
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +27,6 @@ _trunk: str | None = None
 def set_trunk(trunk: str) -> None:
     global _trunk
     _trunk = trunk
-
-
-def dial_message_queue(trunk: str) -> Queue:
-    name = dial_message_queue_name(trunk)
-    queue: Queue = Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
-    return queue
 
 
 class DialMessageStep(bootsteps.ConsumerStep):  # type: ignore[misc]
@@ -69,16 +62,15 @@ def handle_delivery(body: Any, message: Message) -> None:
         message.requeue()  # type: ignore[no-untyped-call]
         return
     try:
-        outcome = runtime.handle_dial_message(raw, enqueued_at=time.time())
-        if outcome.status == "retry":
-            # the leg is stored: it waits as a leg-id task message, published before the ack
-            leg_id, correlation_id = outcome.extra["leg"]
-            runtime.retry_dial_later(leg_id, correlation_id, outcome.retry_after)
+        outcome = runtime.handle_dial_messages(raw, enqueued_at=time.time())
+        if outcome.retry and not outcome.requeue:
+            # the legs are stored: they wait as a leg-id task message, published before the ack
+            runtime.retry_dials_later(outcome.retry, outcome.retry_after)
     except Exception:
         log.exception("dial message not handled; it goes back to the queue")
         message.requeue()  # type: ignore[no-untyped-call]
         return
-    if outcome.status == "requeue":
+    if outcome.requeue:
         message.requeue()  # type: ignore[no-untyped-call]
     else:
         message.ack()  # type: ignore[no-untyped-call]

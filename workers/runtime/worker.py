@@ -17,11 +17,13 @@ from typing import Any
 
 import redis
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from models import operations
 from models.db import make_engine
 from models.dial_fields import InvalidDialRequest, validate_dial_fields
 from models.enums import TERMINAL_STATES, LegState
+from models.legs import Leg
 from models.operations import ClaimedLeg
 from models.repository import Repository
 from models.times import utc_now
@@ -32,9 +34,9 @@ from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
 from sipstack.transport import Transport
-from workers.celery.app import DIAL_BATCH_TASK, DIAL_TASK, dial_queue_name
+from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
-from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_json
+from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
 from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
@@ -84,6 +86,7 @@ class BatchOutcome:
     duplicates: int = 0
     failed: int = 0
     expired: int = 0
+    rejected: int = 0  # JSON messages refused before anything was stored
     retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
     retry_after: float = 0.0
     requeue: str = ""  # set: this worker cannot take the message at all (why)
@@ -100,7 +103,8 @@ class BatchOutcome:
 
     def summary(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "failed": self.failed, "expired": self.expired, "retried": len(self.retry)}
+                "failed": self.failed, "expired": self.expired, "rejected": self.rejected,
+                "retried": len(self.retry)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -337,41 +341,63 @@ class WorkerRuntime:
         """Keep a refused message (the sink is Redis by default; a broker DLX may replace it)."""
         self.dead_letters(raw, why)
 
-    def handle_dial_message(self, raw: bytes, enqueued_at: float | None = None) -> DialOutcome:
-        """Validate a JSON dial message, store its leg idempotently, then dial it as a leg.
+    def handle_dial_messages(self, raw: bytes, enqueued_at: float | None = None) -> BatchOutcome:
+        """Validate a JSON dial message (or a JSON array of them), store the legs
+        idempotently in one transaction, then claim and dial them like leg messages.
 
         A bad message is refused before anything is stored: a terminal `rejected` event naming
-        the bad fields and a dead-letter copy. A message past its `not_after` ends as
-        `expired` (leg row, CDR, terminal event) without an INVITE. The leg id is derived from
-        (trunk, correlation_id), so a repeated or redelivered message finds the same row and
-        loses the claim: one leg, one CDR and one terminal event per correlation_id.
+        the bad fields and a dead-letter copy; the good messages of an array go on. A message
+        past its `not_after` is stored, claimed and ended as `expired` without an INVITE.
+        The leg id is derived from (trunk, correlation_id), so a repeated or redelivered
+        message finds the same row and loses the claim: one leg, one CDR and one terminal
+        event per correlation_id, however often it is published.
         """
+        outcome = BatchOutcome()
         if not self.accepting:
-            return DialOutcome("requeue", "worker is stopping")
+            outcome.requeue = "worker is stopping"
+            return outcome
         try:
-            message = parse_dial_json(raw)
-            if message.trunk != self.trunk.name:
-                raise InvalidDialRequest(
-                    {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
-            message = message.with_request_uri(self.trunk.request_uri(message.to))
-        except InvalidDialRequest as error:
-            return self._reject(raw, error.errors)
-        leg_id = message_leg_id(message.trunk, message.correlation_id)
+            decoded = json.loads(raw)
+        except ValueError as error:
+            self._reject(raw, {"request": f"not JSON: {error}"})
+            outcome.rejected += 1
+            return outcome
+        items = decoded if isinstance(decoded, list) else [decoded]
+        messages: list[DialMessage] = []
+        for item in items:
+            try:
+                messages.append(self._resolve(item))
+            except InvalidDialRequest as error:
+                self._reject(raw if item is decoded else _dump(item), error.errors)
+                outcome.rejected += 1
+        if not messages:
+            return outcome
+        stored = [(message_leg_id(m.trunk, m.correlation_id), m) for m in messages]
         try:
-            leg, _ = self.repository.run(operations.insert_leg, message, leg_id)
+            legs = self.repository.run(_insert_legs, stored)
         except Exception as error:
-            self._raise_unless_transient(error, "storing a dial message's leg")
-            return DialOutcome("requeue", "PostgreSQL unavailable while storing the leg")
-        if leg.state in TERMINAL_STATES:
-            self.stats["duplicates"] += 1
-            return DialOutcome("duplicate", f"leg is already {leg.state.value}")
+            self._raise_unless_transient(error, "storing dial messages' legs")
+            outcome.requeue = "PostgreSQL unavailable while storing the legs"
+            return outcome
+        waiting = [(str(leg.id), leg.correlation_id) for leg in legs
+                   if leg.state not in TERMINAL_STATES]
+        outcome.duplicates += len(legs) - len(waiting)
+        self.stats["duplicates"] += len(legs) - len(waiting)
         # an expired message is claimed like any other and ended by _hand_over, undialled
-        outcome = self.handle_dial(str(leg.id), message.trunk, message.correlation_id,
-                                   enqueued_at)
-        outcome.extra["leg"] = (str(leg.id), message.correlation_id)
-        return outcome
+        dialled = self.handle_dial_batch(self.trunk.name, waiting, enqueued_at)
+        dialled.rejected, dialled.duplicates = outcome.rejected, (
+            dialled.duplicates + outcome.duplicates)
+        return dialled
 
-    def _reject(self, raw: bytes, errors: dict[str, str]) -> DialOutcome:
+    def _resolve(self, item: Any) -> DialMessage:
+        """The validated message with its `to` as a Request-URI of this worker's trunk."""
+        message = parse_dial_message(item)
+        if message.trunk != self.trunk.name:
+            raise InvalidDialRequest(
+                {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
+        return message.with_request_uri(self.trunk.request_uri(message.to))
+
+    def _reject(self, raw: bytes, errors: dict[str, str]) -> None:
         correlation_id, scenario = _salvage(raw)
         event = rejected_event(self.trunk.name, correlation_id, scenario, errors)
         self.dead_letter(raw, describe(errors))
@@ -380,16 +406,16 @@ class WorkerRuntime:
         log.warning("dial message rejected: %s", describe(errors),
                     extra=call_fields(correlation_id=event.correlation_id,
                                       trunk=self.trunk.name))
-        return DialOutcome("rejected", describe(errors))
 
-    def retry_dial_later(self, leg_id: str, correlation_id: str, countdown: float) -> None:
-        """A stored leg the limits cannot admit yet goes back as a leg-id task message."""
+    def retry_dials_later(self, legs: Sequence[tuple[str, str]], countdown: float) -> None:
+        """Stored legs the limits cannot admit yet go back as a leg-id batch task message
+        (published before the JSON message is acknowledged: nothing is dropped between)."""
         if self.app is None:
             raise RuntimeError("no Celery app to publish the retry with")
         queue = dial_queue_name(self.trunk.name)
         self.app.send_task(
-            DIAL_TASK, kwargs={"leg_id": leg_id, "trunk": self.trunk.name,
-                               "correlation_id": correlation_id, "enqueued_at": None},
+            DIAL_BATCH_TASK, kwargs={"trunk": self.trunk.name,
+                                     "legs": [list(leg) for leg in legs], "enqueued_at": None},
             queue=queue, routing_key=queue, countdown=countdown, ignore_result=True,
         )
 
@@ -674,6 +700,17 @@ class WorkerRuntime:
             reason=reason + " before its INVITE was recorded" if snapshot is None else reason,
             disposition=Disposition.FAILED if leg.answered_at is None else Disposition.ANSWERED,
         ))
+
+
+def _insert_legs(
+    session: Session, stored: Sequence[tuple[uuid.UUID, DialMessage]]
+) -> list[Leg]:
+    """Store dial messages' legs in one transaction (operations.insert_leg: idempotent)."""
+    return [operations.insert_leg(session, message, leg_id)[0] for leg_id, message in stored]
+
+
+def _dump(item: Any) -> bytes:
+    return json.dumps(item, separators=(",", ":"), default=str).encode()
 
 
 def _salvage(raw: bytes) -> tuple[str, str]:
