@@ -6,6 +6,9 @@ refused with a `rejected` event and a dead letter, late ones end as `expired`.""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -60,6 +63,22 @@ def publish(stack: Stack, message: dict[str, Any] | bytes) -> None:
     stack.redis.lpush(queue, envelope(queue, body))
 
 
+DOC = Path(__file__).resolve().parents[2] / "docs" / "dial-message.md"
+
+
+def publish_with_the_documented_shell_snippet(stack: Stack, correlation_id: str) -> None:
+    """Run docs/dial-message.md's redis-cli snippet as written (trunk, id and port put in)."""
+    text = DOC.read_text().split("### Redis", 1)[1]
+    snippet = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert snippet is not None
+    script = (snippet.group(1).replace("carrier-a", stack.trunk)
+              .replace("order-42", correlation_id)
+              .replace("+15550123", f"sip:+15550123@{stack.proxy}")
+              .replace("$(uuidgen)", "$(cat /proc/sys/kernel/random/uuid)")
+              .replace("redis-cli LPUSH", f"redis-cli -p {stack.redis_server.port} LPUSH"))
+    subprocess.run(["bash", "-euc", script], check=True, capture_output=True, timeout=10)
+
+
 def message(stack: Stack, correlation_id: str, **fields: Any) -> dict[str, Any]:
     return {"version": 1, "correlation_id": correlation_id, "trunk": stack.trunk,
             "to": f"sip:+15550123@{stack.proxy}", **fields}
@@ -82,9 +101,13 @@ def legs_by_correlation(stack: Stack) -> dict[str, list[tuple[str, str]]]:
 def test_raw_json_message_makes_a_call_and_one_cdr_expired_and_bad_ones_dial_nothing(
     stack: Stack,
 ) -> None:
-    carrier = stack.sipp("uas_answer_remote_bye.xml", 1, hold_ms=300, reason_cause="16")
+    shell = shutil.which("redis-cli") is not None and shutil.which("jq") is not None
+    carrier = stack.sipp("uas_answer_remote_bye.xml", 1 + shell, hold_ms=300,
+                         reason_cause="16")
     stack.configure_trunk(carrier)
     stack.start_worker("w1@msg")
+    if shell:
+        publish_with_the_documented_shell_snippet(stack, "shell-1")
     past = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
     publish(stack, message(stack, "raw-1", caller_user="+15550199", campaign_id="spring"))
     publish(stack, message(stack, "late-1", not_after=past))
@@ -93,17 +116,21 @@ def test_raw_json_message_makes_a_call_and_one_cdr_expired_and_bad_ones_dial_not
     publish(stack, b"{not json")
     publish(stack, message(stack, "wrong-trunk", trunk="elsewhere"))
 
-    wait_for(lambda: {"raw-1", "late-1"} <= set(legs_by_correlation(stack)), 30, "legs")
+    good = {"raw-1", "late-1"} | ({"shell-1"} if shell else set())
+    wait_for(lambda: good <= set(legs_by_correlation(stack)), 30, "legs")
     raw_leg = legs_by_correlation(stack)["raw-1"][0][0]
     late_leg = legs_by_correlation(stack)["late-1"][0][0]
-    cdrs = stack.wait_cdrs([raw_leg, late_leg], timeout=30)
+    shell_legs = [legs_by_correlation(stack)["shell-1"][0][0]] if shell else []
+    cdrs = stack.wait_cdrs([raw_leg, late_leg, *shell_legs], timeout=30)
     assert cdrs[raw_leg][1] == "raw-1" and cdrs[raw_leg][2] == "answered"
+    assert all(cdrs[leg][2] == "answered" for leg in shell_legs)
     assert cdrs[late_leg][2] == "failed" and "not_after" in cdrs[late_leg][5]
-    assert carrier.wait(timeout=30).successful_calls == 1  # the expired one was not dialled
+    # the expired one was not dialled
+    assert carrier.wait(timeout=30).successful_calls == 1 + shell
     wait_for(lambda: drained(stack), 30, "the dial queue to drain")
 
     legs = legs_by_correlation(stack)
-    assert set(legs) == {"raw-1", "late-1"}  # nothing stored for the bad messages
+    assert set(legs) == good  # nothing stored for the bad messages
     assert legs["late-1"] == [(late_leg, "failed")]
     events = stack.stream_events()
     by_leg = events_by_leg(events)
