@@ -182,3 +182,38 @@ def test_hundred_messages_with_repeats_dial_each_correlation_id_once(stack: Stac
                        for event in legs if event.terminal)
     assert terminal == Counter(ids)
     assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_raw_json_message_over_rabbitmq_makes_a_call(tmp_path: Path, database_url: str) -> None:
+    """With RabbitMQ as the broker, the message is the JSON itself on the default exchange."""
+    from kombu import Connection  # a plain AMQP client: no Celery, no outbound code
+
+    trunk = f"rmq{uuid.uuid4().hex[:8]}"  # the broker is shared: queues of our own
+    stack = Stack(tmp_path, database_url, trunk=trunk)
+    try:
+        stack.env["OUTBOUND_BROKER_URL"] = RABBITMQ_URL
+        carrier = stack.sipp("uas_answer_remote_bye.xml", 1, hold_ms=200, reason_cause="16")
+        stack.configure_trunk(carrier)
+        stack.start_worker("w1@rmq")
+        queue = dial_message_queue_name(trunk)
+        body = json.dumps(message(stack, "amqp-1")).encode()
+        with Connection(RABBITMQ_URL) as connection:
+            channel = connection.channel()
+            channel.queue_declare(  # type: ignore[attr-defined]
+                queue, durable=True, auto_delete=False)  # as the worker declares it
+            channel.basic_publish(  # type: ignore[attr-defined]
+                channel.prepare_message(body, content_type="application/json"),
+                exchange="", routing_key=queue,
+            )
+        wait_for(lambda: "amqp-1" in legs_by_correlation(stack), 30, "the leg")
+        leg = legs_by_correlation(stack)["amqp-1"][0][0]
+        cdrs = stack.wait_cdrs([leg], timeout=30)
+        assert cdrs[leg][2] == "answered"
+        assert carrier.wait(timeout=30).successful_calls == 1
+        with Connection(RABBITMQ_URL) as connection:
+            connection.channel().queue_delete(queue)  # type: ignore[attr-defined]
+    finally:
+        stack.close()
