@@ -58,6 +58,7 @@ from sipstack.sdp import DEFAULT_CODECS, Codec
 from sipstack.target import parse_hostport
 from sipstack.transport import Address, Transport
 from sipstack.uri import format_host, parse_host, parse_uri
+from workers.contract.dial_message import is_uri, phone_number
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -284,10 +285,10 @@ class TrunkConfig:
         text = to.strip()
         if not text:
             raise InvalidDialRequest({"to": "empty destination"})
-        if text.lower().startswith(("sip:", "sips:", "tel:")):
+        if is_uri(text):
             return text
-        number = _VISUAL_SEPARATORS.sub("", text)
-        if not _PHONE_NUMBER.fullmatch(number):
+        number = phone_number(text)
+        if number is None:
             raise InvalidDialRequest({
                 "to": f"{text[:80]!r} is neither a sip:, sips: or tel: URI nor a phone number "
                       "(digits, an optional leading '+')"
@@ -331,11 +332,6 @@ class TrunkConfig:
             max_duration=max_duration,
             session_expires=request.session_expires or self.session_expires,
         )
-
-
-# RFC 3966 visual separators, and the spaces people type between digit groups.
-_VISUAL_SEPARATORS = re.compile(r"[\s\-.()]")
-_PHONE_NUMBER = re.compile(r"\+?[0-9]{1,32}")
 
 
 @dataclass(frozen=True, slots=True)
