@@ -11,15 +11,12 @@ import shutil
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migrations import runner
-from tests.db_fixtures import temporary_database
 from tests.sipp.harness import requires_sipp
 from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
 from tests.workers_harness import wait_for
@@ -27,22 +24,6 @@ from workers.contract.intake import dead_letter_stream
 from workers.contract.queues import dial_message_queue_name
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    with temporary_database("outbound_msg") as url:
-        runner.upgrade(url)
-        yield url.render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
-    instance = Stack(tmp_path, database_url)
-    try:
-        yield instance
-    finally:
-        instance.close()
 
 
 def envelope(queue: str, body: bytes) -> bytes:

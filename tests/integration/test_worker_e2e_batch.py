@@ -4,28 +4,18 @@ guarantees as one message per call, and legs the trunk's CPS refuses wait, never
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from migrations import runner
 from models.dial_fields import InvalidDialRequest
-from tests.db_fixtures import temporary_database
 from tests.integration.test_worker_e2e import max_in_window
 from tests.sipp.harness import requires_sipp
 from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
 from workers.contract.queues import dial_message_queue_name
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    with temporary_database("outbound_e2e_batch") as url:
-        runner.upgrade(url)
-        yield url.render_as_string(hide_password=False)
 
 
 def dials(stack: Stack, count: int, prefix: str) -> list[dict[str, str]]:
