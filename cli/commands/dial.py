@@ -49,8 +49,9 @@ def command(
     """Queue a dial: publish a dial message (every field checked first) on
     `dial.<trunk>.json`; the worker stores the leg and dials it (docs/dial-message.md).
 
-    Redis and the broker must answer before anything is published."""
-    from cli.commands._preflight import check_broker, check_redis
+    Redis and the broker (with --wait also PostgreSQL) must answer before anything is
+    published."""
+    from cli.commands._preflight import check_broker, check_database_schema, check_redis
     from workers.client import DialClient
     from workers.config.settings import Settings
     from workers.contract.queues import dial_message_queue_name
@@ -61,6 +62,10 @@ def command(
     try:
         check_redis(settings.redis_url)
         check_broker(client.app)
+        if wait:  # the CDR is read from PostgreSQL at the end: reach it before publishing
+            check_database_schema(settings.database_url)
+        if settings.trunks_file:  # a configured trunks file must know the trunk
+            client.trunk_config(trunk)
         queued = client.enqueue_dial(trunk, to, correlation_id=correlation_id, scenario=scenario)
         summary = {
             "leg_id": queued.leg_id, "correlation_id": queued.correlation_id, "trunk": trunk,

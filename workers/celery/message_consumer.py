@@ -34,12 +34,19 @@ class DialMessageStep(bootsteps.ConsumerStep):  # type: ignore[misc]
 
     label = "outbound dial messages"
 
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        self.app = parent.app
+        self.concurrency = getattr(parent.controller, "concurrency", 0) or 8
+        super().__init__(parent, **kwargs)
+
     def get_consumers(self, channel: Any) -> list[Consumer]:
         if _trunk is None:
             return []
+        # as many unacknowledged messages as Celery lets the task consumer hold
+        prefetch = int(self.app.conf.worker_prefetch_multiplier) * int(self.concurrency)
         consumer = Consumer(  # type: ignore[no-untyped-call]
             channel, queues=[dial_message_queue(_trunk)], callbacks=[self.on_message],
-            accept=None, no_ack=False,
+            accept=None, no_ack=False, prefetch_count=max(prefetch, 1),
         )
         consumer.on_decode_error = self.on_decode_error
         return [consumer]

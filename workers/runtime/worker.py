@@ -66,6 +66,8 @@ from workers.signaling.manager import ManagerHooks, SignalingService
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGES_PER_BODY = 1000  # a JSON array of dial messages is one transaction
+
 
 @dataclass(slots=True)
 class DialOutcome:
@@ -363,6 +365,11 @@ class WorkerRuntime:
             outcome.rejected += 1
             return outcome
         items = decoded if isinstance(decoded, list) else [decoded]
+        if len(items) > MAX_MESSAGES_PER_BODY:
+            self._reject(raw, {"request": f"{len(items)} messages in one body (at most "
+                                          f"{MAX_MESSAGES_PER_BODY})"})
+            outcome.rejected += 1
+            return outcome
         messages: list[DialMessage] = []
         for item in items:
             try:
