@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, literal_column, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,7 +25,7 @@ from models.cdrs import Cdr, cdr_row
 from models.dial_fields import DialFields
 from models.enums import TERMINAL_STATES, LegState
 from models.executor import Executor, as_uuid, connection_of
-from models.legs import LIVE_LEG_CONDITION, Leg
+from models.legs import Leg
 from models.transition_ops import TRANSITION_FIELDS, Transition, apply_transitions
 from sipstack.cdr import CdrRecord
 
@@ -101,15 +101,18 @@ def insert_leg(session: Session, fields: DialFields, leg_id: uuid.UUID) -> tuple
     statement = (
         _insert(session, Leg)
         .values(values)
-        .on_conflict_do_nothing(
-            index_elements=[Leg.correlation_id], index_where=text(LIVE_LEG_CONDITION)
-        )
+        # no conflict target: the live-correlation_id index and the primary key (a message's
+        # leg id is derived from its correlation_id, workers.contract.dial_message)
+        .on_conflict_do_nothing()
         .returning(Leg)
     )
     for _ in range(3):
         inserted = session.scalars(statement).one_or_none()
         if inserted is not None:
             return inserted, True
+        same = session.get(Leg, leg_id)
+        if same is not None:
+            return same, True
         live = session.scalars(
             select(Leg).where(Leg.correlation_id == fields.correlation_id, _not_terminal())
         ).one_or_none()

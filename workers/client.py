@@ -1,19 +1,22 @@
-"""The scheduler's side: store a queued leg, put its dial on `dial.<trunk>`, follow its events.
+"""The scheduler's side in Python: build dial messages, publish them, follow their events.
 
     from workers.client import enqueue_dial
     queued = enqueue_dial("carrier-a", "sip:+15550123@carrier.example", correlation_id="c-42")
 
-Enqueueing twice with the same correlation_id while the leg lives dials once: the leg row is
-found again, and a repeated message loses the atomic claim in the worker.
+A thin convenience over the queue contract (docs/dial-message.md, docs/client.md): it builds
+a `DialMessage` (validated here; InvalidDialRequest names each bad field) and publishes it as
+plain JSON on `dial.<trunk>.json`, exactly what any other scheduler publishes. Enqueueing
+needs no database: the worker stores the leg. The leg's id is known at once (derived from
+trunk and correlation_id), so `follow` and `cdr_for_leg` work from the returned `QueuedDial`.
+Publishing the same correlation_id again dials once: the worker finds the leg it stored.
 
-A campaign queues many dials at once with `DialClient.enqueue_dials`: each chunk of legs is
-stored in one transaction and goes out as one `outbound.dial_batch` message, which the worker
-takes with one limits check and one claim (the per-message cost of Celery, the broker and
-the database is paid once per chunk instead of once per call).
+`enqueue_dials` publishes up to `chunk_size` messages as one JSON array (one message for the
+broker, one transaction, one limits check and one claim in the worker).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -26,12 +29,17 @@ from celery import Celery
 
 from models import operations
 from models.cdrs import Cdr
-from models.dial_fields import DialFields, InvalidDialRequest, validate_dial_fields
-from models.enums import LegState
 from models.legs import Leg
 from models.repository import Repository
 from workers.celery.app import DIAL_BATCH_TASK, DIAL_TASK, create_app, dial_queue_name
 from workers.config.settings import ConfigError, Settings, TrunkConfig, resolve_trunks
+from workers.contract.dial_message import (
+    DialMessage,
+    InvalidDialRequest,
+    message_leg_id,
+    parse_dial_message,
+)
+from workers.contract.queues import dial_message_queue
 from workers.events.stream import REDIS_UNAVAILABLE, EventReader, ReceivedEvent, StreamEvent
 
 _PUBLISH_RETRY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 2}
@@ -39,17 +47,22 @@ _PUBLISH_RETRY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
 
 @dataclass(frozen=True, slots=True)
 class QueuedDial:
+    """A published dial message. `leg_id` is the leg the worker stores for it."""
+
     leg_id: str
     correlation_id: str
     trunk: str
-    created: bool  # False: a live leg with this correlation_id already existed
-    state: str  # the leg's state when enqueue_dial returned
-    published: bool  # a dial message was put on the queue by this call
+    message: DialMessage
     stream_position: str = "0-0"  # the trunk stream's last entry before the dial was queued
 
 
 class DialClient:
-    """Holds the connections a scheduler process needs; safe to share between threads."""
+    """Holds the connections a scheduler process needs; safe to share between threads.
+
+    Enqueueing uses only the broker (and Redis for the stream position). The database is
+    opened on first use by what reads it: `cdr_for_leg`, `leg`, cancel and hang-up (which
+    look up the leg's owner worker).
+    """
 
     def __init__(
         self,
@@ -60,13 +73,19 @@ class DialClient:
         trunks: Mapping[str, TrunkConfig] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
-        self.repository = repository or Repository.from_url(self.settings.database_url)
+        self._repository = repository
         self.app = app or create_app(self.settings)
         self.redis: redis.Redis[Any] = redis.Redis.from_url(
             self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
         self._trunks = trunks
         self._trunks_source = "the trunks given to DialClient"
+
+    @property
+    def repository(self) -> Repository:
+        if self._repository is None:
+            self._repository = Repository.from_url(self.settings.database_url)
+        return self._repository
 
     def trunk_config(self, trunk: str) -> TrunkConfig:
         """The trunk's table; ConfigError naming the trunk and the trunks file if none."""
@@ -82,15 +101,18 @@ class DialClient:
             )
         return found
 
-    def request_uri(self, trunk: str, to: str) -> str:
-        """`to` itself when it is a URI; a bare number needs the trunk's configured domain.
-
-        The trunk must exist either way: no worker serves an unknown trunk's queue, so a dial
-        queued for it would wait forever."""
-        config = self.trunk_config(trunk)
-        if to.strip().lower().startswith(("sip:", "sips:", "tel:")):
-            return to.strip()
-        return config.request_uri(to)
+    def dial_message(
+        self, trunk: str, to: str, *, correlation_id: str | None = None, **fields: Any
+    ) -> DialMessage:
+        """The validated message (a missing correlation_id becomes a UUID). A client that
+        knows the trunks (a trunks file, or trunks given) refuses a trunk they lack: no worker
+        serves an unknown trunk's queue, so its dial would wait forever."""
+        if self._trunks is not None or self.settings.trunks_file:
+            self.trunk_config(trunk)
+        return parse_dial_message({
+            **fields, "version": 1, "trunk": trunk, "to": to,
+            "correlation_id": correlation_id or str(uuid.uuid4()),
+        })
 
     def enqueue_dial(
         self,
@@ -101,78 +123,77 @@ class DialClient:
         scenario: str = "campaign",
         **fields: Any,
     ) -> QueuedDial:
-        """Store the leg (validated; InvalidDialRequest names bad fields) and queue its dial."""
-        values = {
-            **fields,
-            "correlation_id": correlation_id or str(uuid.uuid4()),
-            "trunk": trunk,
-            "request_uri": self.request_uri(trunk, to),
-            "scenario": scenario,
-        }
-        leg, created = self.repository.create_leg(values)
+        """Validate and publish one dial message; any dial message field is a keyword
+        (`not_after`, `caller_user`, `codecs`, ...). A bare number is fine: the worker
+        puts it at its trunk's domain."""
+        message = self.dial_message(trunk, to, correlation_id=correlation_id,
+                                    scenario=scenario, **fields)
         position = self._stream_position(trunk)
-        published = False
-        # A queued leg gets a message even when it already existed: the first message may
-        # have been lost (a broker restart); an extra one loses the claim and does nothing.
-        if leg.state == LegState.QUEUED:
-            self.publish_dial(str(leg.id), trunk, leg.correlation_id)
-            published = True
-        return QueuedDial(
-            leg_id=str(leg.id), correlation_id=leg.correlation_id, trunk=trunk,
-            created=created, state=str(leg.state.value), published=published,
-            stream_position=position,
-        )
+        self.publish_messages(trunk, [message])
+        return _queued(message, position)
 
     def enqueue_dials(
         self, trunk: str, dials: Iterable[Mapping[str, Any]], *, chunk_size: int = 50
     ) -> list[QueuedDial]:
-        """Queue many dials of one trunk, `chunk_size` legs per transaction and per message.
+        """Publish many dials of one trunk, `chunk_size` messages to a JSON array body.
 
-        Each dial is a mapping with `to` and optionally `correlation_id`, `scenario` and any
-        other dial field. Every dial is validated before anything is stored; an invalid one
-        raises InvalidDialRequest naming its position and its bad fields. Same idempotency
-        as `enqueue_dial`: a live leg with the same correlation_id is found, not dialed again.
+        Each dial is a mapping with `to` and optionally `correlation_id` and any other dial
+        message field. Every dial is validated before anything is published; an invalid one
+        raises InvalidDialRequest naming its position and its bad fields.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-        prepared = [self._dial_fields(trunk, index, dial) for index, dial in enumerate(dials)]
+        prepared = [self._indexed_message(trunk, index, dial) for index, dial in enumerate(dials)]
         position = self._stream_position(trunk)
-        queued: list[QueuedDial] = []
         for start in range(0, len(prepared), chunk_size):
-            stored = self.repository.run(operations.insert_legs, prepared[start:start + chunk_size])
-            waiting = [(str(leg.id), leg.correlation_id) for leg, _ in stored
-                       if leg.state == LegState.QUEUED]
-            if waiting:
-                self.publish_dial_batch(trunk, waiting)
-            published = {leg_id for leg_id, _ in waiting}
-            queued.extend(
-                QueuedDial(
-                    leg_id=str(leg.id), correlation_id=leg.correlation_id, trunk=trunk,
-                    created=created, state=str(leg.state.value),
-                    published=str(leg.id) in published, stream_position=position,
-                )
-                for leg, created in stored
-            )
-        return queued
+            self.publish_messages(trunk, prepared[start:start + chunk_size])
+        return [_queued(message, position) for message in prepared]
 
-    def _dial_fields(self, trunk: str, index: int, dial: Mapping[str, Any]) -> DialFields:
+    def _indexed_message(self, trunk: str, index: int, dial: Mapping[str, Any]) -> DialMessage:
         if "to" not in dial:
             raise InvalidDialRequest({f"dials[{index}].to": "missing"})
         values = {name: value for name, value in dial.items() if name != "to"}
-        values.update(
-            correlation_id=dial.get("correlation_id") or str(uuid.uuid4()), trunk=trunk,
-            request_uri=self.request_uri(trunk, str(dial["to"])),
-            scenario=dial.get("scenario", "campaign"),
-        )
         try:
-            return validate_dial_fields(values)
+            return self.dial_message(trunk, str(dial["to"]), **values)
         except InvalidDialRequest as error:
             raise InvalidDialRequest(
                 {f"dials[{index}].{name}": problem for name, problem in error.errors.items()}
             ) from None
 
+    def publish_messages(self, trunk: str, messages: Sequence[DialMessage]) -> None:
+        """One body on `dial.<trunk>.json`: the message itself, or an array of several."""
+        payload: Any = [m.to_json() for m in messages]
+        body = json.dumps(payload[0] if len(payload) == 1 else payload,
+                          separators=(",", ":")).encode()
+        self.publish_raw(trunk, body)
+
+    def publish_raw(self, trunk: str, body: bytes) -> None:
+        """Publish bytes as they are (content type application/json) to the trunk's message
+        queue, declaring the queue first so a broker that drops unroutable messages keeps it."""
+        queue = dial_message_queue(trunk)
+        with self.app.producer_or_acquire() as producer:
+            producer.publish(
+                body, exchange="", routing_key=queue.name, content_type="application/json",
+                content_encoding="utf-8", declare=[queue], retry=True,
+                retry_policy=_PUBLISH_RETRY,
+            )
+
+    def create_consumer_group(self, trunk: str, group: str, position: str = "$") -> bool:
+        """Create `group` on the trunk's events stream at `position` ("$": only what comes
+        next, "0": everything kept) before enqueueing, so no event is missed; False when the
+        group existed already (it keeps its position)."""
+        try:
+            self.redis.xgroup_create(self.settings.events_stream(trunk), group, id=position,
+                                     mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" in str(error):
+                return False
+            raise
+        return True
+
     def publish_dial_batch(self, trunk: str, legs: Sequence[tuple[str, str]]) -> None:
-        """One `dial_batch` message for (leg_id, correlation_id) pairs of queued legs."""
+        """One leg-id `dial_batch` task for legs already stored (recovery, tests); new dials
+        go as dial messages (`enqueue_dial`)."""
         self.app.send_task(
             DIAL_BATCH_TASK,
             kwargs={"trunk": trunk, "legs": [list(leg) for leg in legs],
@@ -185,6 +206,7 @@ class DialClient:
         )
 
     def publish_dial(self, leg_id: str, trunk: str, correlation_id: str) -> None:
+        """One leg-id `dial` task for a leg already stored (see publish_dial_batch)."""
         self.app.send_task(
             DIAL_TASK,
             kwargs={
@@ -243,7 +265,16 @@ class DialClient:
 
     def close(self) -> None:
         self.redis.close()
-        self.repository.engine.dispose()
+        if self._repository is not None:
+            self._repository.engine.dispose()
+
+
+def _queued(message: DialMessage, position: str) -> QueuedDial:
+    return QueuedDial(
+        leg_id=str(message_leg_id(message.trunk, message.correlation_id)),
+        correlation_id=message.correlation_id, trunk=message.trunk, message=message,
+        stream_position=position,
+    )
 
 
 _default: DialClient | None = None

@@ -29,9 +29,9 @@ CDR_COLUMNS = (
     "queued (with --wait: the call was answered)",
     not_done="with --wait: the call was not answered, or no terminal event came in time",
 ))
-@click.option("--trunk", required=True, help="Trunk to dial through (queue dial.<trunk>).")
+@click.option("--trunk", required=True, help="Trunk to dial through (queue dial.<trunk>.json).")
 @click.option("--to", "to", required=True,
-              help="sip:/sips:/tel: URI, or a number (needs the trunks file for the domain).")
+              help="sip:/sips:/tel: URI, or a number (the worker puts it at the trunk's domain).")
 @click.option("--correlation-id", default=None, help="Your id for this call (default: a UUID).")
 @click.option("--scenario", default="campaign", show_default=True,
               type=click.Choice(["campaign", "transfer_agent", "callback", "manual"]))
@@ -46,24 +46,30 @@ def command(
     trunk: str, to: str, correlation_id: str | None, scenario: str, wait: bool, timeout: float,
     as_json: bool, trunks_file: str | None,
 ) -> None:
-    """Queue a dial: store the leg (every field checked first), put it on `dial.<trunk>`.
+    """Queue a dial: publish a dial message (every field checked first) on
+    `dial.<trunk>.json`; the worker stores the leg and dials it (docs/dial-message.md).
 
-    Redis and the broker must answer before anything is stored."""
-    from cli.commands._preflight import check_broker, check_redis
+    Redis and the broker (with --wait also PostgreSQL) must answer before anything is
+    published."""
+    from cli.commands._preflight import check_broker, check_database_schema, check_redis
     from workers.client import DialClient
     from workers.config.settings import Settings
+    from workers.contract.queues import dial_message_queue_name
 
     settings = Settings.from_env(trunks_file=trunks_file)
     watch_services(settings)
     client = DialClient(settings, repository=quiet_repository(settings.database_url))
     try:
-        client.trunk_config(trunk)  # an unknown trunk (exit 2) before any service is asked
+        if settings.trunks_file:  # a configured trunks file must know the trunk (exit 2)
+            client.trunk_config(trunk)  # before any service is asked
         check_redis(settings.redis_url)
         check_broker(client.app)
+        if wait:  # the CDR is read from PostgreSQL at the end: reach it before publishing
+            check_database_schema(settings.database_url)
         queued = client.enqueue_dial(trunk, to, correlation_id=correlation_id, scenario=scenario)
         summary = {
             "leg_id": queued.leg_id, "correlation_id": queued.correlation_id, "trunk": trunk,
-            "state": queued.state, "created": queued.created, "published": queued.published,
+            "queue": dial_message_queue_name(trunk),
         }
         _print("queued", summary, as_json)
         if wait:

@@ -4,27 +4,18 @@ guarantees as one message per call, and legs the trunk's CPS refuses wait, never
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from migrations import runner
 from models.dial_fields import InvalidDialRequest
-from tests.db_fixtures import temporary_database
 from tests.integration.test_worker_e2e import max_in_window
 from tests.sipp.harness import requires_sipp
 from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
+from workers.contract.queues import dial_message_queue_name
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    with temporary_database("outbound_e2e_batch") as url:
-        runner.upgrade(url)
-        yield url.render_as_string(hide_password=False)
 
 
 def dials(stack: Stack, count: int, prefix: str) -> list[dict[str, str]]:
@@ -47,12 +38,10 @@ def test_batched_dials_each_get_one_call_one_cdr_and_ordered_events(
         requested = dials(stack, calls, "b")
         queued = client.enqueue_dials(stack.trunk, requested, chunk_size=8)
         assert [q.correlation_id for q in queued] == [d["correlation_id"] for d in requested]
-        assert all(q.created and q.published and q.state == "queued" for q in queued)
-        # the same dials again while their legs live: found again, no second leg
+        # the same dials again: the same legs, dialled once
         again = client.enqueue_dials(stack.trunk, requested[:5], chunk_size=2)
         assert [a.leg_id for a in again] == [q.leg_id for q in queued[:5]]
-        assert not any(a.created for a in again)
-        # a whole batch message delivered twice
+        # a leg-id batch message for legs not stored yet: nothing to claim, nothing dialled
         client.publish_dial_batch(stack.trunk, [(q.leg_id, q.correlation_id)
                                                 for q in queued[5:13]])
         stack.start_worker("w1@batch")
@@ -99,7 +88,7 @@ def test_legs_a_batch_cannot_start_yet_wait_for_the_cps_window(
         stack.close()
 
 
-def test_enqueue_dials_checks_every_dial_before_storing_any(
+def test_enqueue_dials_checks_every_dial_before_publishing_any(
     tmp_path: Path, database_url: str
 ) -> None:
     stack = Stack(tmp_path, database_url)
@@ -114,7 +103,7 @@ def test_enqueue_dials_checks_every_dial_before_storing_any(
         with pytest.raises(InvalidDialRequest) as bad:
             client.enqueue_dials(stack.trunk, [*good, {**good[0], "ring_timeout": -1}])
         assert missing.value.errors and bad.value.field == "dials[3].ring_timeout"
-        assert stack.rows("SELECT count(*) FROM legs")[0][0] == 0
+        assert stack.redis.llen(dial_message_queue_name(stack.trunk)) == 0
         with pytest.raises(ValueError, match="chunk_size"):
             client.enqueue_dials(stack.trunk, good, chunk_size=0)
     finally:

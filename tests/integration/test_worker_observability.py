@@ -176,8 +176,14 @@ def test_flower_sees_the_worker_its_queue_and_its_tasks(stack: Stack) -> None:
             assert replies == [{node: {"ok": "pong"}}]
             queues = app.control.inspect(destination=[node], timeout=5).active_queues() or {}
             assert dial_queue_name(stack.trunk) in {q["name"] for q in queues.get(node, [])}
-            (queued,) = stack.enqueue(1, prefix="flower")
-            stack.wait_cdrs([queued.leg_id], timeout=30)
+            # Dial messages (dial.<trunk>.json) are not Celery tasks, Flower does not list
+            # them; the leg-id tasks the worker sends itself (limits retries) it does.
+            leg, _ = stack.repository.create_leg({
+                "correlation_id": "flower-1", "trunk": stack.trunk,
+                "to": f"sip:+15550001@{stack.proxy}"})
+            assert stack.client is not None
+            stack.client.publish_dial(str(leg.id), stack.trunk, "flower-1")
+            stack.wait_cdrs([str(leg.id)], timeout=30)
 
             def seen(kind: str) -> list[dict[str, Any]]:
                 return [e for e in events if e.get("type") == kind]

@@ -8,17 +8,13 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from workers.celery import message_consumer
+from workers.celery.current import set_current_runtime
 from workers.runtime.worker import WorkerOptions, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 _options: WorkerOptions | None = None
-_runtime: WorkerRuntime | None = None
-
-
-def current_runtime() -> WorkerRuntime | None:
-    """The running worker's runtime (None outside a started `outbound worker`)."""
-    return _runtime
 
 
 def install(app: Celery, options: WorkerOptions) -> None:
@@ -27,6 +23,9 @@ def install(app: Celery, options: WorkerOptions) -> None:
     _options = options
     if SignalingStep not in app.steps["worker"]:
         app.steps["worker"].add(SignalingStep)
+    message_consumer.set_trunk(options.trunk.name)
+    if message_consumer.DialMessageStep not in app.steps["consumer"]:
+        app.steps["consumer"].add(message_consumer.DialMessageStep)
 
 
 class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -40,11 +39,10 @@ class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         return None
 
     def start(self, parent: Any) -> None:
-        global _runtime
         if _options is None:
             raise RuntimeError("workers.celery.bootstep.install() was not called before the worker")
         threads = int(getattr(parent, "concurrency", 0) or 8)
-        _runtime = WorkerRuntime(_options, app=parent.app, dial_threads=threads).start()
+        set_current_runtime(WorkerRuntime(_options, app=parent.app, dial_threads=threads).start())
 
     def stop(self, parent: Any) -> None:
         self._stop(drain=True)
@@ -57,8 +55,7 @@ class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     @staticmethod
     def _stop(*, drain: bool) -> None:
-        global _runtime
-        runtime, _runtime = _runtime, None
+        runtime = set_current_runtime(None)
         if runtime is None:
             return
         stored = runtime.stop(drain_timeout=None if drain else 0.0)

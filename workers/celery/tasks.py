@@ -9,7 +9,7 @@ from celery import Task
 from celery.exceptions import Reject
 
 from workers.celery.app import CONTROL_TASK, DIAL_BATCH_TASK, DIAL_TASK, app
-from workers.celery.bootstep import current_runtime
+from workers.celery.current import current_runtime
 from workers.coordination.control import handle_control
 from workers.observability.log_format import call_context
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from sipstack.target import parse_hostport
 from sipstack.transport import Address, Transport
 from sipstack.uri import format_host, parse_host, parse_uri
 from workers.config.errors import ConfigError
+from workers.contract.dial_message import is_uri, phone_number
 
 if TYPE_CHECKING:
     from workers.signaling.transports import TransportConfig
@@ -277,10 +277,10 @@ class TrunkConfig(BaseModel):
         text = to.strip()
         if not text:
             raise InvalidDialRequest({"to": "empty destination"})
-        if text.lower().startswith(("sip:", "sips:", "tel:")):
+        if is_uri(text):
             return text
-        number = _VISUAL_SEPARATORS.sub("", text)
-        if not _PHONE_NUMBER.fullmatch(number):
+        number = phone_number(text)
+        if number is None:
             raise InvalidDialRequest({
                 "to": f"{text[:80]!r} is neither a sip:, sips: or tel: URI nor a phone number "
                       "(digits, an optional leading '+')"
@@ -328,9 +328,6 @@ class TrunkConfig(BaseModel):
 
 
 
-# RFC 3966 visual separators, and the spaces people type between digit groups.
-_VISUAL_SEPARATORS = re.compile(r"[\s\-.()]")
-_PHONE_NUMBER = re.compile(r"\+?[0-9]{1,32}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,9 @@ from typing import Any
 
 import redis
 
-TERMINAL_STATES = frozenset({"failed", "cancelled", "ended"})
+# `expired`: a message past its not_after (a leg and CDR, no INVITE); `rejected`: a message
+# refused before any leg existed (docs/dial-message.md).
+TERMINAL_STATES = frozenset({"failed", "cancelled", "ended", "expired", "rejected"})
 STREAM_FIELDS = (
     "event_id", "seq", "state", "call_id", "correlation_id", "scenario", "trunk",
     "status_code", "reason", "at",

@@ -217,7 +217,7 @@ class LegBook:
             disposition=disposition, hangup_reason=hangup_reason, hangup_by=HangupBy.LOCAL,
             reason_text=reason, error=error,
         )
-        leg_state = LegState.FAILED if state == "failed" else LegState.ENDED
+        leg_state = LegState.FAILED if state in ("failed", "expired") else LegState.ENDED
         fields: dict[str, Any] = {"last_reason": reason[:500]}
         if context.call_id:
             fields["call_id"] = call_id

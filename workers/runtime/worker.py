@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import threading
@@ -15,11 +16,13 @@ from typing import Any
 
 import redis
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from models import operations
 from models.db import make_engine
 from models.dial_fields import InvalidDialRequest, validate_dial_fields
 from models.enums import TERMINAL_STATES
+from models.legs import Leg
 from models.operations import ClaimedLeg
 from models.repository import Repository
 from models.times import utc_now
@@ -31,7 +34,10 @@ from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
 from sipstack.transport import Transport
 from sipstack.uri import format_hostport
+from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
+from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
+from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -57,12 +63,14 @@ from workers.signaling.manager import ManagerHooks, SignalingService
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGES_PER_BODY = 1000  # a JSON array of dial messages is one transaction
+
 
 @dataclass(slots=True)
 class DialOutcome:
     """What became of one dial message."""
 
-    status: str  # accepted | duplicate | retry | requeue | failed
+    status: str  # accepted | duplicate | retry | requeue | failed | expired | rejected
     detail: str = ""
     retry_after: float = 0.0
     call_id: str = ""
@@ -76,6 +84,8 @@ class BatchOutcome:
     accepted: int = 0
     duplicates: int = 0
     failed: int = 0
+    expired: int = 0
+    rejected: int = 0  # JSON messages refused before anything was stored
     retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
     retry_after: float = 0.0
     requeue: str = ""  # set: this worker cannot take the message at all (why)
@@ -92,7 +102,8 @@ class BatchOutcome:
 
     def summary(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "failed": self.failed, "retried": len(self.retry)}
+                "failed": self.failed, "expired": self.expired, "rejected": self.rejected,
+                "retried": len(self.retry)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +141,8 @@ class WorkerRuntime(WorkerMaintenance):
         self.accepting = False
         self.observability = options.observability or WorkerObservability(options.trunk.name)
         self.stats: dict[str, int] = {"accepted": 0, "duplicates": 0, "retries": 0,
-                                      "failed": 0, "recovered": 0, "requeued": 0}
+                                      "failed": 0, "recovered": 0, "requeued": 0,
+                                      "expired": 0, "rejected": 0}
         self._stop_maintenance = threading.Event()
         self._next_purge = 0.0
         self._maintenance: threading.Thread | None = None
@@ -167,7 +179,10 @@ class WorkerRuntime(WorkerMaintenance):
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
         )
-        self.publisher = EventPublisher(StreamWriter(self.redis, settings), self.outbox)
+        self.stream_writer = StreamWriter(self.redis, settings)
+        self.publisher = EventPublisher(self.stream_writer, self.outbox)
+        self.dead_letters: DeadLetterSink = RedisDeadLetters(self.redis, settings,
+                                                             self.trunk.name)
         self.recorder = LegRecorder(
             self.repository, self.publisher, worker=self.owner, outbox=self.outbox,
             on_finished=self._finished,
@@ -323,6 +338,95 @@ class WorkerRuntime(WorkerMaintenance):
         if live:
             self.limits.renew_leases(self.trunk.name, live)
 
+    # --- dial messages (the queue contract, docs/dial-message.md) -----------------------------
+
+    def dead_letter(self, raw: bytes, why: str) -> None:
+        """Keep a refused message (the sink is Redis by default; a broker DLX may replace it)."""
+        self.dead_letters(raw, why)
+
+    def handle_dial_messages(self, raw: bytes, enqueued_at: float | None = None) -> BatchOutcome:
+        """Validate a JSON dial message (or a JSON array of them), store the legs
+        idempotently in one transaction, then claim and dial them like leg messages.
+
+        A bad message is refused before anything is stored: a terminal `rejected` event naming
+        the bad fields and a dead-letter copy; the good messages of an array go on. A message
+        past its `not_after` is stored, claimed and ended as `expired` without an INVITE.
+        The leg id is derived from (trunk, correlation_id), so a repeated or redelivered
+        message finds the same row and loses the claim: one leg, one CDR and one terminal
+        event per correlation_id, however often it is published.
+        """
+        outcome = BatchOutcome()
+        if not self.accepting:
+            outcome.requeue = "worker is stopping"
+            return outcome
+        try:
+            decoded = json.loads(raw)
+        except ValueError as error:
+            self._reject(raw, {"request": f"not JSON: {error}"})
+            outcome.rejected += 1
+            return outcome
+        items = decoded if isinstance(decoded, list) else [decoded]
+        if len(items) > MAX_MESSAGES_PER_BODY:
+            self._reject(raw, {"request": f"{len(items)} messages in one body (at most "
+                                          f"{MAX_MESSAGES_PER_BODY})"})
+            outcome.rejected += 1
+            return outcome
+        messages: list[DialMessage] = []
+        for item in items:
+            try:
+                messages.append(self._resolve(item))
+            except InvalidDialRequest as error:
+                self._reject(raw if item is decoded else _dump(item), error.errors)
+                outcome.rejected += 1
+        if not messages:
+            return outcome
+        stored = [(message_leg_id(m.trunk, m.correlation_id), m) for m in messages]
+        try:
+            legs = self.repository.run(_insert_legs, stored)
+        except Exception as error:
+            self._raise_unless_transient(error, "storing dial messages' legs")
+            outcome.requeue = "PostgreSQL unavailable while storing the legs"
+            return outcome
+        waiting = [(str(leg.id), leg.correlation_id) for leg in legs
+                   if leg.state not in TERMINAL_STATES]
+        outcome.duplicates += len(legs) - len(waiting)
+        self.stats["duplicates"] += len(legs) - len(waiting)
+        # an expired message is claimed like any other and ended by _hand_over, undialled
+        dialled = self.handle_dial_batch(self.trunk.name, waiting, enqueued_at)
+        dialled.rejected, dialled.duplicates = outcome.rejected, (
+            dialled.duplicates + outcome.duplicates)
+        return dialled
+
+    def _resolve(self, item: Any) -> DialMessage:
+        """The validated message with its `to` as a Request-URI of this worker's trunk."""
+        message = parse_dial_message(item)
+        if message.trunk != self.trunk.name:
+            raise InvalidDialRequest(
+                {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
+        return message.with_request_uri(self.trunk.request_uri(message.to))
+
+    def _reject(self, raw: bytes, errors: dict[str, str]) -> None:
+        correlation_id, scenario = _salvage(raw)
+        event = rejected_event(self.trunk.name, correlation_id, scenario, errors)
+        self.dead_letter(raw, describe(errors))
+        self.stream_writer.write([event])
+        self.stats["rejected"] += 1
+        log.warning("dial message rejected: %s", describe(errors),
+                    extra=call_fields(correlation_id=event.correlation_id,
+                                      trunk=self.trunk.name))
+
+    def retry_dials_later(self, legs: Sequence[tuple[str, str]], countdown: float) -> None:
+        """Stored legs the limits cannot admit yet go back as a leg-id batch task message
+        (published before the JSON message is acknowledged: nothing is dropped between)."""
+        if self.app is None:
+            raise RuntimeError("no Celery app to publish the retry with")
+        queue = dial_queue_name(self.trunk.name)
+        self.app.send_task(
+            DIAL_BATCH_TASK, kwargs={"trunk": self.trunk.name,
+                                     "legs": [list(leg) for leg in legs], "enqueued_at": None},
+            queue=queue, routing_key=queue, countdown=countdown, ignore_result=True,
+        )
+
     # --- dials ---------------------------------------------------------------------------------
 
     def handle_dial(
@@ -335,7 +439,7 @@ class WorkerRuntime(WorkerMaintenance):
         if batch.retry:
             return DialOutcome("retry", batch.detail, retry_after=batch.retry_after)
         status = ("accepted" if batch.accepted else "duplicate" if batch.duplicates
-                  else "failed")
+                  else "expired" if batch.expired else "failed")
         return DialOutcome(status, batch.detail)
 
     def handle_dial_batch(
@@ -446,29 +550,46 @@ class WorkerRuntime(WorkerMaintenance):
                 outcome.detail = f"leg is already {state.value} ({owner})"
                 log.debug("dial message again: %s", outcome.detail, extra=fields)
 
-    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
-        leg_id = str(leg.leg_id)
-        context = LegContext(
-            leg_id=leg_id, trunk=self.trunk.name, correlation_id=leg.correlation_id,
+    def _context(self, leg: ClaimedLeg) -> LegContext:
+        return LegContext(
+            leg_id=str(leg.leg_id), trunk=self.trunk.name, correlation_id=leg.correlation_id,
             scenario=leg.scenario, to_uri=leg.request_uri, leg_uuid=leg.leg_id,
             from_uri=f"sip:{leg.caller_user or self.trunk.caller_user or 'outbound'}@"
                      f"{self.options.bind_host}",
         )
+
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
+        context = self._context(leg)
         try:
-            request = self.trunk.build_request(validate_dial_fields(dict(leg.request)))
+            message = validate_dial_fields(dict(leg.request))
+            request = self.trunk.build_request(message)
         except (InvalidDialRequest, ValueError) as error:
             reason = f"stored request is not dialable: {error}"
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
             return
+        if message.expired(time.time()):
+            self._end_expired(context, message)
+            outcome.expired += 1
+            return
         self.book.register(context)
         self.feeder.submit(context, request)
         outcome.accepted += 1
+
+    def _end_expired(self, context: LegContext, message: DialMessage) -> None:
+        """A claimed leg whose not_after passed: a CDR and the terminal event `expired`."""
+        not_after = message.not_after.isoformat() if message.not_after else ""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="expired", disposition=Disposition.FAILED,
+            reason=f"not dialled: not_after {not_after} had passed when the worker took it",
+        ))
 
     def _count(self, outcome: BatchOutcome) -> None:
         self.stats["accepted"] += outcome.accepted
         self.stats["duplicates"] += outcome.duplicates
         self.stats["failed"] += outcome.failed
+        self.stats["expired"] += outcome.expired
         self.stats["retries"] += len(outcome.retry)
 
     def _fail_before_invite(self, context: LegContext, reason: str) -> None:
@@ -489,3 +610,27 @@ class WorkerRuntime(WorkerMaintenance):
     def _release_quietly(self, leg_ids: list[str]) -> None:
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             self.limits.release_leases(self.trunk.name, leg_ids)
+
+
+def _insert_legs(
+    session: Session, stored: Sequence[tuple[uuid.UUID, DialMessage]]
+) -> list[Leg]:
+    """Store dial messages' legs in one transaction (operations.insert_leg: idempotent)."""
+    return [operations.insert_leg(session, message, leg_id)[0] for leg_id, message in stored]
+
+
+def _dump(item: Any) -> bytes:
+    return json.dumps(item, separators=(",", ":"), default=str).encode()
+
+
+def _salvage(raw: bytes) -> tuple[str, str]:
+    """The correlation_id and scenario of a refused message, when they can be read at all."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    correlation_id, scenario = data.get("correlation_id"), data.get("scenario")
+    return (correlation_id if isinstance(correlation_id, str) else "")[:255], (
+        scenario if isinstance(scenario, str) else "")[:32]

@@ -1,0 +1,64 @@
+"""What the worker does with a message it cannot dial: a `rejected` event and a dead letter.
+
+`dead_letter(raw, why)` is the one place a refused message is kept. The default sink appends
+it to the Redis stream `<prefix>:dead:<trunk>` (fields `raw`, `why`, `at`); a broker with a
+dead-letter exchange can install its own sink (`WorkerRuntime.dead_letters`) to route the copy
+there instead.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import redis
+
+from workers.config.settings import Settings
+from workers.events.stream import StreamEvent, StreamWriter, format_at
+
+DEAD_LETTER_MAXLEN = 100_000
+
+
+class DeadLetterSink(Protocol):
+    def __call__(self, raw: bytes, why: str) -> None: ...
+
+
+def dead_letter_stream(settings: Settings, trunk: str) -> str:
+    return f"{settings.key_prefix}:dead:{trunk}"
+
+
+class RedisDeadLetters:
+    """Appends refused messages, verbatim, to the trunk's dead-letter stream."""
+
+    def __init__(self, client: redis.Redis[Any], settings: Settings, trunk: str) -> None:
+        self._redis = client
+        self._stream = dead_letter_stream(settings, trunk)
+
+    def __call__(self, raw: bytes, why: str) -> None:
+        self._redis.xadd(
+            self._stream, {"raw": raw, "why": why, "at": format_at(time.time())},
+            maxlen=DEAD_LETTER_MAXLEN, approximate=True,
+        )
+
+
+def describe(errors: Mapping[str, str]) -> str:
+    return "; ".join(f"{name}: {problem}" for name, problem in errors.items())
+
+
+def rejected_event(
+    trunk: str, correlation_id: str, scenario: str, errors: Mapping[str, str]
+) -> StreamEvent:
+    """The terminal event of a message refused before any leg existed. A message without a
+    correlation_id gets a generated rejection id (`rejected-<uuid>`) in its place."""
+    rejection = uuid.uuid4().hex
+    return StreamEvent(
+        trunk=trunk, leg_id=f"rejected-{rejection}", seq=1, state="rejected", call_id="",
+        correlation_id=correlation_id or f"rejected-{rejection}", scenario=scenario,
+        reason=f"invalid dial message: {describe(errors)}", at=time.time(),
+    )
+
+
+def publish_rejection(writer: StreamWriter, event: StreamEvent) -> None:
+    writer.write([event])
