@@ -90,7 +90,7 @@ def command(
 
     from cli.commands._preflight import check_broker, check_database_schema, check_redis
     from workers.celery import bootstep
-    from workers.celery.app import app, configure, dial_queue_name
+    from workers.celery.app import app, configure, worker_queues
     from workers.observability.attach import WorkerObservability
     from workers.observability.log_format import configure_logging
     from workers.runtime.worker import WorkerOptions
@@ -114,7 +114,7 @@ def command(
     ))
     worker = app.Worker(
         hostname=node_name,
-        queues=[dial_queue_name(trunk.name)],
+        queues=worker_queues(trunk.name, node_name),  # dial.<trunk>, own control queue
         pool="threads",
         concurrency=concurrency,
         loglevel=level,

@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from workers.celery.app import declare_dead_letters
 from workers.runtime.worker import WorkerOptions, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if _options is None:
             raise RuntimeError("workers.celery.bootstep.install() was not called before the worker")
         threads = int(getattr(parent, "concurrency", 0) or 8)
+        # RabbitMQ: the dead-letter queue exists before the first message can be rejected.
+        declare_dead_letters(parent.app, _options.trunk.name)
         _runtime = WorkerRuntime(_options, app=parent.app, dial_threads=threads).start()
 
     def stop(self, parent: Any) -> None:
