@@ -165,8 +165,16 @@ class SharedClientChannel(kombu_redis.Channel):
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
-        pool = self.pool
         client = self.__dict__.get("_shared_client")
+        if client is not None and self._pool is None and getattr(
+            self.connection, "client", None) is None:
+            # Closing after the broker connection was lost (Redis restarting): kombu restores
+            # unacknowledged messages with a client, but building a pool now fails with an
+            # AttributeError (no connection parameters left) that kills the worker. The old
+            # client fails with a connection error instead, which the consumer ignores; the
+            # messages come back after the visibility timeout.
+            return client
+        pool = self.pool
         if client is None or client.connection_pool is not pool:
             client = super()._create_client(asynchronous=False)  # type: ignore[no-untyped-call]
             self.__dict__["_shared_client"] = client
