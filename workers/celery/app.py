@@ -10,10 +10,15 @@ the exchange `outbound.dead` into `dial.<trunk>.dead`, and one control queue per
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.app import amqp as amqp_module
+from celery.worker.request import Request
+from celery.worker.request import logger as request_logger
 from kombu.entity import Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
@@ -97,6 +102,69 @@ class OutboundAMQP(amqp_module.AMQP):  # type: ignore[misc]
         queues: OutboundQueues = super().Queues(*args, **kwargs)
         queues.app = self.app
         return queues
+
+
+# --- acknowledgements from the pool's threads (RabbitMQ) -------------------------------------
+# Celery's thread pool acknowledges a late-acked message in the thread that ran the task. A
+# Redis ack borrows a pooled connection; an AMQP ack writes on the consumer's connection, which
+# the consumer thread reads at the same time, and py-amqp is not thread-safe: under load the
+# consumer stalls, misses its heartbeats and RabbitMQ drops the connection (seen in
+# bench.e2e_throughput: "missed heartbeats from client", every unacked dial redelivered). On
+# RabbitMQ, acks and rejects are therefore queued and sent by the consumer thread.
+_relayed: deque[Callable[[], None]] = deque()
+_consumer_thread: threading.Thread | None = None
+ACK_RELAY_INTERVAL = 0.002
+
+
+def in_consumer_thread(action: Callable[[], None]) -> None:
+    """Run `action` now in the consumer thread (or with no relay started), else queue it."""
+    if _consumer_thread is None or threading.current_thread() is _consumer_thread:
+        action()
+    else:
+        _relayed.append(action)
+
+
+def _send_relayed() -> None:
+    while _relayed:
+        _relayed.popleft()()
+
+
+def start_ack_relay(hub: Any) -> None:
+    """In the consumer thread (a worker bootstep's start): send queued acks every 2 ms."""
+    global _consumer_thread
+    _consumer_thread = threading.current_thread()
+    hub.call_repeatedly(ACK_RELAY_INTERVAL, _send_relayed)
+
+
+def stop_ack_relay() -> None:
+    global _consumer_thread
+    _send_relayed()
+    _consumer_thread = None
+
+
+class RelayedAckRequest(Request):  # type: ignore[misc]
+    """Celery's task request whose ack/reject goes through `in_consumer_thread`."""
+
+    acknowledged: bool
+
+    def acknowledge(self) -> None:
+        if self.acknowledged:
+            return
+        self.acknowledged = True  # now: a second call must not ack the delivery tag twice
+        on_ack, errors = self._on_ack, self._connection_errors
+        in_consumer_thread(lambda: on_ack(request_logger, errors))
+
+    def reject(self, requeue: bool = False) -> None:
+        if self.acknowledged:
+            return
+        self.acknowledged = True
+        on_reject, errors = self._on_reject, self._connection_errors
+        in_consumer_thread(lambda: on_reject(request_logger, errors, requeue))
+        self.send_event("task-rejected", requeue=requeue)
+
+
+class OutboundTask(Task):  # type: ignore[misc]
+    Request = f"{__name__}:RelayedAckRequest"
 
 
 class OutboundCelery(Celery):  # type: ignore[misc]
@@ -270,9 +338,10 @@ def _transport_options(settings: Settings, *, amqp: bool) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, name: str = "outbound") -> Celery:
     """A configured app; tasks are registered on the module-level `app` (workers.celery.tasks)."""
-    return configure(OutboundCelery(name, set_as_current=False, amqp=OutboundAMQP),
-                     settings or Settings.from_env())
+    new = OutboundCelery(name, set_as_current=False, amqp=OutboundAMQP, task_cls=OutboundTask)
+    return configure(new, settings or Settings.from_env())
 
 
-app = OutboundCelery("outbound", include=["workers.celery.tasks"], amqp=OutboundAMQP)
+app = OutboundCelery("outbound", include=["workers.celery.tasks"], amqp=OutboundAMQP,
+                     task_cls=OutboundTask)
 configure(app, Settings.from_env())

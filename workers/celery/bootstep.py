@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from workers.celery.app import declare_dead_letters
+from workers.celery.app import declare_dead_letters, is_amqp, start_ack_relay, stop_ack_relay
 from workers.runtime.worker import WorkerOptions, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         threads = int(getattr(parent, "concurrency", 0) or 8)
         # RabbitMQ: the dead-letter queue exists before the first message can be rejected.
         declare_dead_letters(parent.app, _options.trunk.name)
+        hub = getattr(parent, "hub", None)
+        if hub is not None and is_amqp(str(parent.app.conf.broker_url)):
+            start_ack_relay(hub)  # AMQP acks leave from the consumer thread (app.py)
         _runtime = WorkerRuntime(_options, app=parent.app, dial_threads=threads).start()
 
     def stop(self, parent: Any) -> None:
@@ -62,6 +65,7 @@ class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def _stop(*, drain: bool) -> None:
         global _runtime
         runtime, _runtime = _runtime, None
+        stop_ack_relay()
         if runtime is None:
             return
         stored = runtime.stop(drain_timeout=None if drain else 0.0)
