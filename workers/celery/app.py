@@ -11,7 +11,6 @@ the exchange `outbound.dead` into `dial.<trunk>.dead`, and one control queue per
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -110,36 +109,31 @@ class OutboundAMQP(amqp_module.AMQP):  # type: ignore[misc]
 # the consumer thread reads at the same time, and py-amqp is not thread-safe: under load the
 # consumer stalls, misses its heartbeats and RabbitMQ drops the connection (seen in
 # bench.e2e_throughput: "missed heartbeats from client", every unacked dial redelivered). On
-# RabbitMQ, acks and rejects are therefore queued and sent by the consumer thread.
-_relayed: deque[Callable[[], None]] = deque()
+# RabbitMQ, acks and rejects are therefore handed to the consumer thread's event loop.
+_consumer_hub: Any = None
 _consumer_thread: threading.Thread | None = None
-ACK_RELAY_INTERVAL = 0.002
 
 
 def in_consumer_thread(action: Callable[[], None]) -> None:
-    """Run `action` now in the consumer thread (or with no relay started), else queue it."""
-    if _consumer_thread is None or threading.current_thread() is _consumer_thread:
+    """Run `action` now in the consumer thread (or with no relay started), else hand it to
+    the consumer's event loop (kombu's `Hub.call_soon` is thread-safe and wakes the loop)."""
+    hub = _consumer_hub
+    if hub is None or threading.current_thread() is _consumer_thread:
         action()
     else:
-        _relayed.append(action)
-
-
-def _send_relayed() -> None:
-    while _relayed:
-        _relayed.popleft()()
+        hub.call_soon(action)
 
 
 def start_ack_relay(hub: Any) -> None:
-    """In the consumer thread (a worker bootstep's start): send queued acks every 2 ms."""
-    global _consumer_thread
+    """In the consumer thread (a worker bootstep's start): relay acks through `hub`."""
+    global _consumer_hub, _consumer_thread
     _consumer_thread = threading.current_thread()
-    hub.call_repeatedly(ACK_RELAY_INTERVAL, _send_relayed)
+    _consumer_hub = hub
 
 
 def stop_ack_relay() -> None:
-    global _consumer_thread
-    _send_relayed()
-    _consumer_thread = None
+    global _consumer_hub, _consumer_thread
+    _consumer_hub = _consumer_thread = None
 
 
 class RelayedAckRequest(Request):  # type: ignore[misc]
