@@ -1,6 +1,12 @@
 """End-to-end throughput of one worker: queue -> INVITE -> call -> committed CDR and events.
 
     .venv/bin/python -m bench.e2e_throughput --calls 3000
+    .venv/bin/python -m bench.e2e_throughput --calls 3000 --broker rabbitmq
+
+`--broker rabbitmq` puts the dial queue on the local RabbitMQ (127.0.0.1:5672, guest; a vhost
+of the run's own, created and deleted with rabbitmqctl) instead of the run's Redis. Unless
+`--uac-calls 0`, `bench/uac_load.py` runs first (same machine, same moment) and its UAC-only
+calls/s is printed beside the end-to-end figure.
 
 Starts its own Redis (broker and streams), a fresh database on the local PostgreSQL, SIPp as a
 carrier that answers and hangs up at once, and one `outbound worker` process. All dials are
@@ -15,6 +21,7 @@ a py-spy profile of the worker over the run summarised by thread and library
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -33,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.profile_summary import render, summarise
 from migrations import runner
 from tests.db_fixtures import temporary_database
+from tests.rabbitmq import RabbitVhost
 from tests.sipp.harness import LOOPBACK, Sipp, free_ports
 from tests.worker_stack import events_by_leg
 from tests.workers_harness import PYTHON, RedisServer, WorkerProcess, wait_for
@@ -62,15 +70,24 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=0, metavar="N",
                         help="queue with enqueue_dials, N legs per dial_batch message "
                              "(default 0: one enqueue_dial and one message per call)")
+    parser.add_argument("--broker", choices=["redis", "rabbitmq"], default="redis")
+    parser.add_argument("--uac-calls", type=int, default=5000,
+                        help="calls of the UAC-only run first (0: skip it)")
+    parser.add_argument("--uac-rate", type=float, default=1000.0,
+                        help="offered rate of the UAC-only run")
     parser.add_argument("--work", type=Path, default=Path("/tmp/outbound-bench"))
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
                         help="record the worker with py-spy (raw format) into FILE")
     args = parser.parse_args()
-    load_before = os.getloadavg()
     args.work.mkdir(parents=True, exist_ok=True)
     calls = args.calls
+    uac = _uac_only(args.uac_calls, args.uac_rate) if args.uac_calls > 0 else None
+    load_before = os.getloadavg()
 
     redis_server = RedisServer().start()
+    vhost = RabbitVhost(f"outbound-bench-{uuid.uuid4().hex[:8]}").start() \
+        if args.broker == "rabbitmq" else None
+    broker_url = vhost.url if vhost is not None else redis_server.url
     sipp_port = free_ports(1)
     sipp = Sipp(
         "uas_answer_remote_bye.xml", sipp_port, "udp", args.work / "sipp", calls,
@@ -89,7 +106,7 @@ def main() -> int:
                 "max_concurrent = 100000\nring_timeout = 30\n"
             )
             settings = Settings(database_url=database_url, redis_url=redis_server.url,
-                                broker_url=redis_server.url, trunks_file=str(trunks))
+                                broker_url=broker_url, trunks_file=str(trunks))
             client = DialClient(settings)
 
             started = time.perf_counter()
@@ -119,7 +136,7 @@ def main() -> int:
                 trunk="bench", trunks_file=trunks, name="bench@local",
                 env={"OUTBOUND_DATABASE_URL": database_url,
                      "OUTBOUND_REDIS_URL": redis_server.url,
-                     "OUTBOUND_BROKER_URL": redis_server.url},
+                     "OUTBOUND_BROKER_URL": broker_url},
                 log_dir=args.work, concurrency=args.concurrency,
                 extra_args=("--prefetch", str(args.prefetch), "--loglevel", "WARNING"),
             ).start()
@@ -195,7 +212,12 @@ def main() -> int:
                    else "enqueue_dial, 8 client threads")
             print(f"enqueue ({how}) {calls / enqueue_seconds:8.0f} dials/s")
             print(f"end to end, one worker     {calls / elapsed:8.0f} calls/s "
-                  f"({elapsed:.2f} s from first claim to last CDR)")
+                  f"({elapsed:.2f} s from first claim to last CDR, broker {args.broker})")
+            if uac is not None:
+                print(f"UAC only (uac_load.py)     {uac['cps']:8.0f} calls/s "
+                      f"({uac['calls']} calls offered at {uac['offered_rate']:.0f}/s, "
+                      f"{uac['failed']} failed, just before); end to end is "
+                      f"{calls / elapsed / uac['cps']:.2f} of it")
             print(f"loss check                 CDRs {len(legs)}/{calls}, distinct correlation "
                   f"ids {len({r[5] for r in legs})}, answered {answered}, complete event "
                   f"histories {complete}/{calls}, stream entries {len(events)}")
@@ -226,6 +248,19 @@ def main() -> int:
             worker.close()
         sipp.stop()
         redis_server.close()
+        if vhost is not None:
+            vhost.close()
+
+
+def _uac_only(calls: int, rate: float) -> dict[str, Any]:
+    """bench/uac_load.py's figures (our UAC alone against sipp -sn uas)."""
+    done = subprocess.run(
+        [str(PYTHON), str(Path(__file__).with_name("uac_load.py")), "--calls", str(calls),
+         "--rate", str(rate), "--no-sipp-uac", "--json"],
+        capture_output=True, text=True, check=False, timeout=600,  # exit 1: some calls failed
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _cpu_or_zero(pid: int | None) -> float:

@@ -37,20 +37,23 @@ class Stack:
         redis_server: RedisServer | None = None,
         heartbeat_ttl: float = 2.0,
         drain_timeout: float = 3.0,
+        broker_url: str | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.trunk = trunk
         self.redis_server = redis_server or RedisServer().start()
         self._own_redis = redis_server is None
+        # the broker: the stack's Redis, or another URL (a RabbitMQ vhost of the test's own)
+        self.broker_url = broker_url or self.redis_server.url
         self.settings = Settings(
             database_url=database_url, redis_url=self.redis_server.url,
-            broker_url=self.redis_server.url, heartbeat_ttl=heartbeat_ttl,
+            broker_url=self.broker_url, heartbeat_ttl=heartbeat_ttl,
             drain_timeout=drain_timeout, visibility_timeout=30,
         )
         self.env = {
             "OUTBOUND_DATABASE_URL": database_url,
             "OUTBOUND_REDIS_URL": self.redis_server.url,
-            "OUTBOUND_BROKER_URL": self.redis_server.url,
+            "OUTBOUND_BROKER_URL": self.broker_url,
             "OUTBOUND_HEARTBEAT_TTL": str(heartbeat_ttl),
             "OUTBOUND_DRAIN_TIMEOUT": str(drain_timeout),
             "OUTBOUND_VISIBILITY_TIMEOUT": "30",

@@ -57,10 +57,12 @@ def _port_open(port: int) -> bool:
 
 
 class RedisServer:
-    """A redis-server of our own (nothing kept on disk: a restart empties it, like CI's)."""
+    """A redis-server of our own (nothing kept on disk: a restart empties it, like CI's;
+    with `appendonly`, an AOF in its own directory keeps what it had across restarts)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
         self.port = port or free_port()
+        self.appendonly = appendonly
         self._process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="outbound-redis-")
 
@@ -73,16 +75,21 @@ class RedisServer:
             return self
         self._process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self._dir, "--maxmemory-policy", "noeviction"],
+             "--appendonly", "yes" if self.appendonly else "no",
+             "--appendfsync", "always", "--dir", self._dir, "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: _port_open(self.port), 10, f"redis-server on port {self.port}")
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = False) -> None:
+        """kill -9 (default), or SIGTERM: Redis writes its AOF and exits."""
         if self._process is None:
             return
-        self._process.kill()
+        if graceful:
+            self._process.terminate()
+        else:
+            self._process.kill()
         self._process.wait(timeout=10)
         self._process = None
         wait_for(lambda: not _port_open(self.port), 10, f"redis port {self.port} to close")

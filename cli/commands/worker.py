@@ -97,7 +97,7 @@ def command(
     metrics = _serve_metrics(trunk.name, metrics_port, metrics_host or sip_host)
 
     from workers.celery import bootstep
-    from workers.celery.app import app, configure, dial_queue_name
+    from workers.celery.app import app, configure, worker_queues
     from workers.observability.attach import WorkerObservability
     from workers.observability.log_format import configure_logging
     from workers.runtime.worker import WorkerOptions
@@ -121,7 +121,7 @@ def command(
     ))
     worker = app.Worker(
         hostname=node_name,
-        queues=[dial_queue_name(trunk.name)],
+        queues=worker_queues(trunk.name, node_name),  # dial.<trunk>, own control queue
         pool="threads",
         concurrency=concurrency,
         loglevel=level,

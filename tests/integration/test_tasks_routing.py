@@ -10,9 +10,12 @@ from workers.celery.app import (
     CONTROL_TASK,
     DIAL_TASK,
     SharedClientChannel,
+    control_queue_name,
     create_app,
+    dead_queue,
     dial_queue_name,
     route_task,
+    worker_queues,
 )
 from workers.config.settings import Settings
 
@@ -25,14 +28,32 @@ def test_dials_go_to_their_trunk_queue() -> None:
         route_task(DIAL_TASK, (), {"leg_id": "x"}, {})
 
 
-def test_control_goes_to_the_owner_workers_direct_queue() -> None:
+def test_control_goes_to_the_owner_workers_durable_control_queue() -> None:
     route = route_task(CONTROL_TASK, (), {"worker": "outbound.a@host1"}, {})
-    assert route is not None
-    queue = route["queue"]
-    assert queue.name == "outbound.a@host1.dq2" and queue.routing_key == "outbound.a@host1"
+    assert route == {"queue": "outbound.control.outbound.a@host1",
+                     "routing_key": "outbound.control.outbound.a@host1"}
     with pytest.raises(ValueError, match="owner worker"):
         route_task(CONTROL_TASK, (), {}, {})
     assert route_task("other.task", (), {}, {}) is None
+
+
+def test_rabbitmq_queues_are_durable_quorum_queues_with_a_dead_letter_exchange() -> None:
+    app = create_app(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/x"))
+    assert app.conf.broker_transport_options == {"confirm_publish": True}
+    assert app.conf.worker_detect_quorum_queues is True
+    dial = app.amqp.queues[dial_queue_name("a")]  # built on first use, like a route's name
+    assert dial.durable and not dial.auto_delete and dial.exchange.name == "outbound.dial"
+    assert dial.queue_arguments == {
+        "x-queue-type": "quorum", "x-dead-letter-exchange": "outbound.dead",
+        "x-dead-letter-routing-key": "dial.a.dead",
+    }
+    assert dead_queue("a").queue_arguments == {"x-queue-type": "quorum"}
+    control = app.amqp.queues[control_queue_name("w@h")]
+    assert control.queue_arguments == {"x-queue-type": "quorum"} and not control.auto_delete
+    assert worker_queues("a", "w@h") == ["dial.a", "outbound.control.w@h"]
+    # on Redis every queue stays Celery's plain one
+    redis_app = create_app(Settings(broker_url="redis://127.0.0.1:6379/0"))
+    assert redis_app.amqp.queues[dial_queue_name("a")].queue_arguments is None
 
 
 def test_app_acks_late_and_uses_the_configured_broker() -> None:

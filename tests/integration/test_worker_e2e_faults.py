@@ -21,7 +21,7 @@ from tests.worker_stack import (
     assert_complete_event_history,
     events_by_leg,
 )
-from tests.workers_harness import PostgresCluster, wait_for
+from tests.workers_harness import PostgresCluster, RedisServer, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
 
@@ -76,6 +76,32 @@ def test_redis_restart_loses_no_event_no_cdr_and_no_queued_dial(
         if collector is not None:
             collector.close()
         stack.close()
+
+
+def test_broker_redis_with_aof_restart_loses_no_accepted_dial(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A Redis broker with an append-only file: queued and prefetched dials survive its
+    restart (no re-publishing needed); one CDR per correlation_id."""
+    redis_server = RedisServer(appendonly=True).start()
+    stack = Stack(tmp_path, database_url, redis_server=redis_server, cps=8)
+    try:
+        calls = 30
+        carrier = stack.sipp("uas_answer_remote_bye.xml", calls, hold_ms=300, reason_cause="16")
+        stack.configure_trunk(carrier)
+        queued = stack.enqueue(calls)
+        leg_ids = [q.leg_id for q in queued]
+        stack.start_worker("w1@aof")
+        wait_for(lambda: len(stack.cdrs()) >= 5, 60, "a few calls done")
+        redis_server.stop(graceful=True)  # SIGTERM: the AOF is complete (appendfsync always)
+        redis_server.start()
+        stack.wait_cdrs(leg_ids, timeout=120)
+        rows = stack.rows("SELECT correlation_id FROM cdrs")
+        assert sorted(row[0] for row in rows) == sorted(q.correlation_id for q in queued)
+        assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+    finally:
+        stack.close()
+        redis_server.close()
 
 
 @pytest.fixture

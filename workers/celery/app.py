@@ -1,12 +1,24 @@
-"""The Celery application: broker settings, task names and the router (dial for T -> `dial.T`)."""
+"""The Celery application: broker settings, task names and the router (dial for T -> `dial.T`).
+
+Two brokers: Redis (kombu lists, the default) and RabbitMQ (`amqp://`, the one Celery
+recommends for production). On RabbitMQ every queue we own is a durable quorum queue:
+`dial.<trunk>` on the topic exchange `outbound.dial`, dead-lettering rejected messages through
+the exchange `outbound.dead` into `dial.<trunk>.dead`, and one control queue per worker node
+(`outbound.control.<node>`) that outlives the worker's restarts, unlike Celery's auto-delete
+`worker_direct` queues. Publishes wait for the broker's confirm.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
-from celery.utils import worker_direct
-from kombu.entity import Queue
+from celery import Celery, Task
+from celery.app import amqp as amqp_module
+from celery.worker.request import Request
+from celery.worker.request import logger as request_logger
+from kombu.entity import Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
 from workers.config.settings import Settings
@@ -16,22 +28,191 @@ DIAL_BATCH_TASK = "outbound.dial_batch"  # several legs of one trunk in one mess
 DIAL_TASKS = frozenset({DIAL_TASK, DIAL_BATCH_TASK})
 CONTROL_TASK = "outbound.control"
 DIAL_QUEUE_PREFIX = "dial."
+CONTROL_QUEUE_PREFIX = "outbound.control."
+DEAD_SUFFIX = ".dead"
+# RabbitMQ only. Topic exchanges: Celery's native delayed delivery (a retried dial's countdown
+# on quorum queues) binds a queue with `#.<routing key>`, which a direct exchange cannot route.
+DIAL_EXCHANGE = "outbound.dial"
+DEAD_EXCHANGE = "outbound.dead"
+CONTROL_EXCHANGE = "outbound.control"
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+
+
+def is_amqp(broker_url: str) -> bool:
+    """True for a RabbitMQ (AMQP 0-9-1) broker URL."""
+    return broker_url.startswith(AMQP_SCHEMES)
 
 
 def dial_queue_name(trunk: str) -> str:
     return f"{DIAL_QUEUE_PREFIX}{trunk}"
 
 
-def dial_queue(trunk: str) -> Queue:
+def dead_queue_name(trunk: str) -> str:
+    return f"{dial_queue_name(trunk)}{DEAD_SUFFIX}"
+
+
+def control_queue_name(worker: str) -> str:
+    return f"{CONTROL_QUEUE_PREFIX}{worker}"
+
+
+def _quorum(name: str, exchange: str, **arguments: Any) -> Queue:
+    queue: Queue = Queue(  # type: ignore[no-untyped-call]
+        name, Exchange(exchange, type="topic", durable=True),  # type: ignore[no-untyped-call]
+        routing_key=name, durable=True, auto_delete=False,
+        queue_arguments={"x-queue-type": "quorum", **arguments},
+    )
+    return queue
+
+
+def broker_queue(name: str, *, amqp: bool) -> Queue | None:
+    """Our definition of the queue `name` on RabbitMQ (None: Celery's default, a plain
+    queue on the exchange of its name, which is what every queue is on Redis)."""
+    if not amqp:
+        return None
+    if name.startswith(DIAL_QUEUE_PREFIX) and name.endswith(DEAD_SUFFIX):
+        return _quorum(name, DEAD_EXCHANGE)
+    if name.startswith(DIAL_QUEUE_PREFIX):
+        return _quorum(name, DIAL_EXCHANGE, **{
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+            "x-dead-letter-routing-key": f"{name}{DEAD_SUFFIX}",
+        })
+    if name.startswith(CONTROL_QUEUE_PREFIX):
+        return _quorum(name, CONTROL_EXCHANGE)
+    return None
+
+
+class OutboundQueues(amqp_module.Queues):  # type: ignore[misc]
+    """Celery's queue map; a queue first named by a route, `send_task(queue=...)` or the
+    worker's `-Q` list is built by `broker_queue`, so every publisher and consumer declares
+    `dial.<trunk>` with the same arguments (RabbitMQ refuses a redeclaration that differs)."""
+
+    app: Celery | None = None
+
+    def new_missing(self, name: str) -> Queue:
+        amqp = self.app is not None and is_amqp(str(self.app.conf.broker_url))
+        queue = broker_queue(name, amqp=amqp)
+        return queue if queue is not None else super().new_missing(name)
+
+
+class OutboundAMQP(amqp_module.AMQP):  # type: ignore[misc]
+    queues_cls = OutboundQueues
+
+    def Queues(self, *args: Any, **kwargs: Any) -> OutboundQueues:  # Celery's name
+        queues: OutboundQueues = super().Queues(*args, **kwargs)
+        queues.app = self.app
+        return queues
+
+
+# --- acknowledgements from the pool's threads (RabbitMQ) -------------------------------------
+# Celery's thread pool acknowledges a late-acked message in the thread that ran the task. A
+# Redis ack borrows a pooled connection; an AMQP ack writes on the consumer's connection, which
+# the consumer thread reads at the same time, and py-amqp is not thread-safe: under load the
+# consumer stalls, misses its heartbeats and RabbitMQ drops the connection (seen in
+# bench.e2e_throughput: "missed heartbeats from client", every unacked dial redelivered). On
+# RabbitMQ, acks and rejects are therefore handed to the consumer thread's event loop.
+_consumer_hub: Any = None
+_consumer_thread: threading.Thread | None = None
+
+
+def in_consumer_thread(action: Callable[[], None]) -> None:
+    """Run `action` now in the consumer thread (or with no relay started), else hand it to
+    the consumer's event loop (kombu's `Hub.call_soon` is thread-safe and wakes the loop)."""
+    hub = _consumer_hub
+    if hub is None or threading.current_thread() is _consumer_thread:
+        action()
+    else:
+        hub.call_soon(action)
+
+
+def start_ack_relay(hub: Any) -> None:
+    """In the consumer thread (a worker bootstep's start): relay acks through `hub`."""
+    global _consumer_hub, _consumer_thread
+    _consumer_thread = threading.current_thread()
+    _consumer_hub = hub
+
+
+def stop_ack_relay() -> None:
+    global _consumer_hub, _consumer_thread
+    _consumer_hub = _consumer_thread = None
+
+
+class RelayedAckRequest(Request):  # type: ignore[misc]
+    """Celery's task request whose ack/reject goes through `in_consumer_thread`."""
+
+    acknowledged: bool
+
+    def acknowledge(self) -> None:
+        if self.acknowledged:
+            return
+        self.acknowledged = True  # now: a second call must not ack the delivery tag twice
+        on_ack, errors = self._on_ack, self._connection_errors
+        in_consumer_thread(lambda: on_ack(request_logger, errors))
+
+    def reject(self, requeue: bool = False) -> None:
+        if self.acknowledged:
+            return
+        self.acknowledged = True
+        on_reject, errors = self._on_reject, self._connection_errors
+        in_consumer_thread(lambda: on_reject(request_logger, errors, requeue))
+        self.send_event("task-rejected", requeue=requeue)
+
+
+class OutboundTask(Task):  # type: ignore[misc]
+    Request = f"{__name__}:RelayedAckRequest"
+
+
+class OutboundCelery(Celery):  # type: ignore[misc]
+    """The Celery app class, with one fix for RabbitMQ's quorum queues.
+
+    There Celery sends a message with a countdown through its native delayed delivery, whose
+    routing key holds whole seconds: a countdown under one second (a dial the trunk's CPS
+    refuses comes back after a fraction of a second) fails with "countdown must be a
+    positive number", and the retry rejects the message, dead-lettering an accepted dial.
+    Such countdowns become one second (the delayed delivery's resolution).
+    """
+
+    def send_task(self, *args: Any, countdown: float | None = None, **options: Any) -> Any:
+        if countdown is not None and 0 < countdown < 1 and is_amqp(str(self.conf.broker_url)):
+            countdown = 1
+        return super().send_task(*args, countdown=countdown, **options)
+
+
+def dial_queue(trunk: str, *, amqp: bool = False) -> Queue:
+    """The trunk's dial queue; on RabbitMQ a quorum queue that dead-letters what a worker
+    rejects (without requeue) into `dead_queue(trunk)`."""
     name = dial_queue_name(trunk)
-    queue: Queue = Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+    queue = broker_queue(name, amqp=amqp)
+    if queue is None:
+        queue = Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
     return queue
 
 
-def control_queue(worker: str) -> Queue:
-    """The direct queue of one worker node (`celery.utils.worker_direct`)."""
-    queue: Queue = worker_direct(worker)
+def dead_queue(trunk: str) -> Queue:
+    """RabbitMQ: where the trunk's rejected dial messages are kept (nothing consumes it)."""
+    return _quorum(dead_queue_name(trunk), DEAD_EXCHANGE)
+
+
+def control_queue(worker: str, *, amqp: bool = False) -> Queue:
+    """The durable control queue of one worker node: a message sent while the worker
+    restarts waits there (Celery's `worker_direct` queues are auto-delete on RabbitMQ)."""
+    name = control_queue_name(worker)
+    queue = broker_queue(name, amqp=amqp)
+    if queue is None:
+        queue = Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
     return queue
+
+
+def worker_queues(trunk: str, node: str) -> list[str]:
+    """The queues a pinned worker consumes: its trunk's dial queue and its own control queue."""
+    return [dial_queue_name(trunk), control_queue_name(node)]
+
+
+def declare_dead_letters(app: Celery, trunk: str) -> None:
+    """RabbitMQ: declare the trunk's dead-letter exchange and queue (no-op on Redis)."""
+    if not is_amqp(str(app.conf.broker_url)):
+        return
+    with app.connection_for_write() as connection:
+        dead_queue(trunk).bind(connection.default_channel).declare()  # type: ignore[no-untyped-call]
 
 
 class SharedClientChannel(kombu_redis.Channel):
@@ -53,8 +234,16 @@ class SharedClientChannel(kombu_redis.Channel):
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
-        pool = self.pool
         client = self.__dict__.get("_shared_client")
+        if client is not None and self._pool is None and getattr(
+            self.connection, "client", None) is None:
+            # Closing after the broker connection was lost (Redis restarting): kombu restores
+            # unacknowledged messages with a client, but building a pool now fails with an
+            # AttributeError (no connection parameters left) that kills the worker. The old
+            # client fails with a connection error instead, which the consumer ignores; the
+            # messages come back after the visibility timeout.
+            return client
+        pool = self.pool
         if client is None or client.connection_pool is not pool:
             client = super()._create_client(asynchronous=False)  # type: ignore[no-untyped-call]
             self.__dict__["_shared_client"] = client
@@ -81,25 +270,20 @@ def route_task(
         worker = (kwargs or {}).get("worker")
         if not worker:
             raise ValueError("a control task needs the owner worker (keyword argument 'worker')")
-        return {"queue": control_queue(worker)}
+        queue = control_queue_name(worker)
+        return {"queue": queue, "routing_key": queue}
     return None
 
 
 def configure(app: Celery, settings: Settings, **extra: Any) -> Celery:
     """Apply settings to an app (before it connects)."""
+    amqp = is_amqp(settings.broker_url)
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.redis_url,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            # Fail fast on a dead socket so the consumer reconnects after a Redis restart.
-            "socket_timeout": 10,
-            "socket_connect_timeout": 5,
-            "retry_on_timeout": True,
-            "health_check_interval": 10,
-        },
+        broker_transport_options=_transport_options(settings, amqp=amqp),
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         task_serializer="json",
         result_serializer="json",
@@ -130,14 +314,35 @@ def configure(app: Celery, settings: Settings, **extra: Any) -> Celery:
     )
     if settings.broker_url.startswith(("redis://", "rediss://")):
         app.conf.broker_transport = f"{__name__}:SharedClientRedisTransport"
+    if amqp:
+        # Quorum queues have no global QoS: Celery (>= 5.5) sees the quorum queues among the
+        # worker's queues and uses a per-consumer prefetch instead.
+        app.conf.worker_detect_quorum_queues = True
     app.conf.update(extra)
     return app
 
 
+def _transport_options(settings: Settings, *, amqp: bool) -> dict[str, Any]:
+    if amqp:
+        # Publisher confirms: `send_task` returns once RabbitMQ has the message (on quorum
+        # queues: once a majority of the nodes wrote it), so an accepted dial is on disk.
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        # Fail fast on a dead socket so the consumer reconnects after a Redis restart.
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 10,
+    }
+
+
 def create_app(settings: Settings | None = None, *, name: str = "outbound") -> Celery:
     """A configured app; tasks are registered on the module-level `app` (workers.celery.tasks)."""
-    return configure(Celery(name, set_as_current=False), settings or Settings.from_env())
+    new = OutboundCelery(name, set_as_current=False, amqp=OutboundAMQP, task_cls=OutboundTask)
+    return configure(new, settings or Settings.from_env())
 
 
-app = Celery("outbound", include=["workers.celery.tasks"])
+app = OutboundCelery("outbound", include=["workers.celery.tasks"], amqp=OutboundAMQP,
+                     task_cls=OutboundTask)
 configure(app, Settings.from_env())

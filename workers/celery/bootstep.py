@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from workers.celery import message_consumer
+from workers.celery.app import declare_dead_letters, is_amqp, start_ack_relay, stop_ack_relay
 from workers.celery.current import set_current_runtime
 from workers.runtime.worker import WorkerOptions, WorkerRuntime
 
@@ -42,6 +43,11 @@ class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if _options is None:
             raise RuntimeError("workers.celery.bootstep.install() was not called before the worker")
         threads = int(getattr(parent, "concurrency", 0) or 8)
+        # RabbitMQ: the dead-letter queue exists before the first message can be rejected.
+        declare_dead_letters(parent.app, _options.trunk.name)
+        hub = getattr(parent, "hub", None)
+        if hub is not None and is_amqp(str(parent.app.conf.broker_url)):
+            start_ack_relay(hub)  # AMQP acks leave from the consumer thread (app.py)
         set_current_runtime(WorkerRuntime(_options, app=parent.app, dial_threads=threads).start())
 
     def stop(self, parent: Any) -> None:
@@ -56,6 +62,7 @@ class SignalingStep(bootsteps.StartStopStep):  # type: ignore[misc]
     @staticmethod
     def _stop(*, drain: bool) -> None:
         runtime = set_current_runtime(None)
+        stop_ack_relay()
         if runtime is None:
             return
         stored = runtime.stop(drain_timeout=None if drain else 0.0)

@@ -3,7 +3,8 @@ worker's handler.
 
 The scheduler side finds the leg in PostgreSQL. A leg still queued is ended there (claimed
 first, so no worker dials it); a live leg's request goes to the direct queue of the worker
-that owns it, with an expiry, and the answer comes back through the result backend. Unknown
+that owns it (a durable queue per worker node: a request sent while that worker restarts
+waits for it), with an expiry, and the answer comes back through the result backend. Unknown
 and finished legs get a result saying so; nothing raises for them.
 """
 
@@ -21,7 +22,7 @@ from models.enums import TERMINAL_STATES, LegState
 from models.legs import Leg
 from sipstack.cdr import Disposition, HangupReason
 from sipstack.errors import LocalProtocolError
-from workers.celery.app import CONTROL_TASK, control_queue
+from workers.celery.app import CONTROL_TASK, control_queue_name
 from workers.coordination.recovery import split_owner
 from workers.events.stream import (
     EventPublisher,
@@ -90,7 +91,7 @@ def request_control(
         CONTROL_TASK,
         kwargs={"action": action, "worker": node, "leg_id": leg_id,
                 "correlation_id": leg.correlation_id, "call_id": leg.call_id},
-        queue=control_queue(node),
+        queue=control_queue_name(node),
         expires=client.settings.control_expires,
         ignore_result=False,
     )

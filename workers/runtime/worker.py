@@ -112,7 +112,7 @@ class WorkerOptions:
 
     settings: Settings
     trunk: TrunkConfig
-    node: str  # the Celery node name (its direct queue is `<node>.dq2`)
+    node: str  # the Celery node name (its control queue is `outbound.control.<node>`)
     bind_host: str = "127.0.0.1"
     sip_port: int = 0
     user_agent: str = "outbound/0.1"
