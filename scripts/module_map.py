@@ -15,7 +15,8 @@ def modules() -> list[tuple[str, str]]:
     found = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            if "versions" in path.parts or (path.name == "__init__.py" and path.stat().st_size == 0):
+            empty_init = path.name == "__init__.py" and path.stat().st_size == 0
+            if "versions" in path.parts or empty_init:
                 continue
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
             doc = ast.get_docstring(ast.parse(path.read_text())) or ""
