@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check .
-echo "== mypy"; .venv/bin/mypy sipstack workers models carrier cli migrations
+echo "== mypy"; .venv/bin/mypy sipstack workers models carrier cli migrations tests
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -118,7 +118,7 @@ class Harness:
         self.all_events.extend(self.core.events())
         return fresh
 
-    def dial(self, request: DialRequest | None = None, **overrides: Any) -> str:
+    def dial(self, request: DialRequest | None = None, /, **overrides: Any) -> str:
         call_id = self.core.dial(request or dial_request(**overrides), self.clock.now)
         self.flush()
         return call_id

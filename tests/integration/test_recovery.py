@@ -7,7 +7,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -44,6 +44,13 @@ def client(settings: Settings) -> Iterator[redis.Redis[Any]]:
     if keys:
         connection.delete(*keys)
     connection.close()
+
+
+def stored_json(client: redis.Redis[Any], key: str) -> dict[str, object]:
+    """The JSON object stored at `key` (which must be there)."""
+    raw = client.get(key)
+    assert raw is not None, key
+    return cast("dict[str, object]", json.loads(raw))
 
 
 class FakeClock:
@@ -101,7 +108,7 @@ def test_heartbeat_key_expires_and_is_removed_on_clean_stop(
     beat = Heartbeat(client, settings, node="n3", instance="i3", trunk="t1")
     beat.take_over()
     key = heartbeat_key(settings, "n3")
-    stored = json.loads(client.get(key))
+    stored = stored_json(client, key)
     assert stored["instance"] == "i3" and stored["trunk"] == "t1"
     assert 0 < client.pttl(key) <= settings.heartbeat_ttl * 1000
     beat.stop(remove=True)
@@ -138,7 +145,7 @@ def test_a_dead_predecessor_with_the_same_name_is_taken_over(
     threading.Thread(target=take).start()
     assert done.wait(10)
     assert not successor_error
-    assert json.loads(client.get(heartbeat_key(settings, "again")))["instance"] == "alive"
+    assert stored_json(client, heartbeat_key(settings, "again"))["instance"] == "alive"
 
 
 def snapshot(**changes: Any) -> DialogSnapshot:

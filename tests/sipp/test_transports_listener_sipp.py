@@ -21,8 +21,8 @@ from tests.sipp.harness import (  # noqa: F401  (test_pki: a fixture)
     requires_sipp,
     requires_stunnel,
     test_pki,
-    wait_until,
 )
+from tests.waiting import wait_until
 from workers.signaling.manager import LegManager
 from workers.signaling.transports import TransportConfig
 

@@ -269,8 +269,8 @@ def test_terminal_events_say_how_the_call_ended_ring_timeout_vs_cancel() -> None
             h.flush()
         else:
             h.advance(5.0)
-        cancel = h.last("CANCEL")
-        h.deliver(far.respond(cancel, 200))
+        cancel_request = h.last("CANCEL")
+        h.deliver(far.respond(cancel_request, 200))
         h.deliver(far.respond(invite, 487))
         event = h.terminal(call_id)
         assert isinstance(event, LegCancelled)

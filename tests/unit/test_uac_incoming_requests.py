@@ -205,5 +205,5 @@ def test_responses_kept_for_retransmitted_requests_are_bounded() -> None:
                 "Content-Length: 0\r\n\r\n"
             ).encode()
         )
-        h.deliver(options)  # type: ignore[arg-type]
+        h.deliver(options)
     assert len(h.core.shared._sent_responses) == 4

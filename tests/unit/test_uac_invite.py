@@ -19,7 +19,7 @@ from sipstack.events import (
     ProvisionalReceived,
 )
 from sipstack.headers.history import Diversion, HistoryInfoEntry
-from sipstack.message import Request, parse_message
+from sipstack.message import Request, Response, parse_message
 from sipstack.sdp import parse_answer
 from sipstack.transactions import TxState
 from sipstack.transport import Transport
@@ -558,7 +558,9 @@ def test_max_duration_byes_after_answer() -> None:
 # -- digest authentication --------------------------------------------------------------------
 
 
-def _challenge(far: FarEnd, invite: Request, status: int, nonce: str, stale: bool = False):
+def _challenge(
+    far: FarEnd, invite: Request, status: int, nonce: str, stale: bool = False
+) -> Response:
     header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
     value = f'Digest realm="carrier", nonce="{nonce}", qop="auth", algorithm=MD5'
     if stale:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from sipstack.cdr import Disposition, HangupBy, HangupReason
-from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import AnswerReceived, LegCancelled, LegEnded, LegFailed
 from sipstack.reason import LocalHangup
@@ -83,14 +84,10 @@ def test_end_recovered_rejects_bad_snapshots() -> None:
     with pytest.raises(LocalProtocolError, match="live here"):
         h.core.end_recovered(snapshot, h.now)
     other = Harness()
-    bad = DialogSnapshot(**{**_fields(snapshot), "state": "weird"})
+    bad = replace(snapshot, state="weird")
     with pytest.raises(LocalProtocolError, match="state"):
         other.core.end_recovered(bad, other.now)
     assert other.core.leg_count == 0
-
-
-def _fields(snapshot: DialogSnapshot) -> dict[str, object]:
-    return {name: getattr(snapshot, name) for name in snapshot.__dataclass_fields__}
 
 
 TCP_CONTACT = "<sip:callee@192.0.2.10:5060;transport=tcp>"

@@ -244,7 +244,7 @@ class UacMachine(RuleBasedStateMachine):
             ]
         ),
         value=st.text(
-            alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
+            alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\x00"),
             max_size=40,
         ),
     )
