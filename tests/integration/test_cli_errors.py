@@ -79,9 +79,6 @@ BAD_SETTINGS = [
     pytest.param(["dial", "--trunk", "t1", "--to", "sip:bob@host:99999"],
                  {"OUTBOUND_DATABASE_URL": DOWN_DATABASE},
                  "to: SIP URI: port 99999 out of range", id="dial-bad-uri"),
-    pytest.param(["dial", "--trunk", "t1", "--to", "123"], {"OUTBOUND_TRUNKS_FILE": ""},
-                 "no trunks file: pass --trunks FILE or set OUTBOUND_TRUNKS_FILE",
-                 id="dial-number-without-trunks-file"),
     # A URI needs no trunk domain, yet the trunk must exist: no worker serves its queue.
     # The database is down: the trunk is refused before anything would be stored.
     pytest.param(["dial", "--trunk", "nosuch", "--to", "sip:bob@127.0.0.1"],
