@@ -88,6 +88,11 @@ class LegTerminated(LegEvent):
     def reason_text(self) -> str | None:
         return self.cdr.reason_text
 
+    @property
+    def retry_after(self) -> float | None:
+        """The Retry-After of a 503/429 (any final failure carrying one), seconds."""
+        return self.cdr.retry_after
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LegFailed(LegTerminated):

@@ -175,6 +175,7 @@ class Leg:
         "remote_rtp",
         "remote_tag",
         "request_uri",
+        "retry_after",
         "ring_timer",
         "scenario",
         "session_codec",
@@ -252,6 +253,7 @@ class Leg:
         self.first_provisional_at: float | None = None
         self.answered_at: float | None = None
         self.final_status_code: int | None = None
+        self.retry_after: float | None = None  # the Retry-After of the final failure, seconds
         # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes
         # the answer its own dialog gave, never another fork's (RFC 3264 §4).
         self.early_sdp: dict[str, bytes] | None = None

@@ -19,6 +19,7 @@ from sipstack.events import (
     ProvisionalReceived,
 )
 from sipstack.headers.name_addr import NameAddr
+from sipstack.headers.retry_after import retry_after_seconds
 from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegInput, LegPhase
 from sipstack.message import Request, Response
@@ -296,6 +297,7 @@ class InviteHandling:
             return
         code = response.status_code
         leg.final_status_code = code
+        leg.retry_after = retry_after_seconds(response.header("retry-after"))  # for back-pressure
         error: str | None = None
         if not leg.cancel_requested:
             if code in (401, 407):
