@@ -153,7 +153,12 @@ class LegManager:
         config = self._core_config
         if self._advertise_bound:
             addresses = self.transports.advertised_addresses()
-            config = dataclasses.replace(config, local_addresses=addresses)
+            # No TLS listener: TLS dials rely on ;alias reuse of our own connection (RFC 5923);
+            # the core refuses them unless told so (sipstack.uac_build).
+            config = dataclasses.replace(
+                config, local_addresses=addresses,
+                tls_connection_reuse=Transport.TLS not in addresses,
+            )
             for kind in Transport:
                 if kind not in addresses:
                     self._log.info(
