@@ -150,6 +150,7 @@ class Leg:
         "ending",
         "final_status_code",
         "first_provisional_at",
+        "first_request_uri",
         "from_header",
         "from_tag",
         "from_uri",
@@ -166,6 +167,7 @@ class Leg:
         "offer_session_expires",
         "pending_reinvite",
         "recovered",
+        "redirects",
         "refresh",
         "refresh_failure",
         "refresh_method",
@@ -254,6 +256,8 @@ class Leg:
         self.answered_at: float | None = None
         self.final_status_code: int | None = None
         self.retry_after: float | None = None  # the Retry-After of the final failure, seconds
+        self.redirects: tuple[str, ...] = ()  # the 3xx Contacts followed (RFC 3261 §8.1.3.4)
+        self.first_request_uri = ""  # the dialled Request-URI once a redirect replaced it
         # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes
         # the answer its own dialog gave, never another fork's (RFC 3264 §4).
         self.early_sdp: dict[str, bytes] | None = None

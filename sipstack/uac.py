@@ -48,7 +48,11 @@ Decisions where the brief or the RFCs leave room:
   non-stale challenge of a kind it already answered, or after 3 answers.
 - A leg that ends before its INVITE's final response (CANCEL deadline, drop, cleanup) leaves
   the transaction detached for 64*T1: no retransmissions, but a late final is still ACKed and
-  a late 2xx ACKed and BYEd. A 3xx is not followed: its Contacts go into the failure reason.
+  a late 2xx ACKed and BYEd. A final 3xx to the INVITE is followed (RFC 3261 §8.1.3.4; a new
+  INVITE, CSeq + 1, same Call-ID and From tag, to the best Contact by q then order not yet
+  tried for the leg, at most CoreConfig.max_redirects; a Redirected event, CdrRecord.redirects);
+  one not followed (no usable Contact, all tried, the bound reached) ends the leg, its Contacts
+  in the failure reason.
 - Requests: out-of-dialog OPTIONS 200, out-of-dialog INVITE 403 (we take no calls), other
   unknown dialogs 481, unknown methods 501 with Allow, Require of anything but `timer` 420,
   in-dialog CANCEL 200 (nothing pending). Failures to INVITEs over UDP are resent until their

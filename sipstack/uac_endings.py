@@ -137,6 +137,7 @@ class LegEndings:
             reason_cause=reason_value.cause if reason_value else None,
             reason_text=reason_value.text if reason_value else None,
             retry_after=leg.retry_after,
+            redirects=leg.redirects,
             codec=leg.codec,
             srtp=leg.srtp,
             error=error,

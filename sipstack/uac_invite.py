@@ -17,6 +17,7 @@ from sipstack.events import (
     LegCancelled,
     LegFailed,
     ProvisionalReceived,
+    Redirected,
 )
 from sipstack.headers.name_addr import NameAddr
 from sipstack.headers.retry_after import retry_after_seconds
@@ -32,9 +33,10 @@ from sipstack.reason import (
 )
 from sipstack.sdp import SdpAnswer, parse_answer
 from sipstack.transactions import ClientTransaction
-from sipstack.transport import Address
+from sipstack.transport import Address, Transport
 from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON
 from sipstack.uac_build import SDP_CONTENT_TYPE, build_cancel, build_failure_ack, build_invite
+from sipstack.uri import SipUri
 
 if TYPE_CHECKING:
     from sipstack.uac import UacCore
@@ -69,6 +71,26 @@ def redirect_targets(response: Response) -> str:
         except SipParseError:
             continue
     return ", ".join(targets)
+
+
+def ordered_redirect_targets(response: Response) -> list[SipUri]:
+    """The sip:/sips: Contacts of a 3xx, highest q first, then in the order given (RFC 3261
+    §8.1.3.4, §16.6: q defaults to 1); unreadable ones and other schemes skipped."""
+    found: list[tuple[float, int, SipUri]] = []
+    for value in response.headers_all("contact"):
+        try:
+            contact = NameAddr.parse(value)
+        except SipParseError:
+            continue
+        if not isinstance(contact.uri, SipUri):
+            continue
+        q_text = next((v for k, v in contact.params if k.lower() == "q"), None)
+        try:
+            q = float(q_text) if q_text is not None else 1.0
+        except ValueError:
+            q = 1.0
+        found.append((-q, len(found), contact.uri.without_headers()))
+    return [uri for _, _, uri in sorted(found, key=lambda item: (item[0], item[1]))]
 
 
 class InviteHandling:
@@ -307,6 +329,8 @@ class InviteHandling:
                     return
             elif code == 422 and self._retry_after_422(leg, response, now):
                 return
+            if 300 <= code < 400 and self._follow_redirect(leg, response, now):
+                return
         reasons = response_reasons(response)
         primary = primary_reason(reasons)
         if leg.cancel_requested:
@@ -325,7 +349,7 @@ class InviteHandling:
         hangup_reason = HangupReason.ERROR if error else classify_reason(reasons)
         event_reason = response.reason
         if 300 <= code < 400:
-            # We do not follow redirects (a new target is the scheduler's decision); say where.
+            # Not followed: no usable Contact, all tried, or CoreConfig.max_redirects reached.
             targets = redirect_targets(response) or "no Contact"
             event_reason = f"{response.reason}; redirected to {targets}"
             error = error or f"redirect not followed: {targets}"
@@ -339,6 +363,40 @@ class InviteHandling:
             error=error,
             reason_value=primary,
         )
+
+    def _follow_redirect(self, leg: Leg, response: Response, now: float) -> bool:
+        """RFC 3261 §8.1.3.4: a new INVITE (new branch, CSeq + 1, same Call-ID and From tag)
+        to the best Contact of the 3xx not yet tried for this leg, at most
+        CoreConfig.max_redirects times. The first hop stays the outbound proxy when the leg
+        has one (its address is not the Request-URI's); else it is the new target's."""
+        if len(leg.redirects) >= self._core.config.max_redirects or leg.invite_head is None:
+            return False
+        tried = {leg.first_request_uri or leg.request_uri, *leg.redirects}
+        current = SipUri.parse(leg.request_uri) if leg.request_uri.startswith("sip") else None
+        direct = current is not None and leg.address == (
+            current.host, current.port or leg.transport.default_port
+        )
+        for uri in ordered_redirect_targets(response):
+            text = uri.render()
+            if text in tried or (uri.scheme == "sips") != (leg.transport is Transport.TLS):
+                continue
+            leg.first_request_uri = leg.first_request_uri or leg.request_uri
+            leg.redirects = (*leg.redirects, text)
+            leg.request_uri = text
+            if direct:
+                leg.address = (uri.host, uri.port or leg.transport.default_port)
+            self._core.shared._emit(
+                Redirected(
+                    call_id=leg.call_id, correlation_id=leg.correlation_id,
+                    scenario=leg.scenario, at=now, status_code=response.status_code,
+                    reason=response.reason, target=text,
+                )
+            )
+            leg.final_status_code = None
+            leg.retry_after = None
+            self._resend_invite(leg, now)
+            return True
+        return False
 
     def _retry_after_422(self, leg: Leg, response: Response, now: float) -> bool:
         """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""
