@@ -191,6 +191,7 @@ class Leg:
         "to_uri",
         "transport",
         "trunk",
+        "udp_only",
         "via_prefix",
         "we_refresh",
     )
@@ -257,6 +258,7 @@ class Leg:
         self.final_status_code: int | None = None
         self.retry_after: float | None = None  # the Retry-After of the final failure, seconds
         self.redirects: tuple[str, ...] = ()  # the 3xx Contacts followed (RFC 3261 §8.1.3.4)
+        self.udp_only = False  # requests over 1300 bytes stay on UDP (RFC 3261 §18.1.1)
         self.first_request_uri = ""  # the dialled Request-URI once a redirect replaced it
         # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes
         # the answer its own dialog gave, never another fork's (RFC 3264 §4).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from sipstack.transport import Transport
-from tests.fakes import FarEnd, Harness
+from tests.fakes import FarEnd, Harness, establish
 
 BIG_IDENTITY = "x" * 1300
 
@@ -49,3 +49,29 @@ def test_the_cancel_and_failure_ack_follow_the_invite_to_tcp_with_the_same_via()
     [ack] = h.sent_requests("ACK")
     assert ack.out.transport is Transport.TCP and ack.request.header("via") == invite.header("via")
     assert all(s.out.transport is Transport.TCP for s in h.wire)
+
+
+def _long_route_set(count: int = 6) -> tuple[str, ...]:
+    return tuple(f"<sip:192.0.2.10;lr;hop={i}-{'r' * 200}>" for i in range(count))
+
+
+def test_an_in_dialog_request_over_1300_bytes_goes_over_tcp_with_a_tcp_via() -> None:
+    # A small INVITE (UDP leg) whose 200 brings a long route set: the BYE is too big for UDP.
+    h, far = Harness(), FarEnd(record_route=_long_route_set())
+    call_id, _ = establish(h, far)
+    assert h.sent_requests("INVITE")[0].out.transport is Transport.UDP
+    h.core.bye(call_id, h.clock.now)
+    h.flush()
+    [bye] = h.sent_requests("BYE")
+    assert len(bye.out.data) > 1300 and bye.out.transport is Transport.TCP
+    assert (bye.request.header("via") or "").startswith("SIP/2.0/TCP 192.0.2.1:5060;branch=")
+    assert bye.out.address == h.sent_requests("INVITE")[0].out.address
+
+
+def test_a_udp_only_leg_keeps_a_big_in_dialog_request_on_udp() -> None:
+    h, far = Harness(), FarEnd(record_route=_long_route_set())
+    call_id, _ = establish(h, far, udp_only=True)
+    h.core.bye(call_id, h.clock.now)
+    h.flush()
+    [bye] = h.sent_requests("BYE")
+    assert len(bye.out.data) > 1300 and bye.out.transport is Transport.UDP
