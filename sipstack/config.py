@@ -63,6 +63,7 @@ class CoreConfig:
     session_expires: int | None = None  # RFC 4028 interval offered in INVITEs; None: no offer
     min_se: int = 90  # RFC 4028 Min-SE we send (and the floor we accept)
     max_ring_time: float = 300.0  # CANCEL an INVITE still ringing after this (no ring_timeout)
+    prack: bool = False  # RFC 3262: offer 100rel (Supported) and PRACK reliable 1xx
     max_redirects: int = 3  # 3xx Contacts followed per leg (RFC 3261 §8.1.3.4); 0: none
     max_legs: int = 100_000  # dial() refuses new legs beyond this
     udp_only: bool = False  # the trunk takes UDP only: a request over 1300 bytes stays on UDP

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sipstack.auth import DigestChallenge, DigestSession
     from sipstack.dialog import Dialog
     from sipstack.message import Request
+    from sipstack.prack import ReliableProvisionals
     from sipstack.reason import ReasonValue
     from sipstack.sdp import Codec
     from sipstack.timers import TimerHandle
@@ -166,6 +167,7 @@ class Leg:
         "offer_body",
         "offer_session_expires",
         "pending_reinvite",
+        "prack_cseq",
         "recovered",
         "redirects",
         "refresh",
@@ -174,6 +176,7 @@ class Leg:
         "reinvite_ack",
         "reinvite_request",
         "reinvite_tx",
+        "reliable",
         "remote_rtp",
         "remote_tag",
         "request_uri",
@@ -258,6 +261,8 @@ class Leg:
         self.final_status_code: int | None = None
         self.retry_after: float | None = None  # the Retry-After of the final failure, seconds
         self.redirects: tuple[str, ...] = ()  # the 3xx Contacts followed (RFC 3261 §8.1.3.4)
+        self.reliable: ReliableProvisionals | None = None  # RFC 3262 RSeq per early dialog
+        self.prack_cseq = 0  # the CSeq of our last PRACK (the confirmed dialog continues)
         self.udp_only = False  # requests over 1300 bytes stay on UDP (RFC 3261 §18.1.1)
         self.first_request_uri = ""  # the dialled Request-URI once a redirect replaced it
         # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes

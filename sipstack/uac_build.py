@@ -178,7 +178,7 @@ def plan_invite(
     tail: list[tuple[str, str]] = [
         ("Contact", contact),
         ("Allow", ALLOW),
-        ("Supported", SUPPORTED),
+        ("Supported", f"{SUPPORTED}, 100rel" if config.prack else SUPPORTED),
     ]
     if session_expires is not None:
         tail.append(("Session-Expires", str(session_expires)))

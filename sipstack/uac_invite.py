@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.dialog import Dialog
-from sipstack.errors import SipParseError
+from sipstack.errors import RemoteProtocolError, SipParseError
 from sipstack.events import (
     AnswerReceived,
     CallIdAdopted,
@@ -24,6 +24,7 @@ from sipstack.headers.retry_after import retry_after_seconds
 from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegInput, LegPhase
 from sipstack.message import Request, Response
+from sipstack.prack import Reliability, ReliableProvisionals, is_reliable, rack_for
 from sipstack.reason import (
     LocalHangup,
     ReasonValue,
@@ -167,6 +168,9 @@ class InviteHandling:
     def _on_provisional(self, leg: Leg, response: Response, now: float) -> None:
         if leg.state is not LegPhase.CALLING and leg.state is not LegPhase.RINGING:
             return
+        reliable = self._core.config.prack and is_reliable(response)
+        if reliable and not self._prack(leg, response, now):
+            return  # a retransmission, out of order, or unusable: not processed (RFC 3262 §4)
         if leg.first_provisional_at is None and response.status_code != 100:
             # 100 Trying is hop-by-hop: only the far end's 18x measures post-dial delay.
             leg.first_provisional_at = now
@@ -190,6 +194,43 @@ class InviteHandling:
         )
         if leg.cancel_requested and not leg.cancel_sent:
             self._send_cancel(leg, now)
+
+    def _prack(self, leg: Leg, response: Response, now: float) -> bool:
+        """PRACK a reliable 1xx in its early dialog (RFC 3262 §7.2) when it is the next of its
+        early dialog's; True when the 1xx is to be processed."""
+        try:
+            rack = rack_for(response)
+            if leg.reliable is None:
+                leg.reliable = ReliableProvisionals()
+            decision = leg.reliable.accept(response.to_tag or "", rack.rseq)
+        except (RemoteProtocolError, ValueError):
+            return False
+        if decision is not Reliability.PRACK:
+            return False
+        early = Dialog.from_answer(
+            response,
+            call_id=leg.call_id,
+            local_header=leg.from_header,
+            remote_header_without_tag=leg.to_header,
+            invite_cseq=max(leg.invite_cseq, leg.prack_cseq),
+            fallback_target=leg.request_uri,
+            fallback_hop=self._core.shared._fallback_hop(leg),
+        )
+        branch = self._core.shared._ids.branch()
+        hop = early.next_hop
+        cseq = early.next_cseq()
+        request = early.build_request(
+            "PRACK",
+            via=self._core.shared._via_for(hop.transport, branch),
+            cseq=cseq,
+            extra_headers=[("RAck", rack.render())],
+        )
+        leg.prack_cseq = cseq
+        self._core.shared._transactions.start(
+            method="PRACK", branch=branch, data=request.to_bytes(), transport=hop.transport,
+            address=hop.address, owner=leg, now=now,
+        )  # fmt: skip
+        return True
 
     def _on_answer(
         self,
@@ -220,6 +261,7 @@ class InviteHandling:
             fallback_target=leg.request_uri,
             fallback_hop=self._core.shared._fallback_hop(leg),
         )
+        dialog.local_cseq = max(dialog.local_cseq, leg.prack_cseq)  # after our PRACKs
         leg.dialog = dialog
         leg.remote_tag = response.to_tag or ""
         self._adopt_call_id(leg, response.call_id, now)
