@@ -148,14 +148,18 @@ class CoreShared:
         hop = dialog.next_hop
         branch = self._ids.branch()
         cseq = dialog.next_cseq()
+
+        def build(transport: Transport) -> Request:
+            return dialog.build_request(
+                method,
+                via=self._via_for(transport, branch),
+                cseq=cseq,
+                extra_headers=extra_headers,
+                body=body,
+            )
+
         transport = hop.transport
-        request = dialog.build_request(
-            method,
-            via=self._via_for(transport, branch),
-            cseq=cseq,
-            extra_headers=extra_headers,
-            body=body,
-        )
+        request = build(transport)
         data = request.to_bytes()
         # RFC 3261 §18.1.1 for in-dialog requests too: one too big for UDP goes over TCP to
         # the same hop with a TCP Via, when we have a TCP address to name and may leave UDP.
@@ -167,13 +171,7 @@ class CoreShared:
         )
         if moved is not transport:
             transport = moved
-            request = dialog.build_request(
-                method,
-                via=self._via_for(transport, branch),
-                cseq=cseq,
-                extra_headers=extra_headers,
-                body=body,
-            )
+            request = build(transport)
             data = request.to_bytes()
         transaction = self._transactions.start(
             method=method,
