@@ -22,6 +22,7 @@ from sipstack.events import (
     LegEvent,
     LegFailed,
     ProvisionalReceived,
+    Redirected,
     TerminalEvent,
 )
 from sipstack.message import Request, Response, make_response, parse_message
@@ -54,6 +55,7 @@ __all__ = [
     "LocalProtocolError",
     "Outgoing",
     "ProvisionalReceived",
+    "Redirected",
     "RemoteProtocolError",
     "Request",
     "Response",

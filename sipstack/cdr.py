@@ -43,6 +43,7 @@ class Outcome:
     reason_protocol: str | None = None  # the Reason (RFC 3326) of the end: ours or theirs
     reason_cause: int | None = None
     reason_text: str | None = None
+    retry_after: float | None = None  # seconds, from the final failure's Retry-After
 
     def as_text(self) -> dict[str, str]:
         """Every field as text (absent: empty), for stream entries and logs."""
@@ -54,6 +55,7 @@ class Outcome:
             "reason_protocol": _text(self.reason_protocol),
             "reason_cause": _text(self.reason_cause),
             "reason_text": _text(self.reason_text),
+            "retry_after": "" if self.retry_after is None else f"{self.retry_after:g}",
         }
 
 
@@ -132,6 +134,10 @@ class CdrRecord:
     codec: str | None = None
     srtp: bool = False
     error: str | None = None
+    # The Retry-After (RFC 3261 §20.33) of the final failure, seconds: a 503's or 429's tells
+    # the back-pressure (workers.coordination.backpressure) how long the trunk wants less.
+    retry_after: float | None = None
+    redirects: tuple[str, ...] = ()  # the 3xx Contacts followed, in order (no column yet)
 
     @property
     def outcome(self) -> Outcome:
@@ -143,6 +149,7 @@ class CdrRecord:
             reason_protocol=self.reason_protocol,
             reason_cause=self.reason_cause,
             reason_text=self.reason_text,
+            retry_after=self.retry_after,
         )
 
     @property

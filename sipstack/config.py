@@ -47,8 +47,10 @@ def _default_local_addresses() -> dict[Transport, Address]:
 class CoreConfig:
     """Everything the UAC core needs to know about itself.
 
-    `local_addresses` gives the Via sent-by / Contact host:port per transport; a transport
-    without an entry uses the host of the first entry with that transport's default port.
+    `local_addresses` gives the Via sent-by / Contact host:port per transport: the transports
+    we listen on. A TCP without an entry uses the host of the first entry and port 5060; TLS
+    without one is refused unless `tls_connection_reuse` (sipstack.uac_build), and a request
+    too big for UDP moves to TCP only when TCP has an entry.
     """
 
     local_addresses: Mapping[Transport, Address] = field(default_factory=_default_local_addresses)
@@ -61,8 +63,13 @@ class CoreConfig:
     session_expires: int | None = None  # RFC 4028 interval offered in INVITEs; None: no offer
     min_se: int = 90  # RFC 4028 Min-SE we send (and the floor we accept)
     max_ring_time: float = 300.0  # CANCEL an INVITE still ringing after this (no ring_timeout)
+    prack: bool = False  # RFC 3262: offer 100rel (Supported) and PRACK reliable 1xx
+    max_redirects: int = 3  # 3xx Contacts followed per leg (RFC 3261 §8.1.3.4); 0: none
     max_legs: int = 100_000  # dial() refuses new legs beyond this
     udp_only: bool = False  # the trunk takes UDP only: a request over 1300 bytes stays on UDP
+    # No TLS listener, yet TLS dials allowed: the far end reuses our connection (RFC 5923
+    # ;alias) and our TLS Via/Contact name host:5061 as an alias only (sipstack.uac_build).
+    tls_connection_reuse: bool = False
     path_mtu: int | None = None  # known path MTU (RFC 3261 §18.1.1); None: unknown, 1300 applies
     # The cap of every table the core keeps about things other than live legs (detached
     # INVITEs, INVITEs we sent, ACKs and responses kept for retransmissions): a flood of
@@ -83,6 +90,10 @@ class CoreConfig:
             raise ValueError("max_remembered must be >= 1")
         if self.max_ring_time <= 0:
             raise ValueError("max_ring_time must be > 0")
+
+    def listens_on(self, transport: Transport) -> bool:
+        """Whether `transport` has a local address of its own (a listener to advertise)."""
+        return transport in self.local_addresses
 
     def local_address(self, transport: Transport) -> Address:
         address = self.local_addresses.get(transport)

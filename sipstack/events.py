@@ -41,6 +41,15 @@ class ProvisionalReceived(LegEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Redirected(LegEvent):
+    """A 3xx to our INVITE was followed: a new INVITE went to `target` (RFC 3261 §8.1.3.4).
+    Its state is "invited": the leg is inviting again."""
+
+    state: ClassVar[str] = "invited"
+    target: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DialogEstablished(LegEvent):
     state: ClassVar[str] = "established"
     codec: str | None = None
@@ -87,6 +96,16 @@ class LegTerminated(LegEvent):
     @property
     def reason_text(self) -> str | None:
         return self.cdr.reason_text
+
+    @property
+    def redirects(self) -> tuple[str, ...]:
+        """The 3xx Contacts the leg's INVITE followed, in order."""
+        return self.cdr.redirects
+
+    @property
+    def retry_after(self) -> float | None:
+        """The Retry-After of a 503/429 (any final failure carrying one), seconds."""
+        return self.cdr.retry_after
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sipstack.auth import DigestChallenge, DigestSession
     from sipstack.dialog import Dialog
     from sipstack.message import Request
+    from sipstack.prack import ReliableProvisionals
     from sipstack.reason import ReasonValue
     from sipstack.sdp import Codec
     from sipstack.timers import TimerHandle
@@ -150,6 +151,7 @@ class Leg:
         "ending",
         "final_status_code",
         "first_provisional_at",
+        "first_request_uri",
         "from_header",
         "from_tag",
         "from_uri",
@@ -165,16 +167,20 @@ class Leg:
         "offer_body",
         "offer_session_expires",
         "pending_reinvite",
+        "prack_cseq",
         "recovered",
+        "redirects",
         "refresh",
         "refresh_failure",
         "refresh_method",
         "reinvite_ack",
         "reinvite_request",
         "reinvite_tx",
+        "reliable",
         "remote_rtp",
         "remote_tag",
         "request_uri",
+        "retry_after",
         "ring_timer",
         "scenario",
         "session_codec",
@@ -188,6 +194,7 @@ class Leg:
         "to_uri",
         "transport",
         "trunk",
+        "udp_only",
         "via_prefix",
         "we_refresh",
     )
@@ -252,6 +259,12 @@ class Leg:
         self.first_provisional_at: float | None = None
         self.answered_at: float | None = None
         self.final_status_code: int | None = None
+        self.retry_after: float | None = None  # the Retry-After of the final failure, seconds
+        self.redirects: tuple[str, ...] = ()  # the 3xx Contacts followed (RFC 3261 §8.1.3.4)
+        self.reliable: ReliableProvisionals | None = None  # RFC 3262 RSeq per early dialog
+        self.prack_cseq = 0  # the CSeq of our last PRACK (the confirmed dialog continues)
+        self.udp_only = False  # requests over 1300 bytes stay on UDP (RFC 3261 §18.1.1)
+        self.first_request_uri = ""  # the dialled Request-URI once a redirect replaced it
         # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes
         # the answer its own dialog gave, never another fork's (RFC 3264 §4).
         self.early_sdp: dict[str, bytes] | None = None

@@ -48,7 +48,11 @@ Decisions where the brief or the RFCs leave room:
   non-stale challenge of a kind it already answered, or after 3 answers.
 - A leg that ends before its INVITE's final response (CANCEL deadline, drop, cleanup) leaves
   the transaction detached for 64*T1: no retransmissions, but a late final is still ACKed and
-  a late 2xx ACKed and BYEd. A 3xx is not followed: its Contacts go into the failure reason.
+  a late 2xx ACKed and BYEd. A final 3xx to the INVITE is followed (RFC 3261 §8.1.3.4; a new
+  INVITE, CSeq + 1, same Call-ID and From tag, to the best Contact by q then order not yet
+  tried for the leg, at most CoreConfig.max_redirects; a Redirected event, CdrRecord.redirects);
+  one not followed (no usable Contact, all tried, the bound reached) ends the leg, its Contacts
+  in the failure reason.
 - Requests: out-of-dialog OPTIONS 200, out-of-dialog INVITE 403 (we take no calls), other
   unknown dialogs 481, unknown methods 501 with Allow, Require of anything but `timer` 420,
   in-dialog CANCEL 200 (nothing pending). Failures to INVITEs over UDP are resent until their
@@ -56,7 +60,10 @@ Decisions where the brief or the RFCs leave room:
   Via is dropped (§8.1.3.3).
 - An INVITE over 1300 bytes planned for UDP goes over TCP instead (RFC 3261 §18.1.1, path MTU
   unknown; CoreConfig.path_mtu when known) unless DialRequest.udp_only or CoreConfig.udp_only;
-  the rule is sipstack.transport.transport_for_request. The leg then stays on TCP.
+  the rule is sipstack.transport.transport_for_request. The leg then stays on TCP (its CANCEL
+  and failure ACK follow the INVITE's transaction). An in-dialog request of a UDP leg over the
+  limit goes over TCP to the same hop with a TCP Via, by the same rule (uac_base). Without a
+  TCP address in CoreConfig.local_addresses nothing moves (nothing to name in the Via).
 - In-dialog requests go to the first Route, else the remote target; host names are passed to
   the shell as they are (it resolves them), since the core does no I/O.
 - A lost TCP/TLS connection (uac_connection): an INVITE with no response yet fails; a ringing
@@ -241,6 +248,7 @@ class UacCore:
         leg.min_se = self.config.min_se
         leg.srtp_key = plan.srtp_key
         leg.offer_session_expires = plan.session_expires
+        leg.udp_only = request.udp_only or self.config.udp_only
         leg.contact = plan.contact
         self.shared._legs[leg.call_id] = leg
         self.stats.legs_started += 1

@@ -22,7 +22,7 @@ from sipstack.reason import (
 )
 from sipstack.timers import TimerHandle, TimerHeap
 from sipstack.transactions import ClientTransaction, TransactionLayer, TransactionUser, TxState
-from sipstack.transport import Address, Transport
+from sipstack.transport import Address, Transport, transport_for_request
 from sipstack.uac_build import IdGenerator, RandomBytes, via_value
 from sipstack.uri import format_hostport
 
@@ -147,18 +147,37 @@ class CoreShared:
             raise LocalProtocolError(f"leg {leg.call_id} has no dialog for {method}")
         hop = dialog.next_hop
         branch = self._ids.branch()
-        request = dialog.build_request(
-            method,
-            via=self._via_for(hop.transport, branch),
-            cseq=dialog.next_cseq(),
-            extra_headers=extra_headers,
-            body=body,
+        cseq = dialog.next_cseq()
+
+        def build(transport: Transport) -> Request:
+            return dialog.build_request(
+                method,
+                via=self._via_for(transport, branch),
+                cseq=cseq,
+                extra_headers=extra_headers,
+                body=body,
+            )
+
+        transport = hop.transport
+        request = build(transport)
+        data = request.to_bytes()
+        # RFC 3261 §18.1.1 for in-dialog requests too: one too big for UDP goes over TCP to
+        # the same hop with a TCP Via, when we have a TCP address to name and may leave UDP.
+        moved = transport_for_request(
+            transport,
+            len(data),
+            udp_only=leg.udp_only or not self.config.listens_on(Transport.TCP),
+            path_mtu=self.config.path_mtu,
         )
+        if moved is not transport:
+            transport = moved
+            request = build(transport)
+            data = request.to_bytes()
         transaction = self._transactions.start(
             method=method,
             branch=branch,
-            data=request.to_bytes(),
-            transport=hop.transport,
+            data=data,
+            transport=transport,
             address=hop.address,
             owner=leg,
             now=now,

@@ -1,4 +1,23 @@
-"""Building the requests of an outbound leg: the initial INVITE from a DialRequest, CANCEL, ACK."""
+"""Building the requests of an outbound leg: the initial INVITE from a DialRequest, CANCEL, ACK.
+
+Advertise only what we listen on (RFC 3261 §8.1.1.8: the Contact is where the far end sends
+new requests; §18.2.1: the Via sent-by is where responses go). A TLS leg needs a TLS address in
+CoreConfig.local_addresses (the shell puts its TLS listener's there); without one, dialing
+TLS is refused with a LocalProtocolError naming the missing listener, instead of the old
+silent fallback to port 5061 where nothing listens, unless CoreConfig.tls_connection_reuse
+says the far end reuses our connection (RFC 5923: our TLS Via carries `;alias`; the shell sets
+it when it has no TLS listener, so `outbound call` without --tls-listen still works through an
+alias-honouring proxy). Then host:5061 in Via and Contact is an alias name for that
+connection, not a listener: stated, chosen, and only then. Why not the outbound
+connection's own local address (RFC 5923 alias, connection reuse)? The sans-IO core lays
+out the INVITE before that connection exists, so it cannot know the ephemeral port; and that
+address would stop being true when the connection closes, which the shell allows for live
+calls (an idle connection closes, the call keeps going): a far end sending its BYE or
+re-INVITE to that Contact would find nothing. `;alias` on our TCP/TLS Via still lets it
+reuse the connection while it lives.
+Likewise an INVITE too big for UDP (§18.1.1) only moves to TCP when there is a TCP address to
+name in its Via and Contact; otherwise it stays on UDP, as `udp_only` would keep it.
+"""
 
 from __future__ import annotations
 
@@ -121,6 +140,12 @@ def plan_invite(
     if request.call_id and any(c in request.call_id for c in " \t\r\n"):
         raise _field_error("call_id", f"{request.call_id!r} contains whitespace")
 
+    if (transport is Transport.TLS and not config.listens_on(Transport.TLS)
+            and not config.tls_connection_reuse):
+        raise _field_error(
+            "target", "no TLS listener to name in the Contact and Via (RFC 3261 §8.1.1.8): "
+            "give the trunk a TLS certificate (a TLS listener) or dial it over TCP or UDP",
+        )
     local_host, local_port = config.local_address(transport)
     request_uri = uri.render()
     call_id = request.call_id or ids.call_id(local_host)
@@ -153,7 +178,7 @@ def plan_invite(
     tail: list[tuple[str, str]] = [
         ("Contact", contact),
         ("Allow", ALLOW),
-        ("Supported", SUPPORTED),
+        ("Supported", f"{SUPPORTED}, 100rel" if config.prack else SUPPORTED),
     ]
     if session_expires is not None:
         tail.append(("Session-Expires", str(session_expires)))
@@ -181,7 +206,8 @@ def plan_invite(
         chosen = transport_for_request(
             transport,
             size,
-            udp_only=request.udp_only or config.udp_only,
+            udp_only=request.udp_only or config.udp_only
+            or not config.listens_on(Transport.TCP),
             path_mtu=config.path_mtu,
         )
         if chosen is not transport:

@@ -136,6 +136,8 @@ class LegEndings:
             reason_protocol=reason_value.protocol if reason_value else None,
             reason_cause=reason_value.cause if reason_value else None,
             reason_text=reason_value.text if reason_value else None,
+            retry_after=leg.retry_after,
+            redirects=leg.redirects,
             codec=leg.codec,
             srtp=leg.srtp,
             error=error,

@@ -10,18 +10,21 @@ from typing import TYPE_CHECKING
 
 from sipstack.cdr import HangupBy, HangupReason
 from sipstack.dialog import Dialog
-from sipstack.errors import SipParseError
+from sipstack.errors import RemoteProtocolError, SipParseError
 from sipstack.events import (
     AnswerReceived,
     CallIdAdopted,
     LegCancelled,
     LegFailed,
     ProvisionalReceived,
+    Redirected,
 )
 from sipstack.headers.name_addr import NameAddr
+from sipstack.headers.retry_after import retry_after_seconds
 from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegInput, LegPhase
 from sipstack.message import Request, Response
+from sipstack.prack import Reliability, ReliableProvisionals, is_reliable, rack_for
 from sipstack.reason import (
     LocalHangup,
     ReasonValue,
@@ -31,9 +34,10 @@ from sipstack.reason import (
 )
 from sipstack.sdp import SdpAnswer, parse_answer
 from sipstack.transactions import ClientTransaction
-from sipstack.transport import Address
+from sipstack.transport import Address, Transport
 from sipstack.uac_base import CONNECTION_LOST, CONNECTION_LOST_REASON
 from sipstack.uac_build import SDP_CONTENT_TYPE, build_cancel, build_failure_ack, build_invite
+from sipstack.uri import SipUri
 
 if TYPE_CHECKING:
     from sipstack.uac import UacCore
@@ -68,6 +72,26 @@ def redirect_targets(response: Response) -> str:
         except SipParseError:
             continue
     return ", ".join(targets)
+
+
+def ordered_redirect_targets(response: Response) -> list[SipUri]:
+    """The sip:/sips: Contacts of a 3xx, highest q first, then in the order given (RFC 3261
+    §8.1.3.4, §16.6: q defaults to 1); unreadable ones and other schemes skipped."""
+    found: list[tuple[float, int, SipUri]] = []
+    for value in response.headers_all("contact"):
+        try:
+            contact = NameAddr.parse(value)
+        except SipParseError:
+            continue
+        if not isinstance(contact.uri, SipUri):
+            continue
+        q_text = next((v for k, v in contact.params if k.lower() == "q"), None)
+        try:
+            q = float(q_text) if q_text is not None else 1.0
+        except ValueError:
+            q = 1.0
+        found.append((-q, len(found), contact.uri.without_headers()))
+    return [uri for _, _, uri in sorted(found, key=lambda item: (item[0], item[1]))]
 
 
 class InviteHandling:
@@ -144,6 +168,9 @@ class InviteHandling:
     def _on_provisional(self, leg: Leg, response: Response, now: float) -> None:
         if leg.state is not LegPhase.CALLING and leg.state is not LegPhase.RINGING:
             return
+        reliable = self._core.config.prack and is_reliable(response)
+        if reliable and not self._prack(leg, response, now):
+            return  # a retransmission, out of order, or unusable: not processed (RFC 3262 §4)
         if leg.first_provisional_at is None and response.status_code != 100:
             # 100 Trying is hop-by-hop: only the far end's 18x measures post-dial delay.
             leg.first_provisional_at = now
@@ -167,6 +194,43 @@ class InviteHandling:
         )
         if leg.cancel_requested and not leg.cancel_sent:
             self._send_cancel(leg, now)
+
+    def _prack(self, leg: Leg, response: Response, now: float) -> bool:
+        """PRACK a reliable 1xx in its early dialog (RFC 3262 §7.2) when it is the next of its
+        early dialog's; True when the 1xx is to be processed."""
+        try:
+            rack = rack_for(response)
+            if leg.reliable is None:
+                leg.reliable = ReliableProvisionals()
+            decision = leg.reliable.accept(response.to_tag or "", rack.rseq)
+        except (RemoteProtocolError, ValueError):
+            return False
+        if decision is not Reliability.PRACK:
+            return False
+        early = Dialog.from_answer(
+            response,
+            call_id=leg.call_id,
+            local_header=leg.from_header,
+            remote_header_without_tag=leg.to_header,
+            invite_cseq=max(leg.invite_cseq, leg.prack_cseq),
+            fallback_target=leg.request_uri,
+            fallback_hop=self._core.shared._fallback_hop(leg),
+        )
+        branch = self._core.shared._ids.branch()
+        hop = early.next_hop
+        cseq = early.next_cseq()
+        request = early.build_request(
+            "PRACK",
+            via=self._core.shared._via_for(hop.transport, branch),
+            cseq=cseq,
+            extra_headers=[("RAck", rack.render())],
+        )
+        leg.prack_cseq = cseq
+        self._core.shared._transactions.start(
+            method="PRACK", branch=branch, data=request.to_bytes(), transport=hop.transport,
+            address=hop.address, owner=leg, now=now,
+        )  # fmt: skip
+        return True
 
     def _on_answer(
         self,
@@ -197,6 +261,7 @@ class InviteHandling:
             fallback_target=leg.request_uri,
             fallback_hop=self._core.shared._fallback_hop(leg),
         )
+        dialog.local_cseq = max(dialog.local_cseq, leg.prack_cseq)  # after our PRACKs
         leg.dialog = dialog
         leg.remote_tag = response.to_tag or ""
         self._adopt_call_id(leg, response.call_id, now)
@@ -296,6 +361,7 @@ class InviteHandling:
             return
         code = response.status_code
         leg.final_status_code = code
+        leg.retry_after = retry_after_seconds(response.header("retry-after"))  # for back-pressure
         error: str | None = None
         if not leg.cancel_requested:
             if code in (401, 407):
@@ -304,6 +370,8 @@ class InviteHandling:
                     self._resend_invite(leg, now)
                     return
             elif code == 422 and self._retry_after_422(leg, response, now):
+                return
+            if 300 <= code < 400 and self._follow_redirect(leg, response, now):
                 return
         reasons = response_reasons(response)
         primary = primary_reason(reasons)
@@ -323,7 +391,7 @@ class InviteHandling:
         hangup_reason = HangupReason.ERROR if error else classify_reason(reasons)
         event_reason = response.reason
         if 300 <= code < 400:
-            # We do not follow redirects (a new target is the scheduler's decision); say where.
+            # Not followed: no usable Contact, all tried, or CoreConfig.max_redirects reached.
             targets = redirect_targets(response) or "no Contact"
             event_reason = f"{response.reason}; redirected to {targets}"
             error = error or f"redirect not followed: {targets}"
@@ -337,6 +405,40 @@ class InviteHandling:
             error=error,
             reason_value=primary,
         )
+
+    def _follow_redirect(self, leg: Leg, response: Response, now: float) -> bool:
+        """RFC 3261 §8.1.3.4: a new INVITE (new branch, CSeq + 1, same Call-ID and From tag)
+        to the best Contact of the 3xx not yet tried for this leg, at most
+        CoreConfig.max_redirects times. The first hop stays the outbound proxy when the leg
+        has one (its address is not the Request-URI's); else it is the new target's."""
+        if len(leg.redirects) >= self._core.config.max_redirects or leg.invite_head is None:
+            return False
+        tried = {leg.first_request_uri or leg.request_uri, *leg.redirects}
+        current = SipUri.parse(leg.request_uri) if leg.request_uri.startswith("sip") else None
+        direct = current is not None and leg.address == (
+            current.host, current.port or leg.transport.default_port
+        )
+        for uri in ordered_redirect_targets(response):
+            text = uri.render()
+            if text in tried or (uri.scheme == "sips") != (leg.transport is Transport.TLS):
+                continue
+            leg.first_request_uri = leg.first_request_uri or leg.request_uri
+            leg.redirects = (*leg.redirects, text)
+            leg.request_uri = text
+            if direct:
+                leg.address = (uri.host, uri.port or leg.transport.default_port)
+            self._core.shared._emit(
+                Redirected(
+                    call_id=leg.call_id, correlation_id=leg.correlation_id,
+                    scenario=leg.scenario, at=now, status_code=response.status_code,
+                    reason=response.reason, target=text,
+                )
+            )
+            leg.final_status_code = None
+            leg.retry_after = None
+            self._resend_invite(leg, now)
+            return True
+        return False
 
     def _retry_after_422(self, leg: Leg, response: Response, now: float) -> bool:
         """RFC 4028 §7.4: raise Session-Expires to the peer's Min-SE and try once more."""

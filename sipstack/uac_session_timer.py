@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sipstack.errors import SipParseError
+from sipstack.headers.retry_after import retry_after_seconds
 from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegPhase
 from sipstack.message import Request, Response
@@ -19,15 +20,6 @@ if TYPE_CHECKING:
 _WATCHDOG_MARGIN_CAP = 32.0
 # RFC 3261 §12.2.1.2: the responses to an in-dialog request that end the dialog.
 _DIALOG_ENDING_CODES = frozenset({408, 481})
-
-
-def _retry_after(response: Response) -> float | None:
-    """The delta-seconds of a Retry-After (RFC 3261 §20.33), ignoring comment and params."""
-    value = response.header("retry-after")
-    if value is None:
-        return None
-    digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
-    return float(digits) if digits.isdigit() else None
 
 
 def supports_timer(message: Request | Response) -> bool:
@@ -189,7 +181,7 @@ class SessionTimers:
         if code == 491:
             delay = self._glare_delay(leg)
         elif code in (500, 503):
-            delay = _retry_after(response)
+            delay = retry_after_seconds(response.header("retry-after"))
         expires_at = leg.session_expires_at
         if delay is not None and (expires_at is None or now + delay < expires_at):
             leg.session_timer = self._core.shared._schedule(now + delay, self._on_refresh_due, leg)

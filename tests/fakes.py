@@ -49,7 +49,10 @@ class FakeClock:
 
 def core_config(**overrides: Any) -> CoreConfig:
     values: dict[str, Any] = {
-        "local_addresses": {Transport.UDP: LOCAL, Transport.TCP: ("192.0.2.1", 5060)},
+        "local_addresses": {
+            Transport.UDP: LOCAL, Transport.TCP: ("192.0.2.1", 5060),
+            Transport.TLS: ("192.0.2.1", 5061),  # a TLS listener: TLS dials need one
+        },
         "timers": TimerConfig(),
     }
     values.update(overrides)

@@ -56,3 +56,39 @@ def test_the_cancel_and_ack_of_an_invite_moved_to_tcp_follow_it() -> None:
             await far.close()
 
     asyncio.run(asyncio.wait_for(main(), 25))
+
+
+class _UdpFarEnd(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.received.put_nowait(data)
+
+
+def test_a_udp_only_core_config_keeps_a_big_invite_on_udp_through_the_manager() -> None:
+    """The manager sends what the core chose: CoreConfig.udp_only (the trunk's key, set by the
+    worker) is the one switch, and no shell rule moves the INVITE to TCP behind the core."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        udp_transport, far = await loop.create_datagram_endpoint(
+            _UdpFarEnd, local_addr=("127.0.0.1", 0)
+        )
+        port = udp_transport.get_extra_info("sockname")[1]
+        manager = LegManager(CoreConfig(udp_only=True), TransportConfig())
+        await manager.start()
+        try:
+            await manager.dial(DialRequest(
+                target=DialTarget(request_uri=f"sip:service@127.0.0.1:{port}",
+                                  signaling_addr=f"127.0.0.1:{port}", transport=Transport.UDP),
+                correlation_id="big-udp", identity_header="x" * 1400,
+            ))  # fmt: skip
+            data = await asyncio.wait_for(far.received.get(), WAIT)
+            assert data.startswith(b"INVITE ") and len(data) > 1300
+            assert b"\r\nVia: SIP/2.0/UDP 127.0.0.1:" in data
+        finally:
+            await manager.close(timeout=1)
+            udp_transport.close()
+
+    asyncio.run(asyncio.wait_for(main(), 25))

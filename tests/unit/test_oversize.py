@@ -1,37 +1,77 @@
-"""The shell's RFC 3261 §18.1.1 helpers: which messages move to TCP and how the Via changes."""
+"""RFC 3261 §18.1.1 on the wire, decided in the core (sipstack.transport.transport_for_request):
+which requests move to TCP, how their Via and Contact read, and that the rest of the
+transaction (CANCEL, the ACK of a failure) and the dialog follow the INVITE there."""
 
 from __future__ import annotations
 
-from sipstack.message import parse_message
-from workers.signaling.oversize import too_big_for_udp, top_via_branch, via_over_tcp
+import re
 
+from sipstack.transport import Transport
+from tests.fakes import FarEnd, Harness, establish
 
-def request(extra: str = "", via: str = "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport",
-            start: str = "INVITE sip:bob@10.0.0.2 SIP/2.0") -> bytes:
-    return (f"{start}\r\n{via}\r\nMax-Forwards: 70\r\nFrom: <sip:a@10.0.0.1>;tag=1\r\n"
-            f"To: <sip:bob@10.0.0.2>\r\nCall-ID: c1@10.0.0.1\r\nCSeq: 1 INVITE\r\n{extra}"
-            "Content-Length: 4\r\n\r\nv=0\n").encode()
+BIG_IDENTITY = "x" * 1300
 
 
 def test_only_requests_over_1300_bytes_are_too_big() -> None:
-    small = request()
-    big = request("Identity: " + "x" * 1300 + "\r\n")
-    assert not too_big_for_udp(small) and too_big_for_udp(big)
-    response = b"SIP/2.0 200 OK\r\n" + big.split(b"\r\n", 1)[1]
-    assert not too_big_for_udp(response)  # responses follow the request's Via (§18.2.2)
+    small, big = Harness(), Harness()
+    small.dial()
+    big.dial(identity_header=BIG_IDENTITY)
+    [small_invite] = small.sent_requests("INVITE")
+    [big_invite] = big.sent_requests("INVITE")
+    assert len(small_invite.out.data) <= 1300 and small_invite.out.transport is Transport.UDP
+    assert len(big_invite.out.data) > 1300 and big_invite.out.transport is Transport.TCP
 
 
-def test_the_top_via_says_tcp_with_its_parameters_and_the_rest_is_untouched() -> None:
-    big = request("Identity: " + "x" * 1300 + "\r\n")
-    moved = via_over_tcp(big, "10.0.0.1:5070")
-    parsed = parse_message(moved)
-    assert parsed.header("via") == "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKabc;rport"
-    assert moved.replace(b"SIP/2.0/TCP 10.0.0.1:5070", b"SIP/2.0/UDP 10.0.0.1:5060") == big
-    assert parsed.body == b"v=0\n"
+def test_the_top_via_says_tcp_with_its_parameters_and_the_body_is_untouched() -> None:
+    small, big = Harness(), Harness()
+    small.dial()
+    big.dial(identity_header=BIG_IDENTITY)
+    invite = big.last("INVITE")
+    via = invite.header("via") or ""
+    assert re.fullmatch(r"SIP/2\.0/TCP 192\.0\.2\.1:5060;branch=z9hG4bK\w+;rport;alias", via), via
+    assert invite.body.startswith(b"v=0\r\n")
+    assert int(invite.header("content-length") or -1) == len(invite.body)
+    assert small.last("INVITE").body.split(b"\r\n")[2:] == invite.body.split(b"\r\n")[2:]
 
 
-def test_branch_of_the_top_udp_via_compact_form_too() -> None:
-    assert top_via_branch(request()) == b"z9hG4bKabc"
-    compact = request(via="v: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKxyz")
-    assert top_via_branch(compact) == b"z9hG4bKxyz"
-    assert top_via_branch(request(via="Via: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bKt")) is None
+def test_the_cancel_and_failure_ack_follow_the_invite_to_tcp_with_the_same_via() -> None:
+    h, far = Harness(), FarEnd()
+    call_id = h.dial(identity_header=BIG_IDENTITY)
+    invite = h.last("INVITE")
+    h.deliver(far.respond(invite, 180), transport=Transport.TCP)
+    h.core.cancel(call_id, h.clock.now)
+    h.flush()
+    [cancel] = h.sent_requests("CANCEL")
+    assert cancel.out.transport is Transport.TCP
+    assert cancel.request.header("via") == invite.header("via")
+    h.deliver(far.respond(cancel.request, 200), transport=Transport.TCP)
+    h.deliver(far.respond(invite, 487), transport=Transport.TCP)
+    [ack] = h.sent_requests("ACK")
+    assert ack.out.transport is Transport.TCP and ack.request.header("via") == invite.header("via")
+    assert all(s.out.transport is Transport.TCP for s in h.wire)
+
+
+def _long_route_set(count: int = 6) -> tuple[str, ...]:
+    return tuple(f"<sip:192.0.2.10;lr;hop={i}-{'r' * 200}>" for i in range(count))
+
+
+def test_an_in_dialog_request_over_1300_bytes_goes_over_tcp_with_a_tcp_via() -> None:
+    # A small INVITE (UDP leg) whose 200 brings a long route set: the BYE is too big for UDP.
+    h, far = Harness(), FarEnd(record_route=_long_route_set())
+    call_id, _ = establish(h, far)
+    assert h.sent_requests("INVITE")[0].out.transport is Transport.UDP
+    h.core.bye(call_id, h.clock.now)
+    h.flush()
+    [bye] = h.sent_requests("BYE")
+    assert len(bye.out.data) > 1300 and bye.out.transport is Transport.TCP
+    assert (bye.request.header("via") or "").startswith("SIP/2.0/TCP 192.0.2.1:5060;branch=")
+    assert bye.out.address == h.sent_requests("INVITE")[0].out.address
+
+
+def test_a_udp_only_leg_keeps_a_big_in_dialog_request_on_udp() -> None:
+    h, far = Harness(), FarEnd(record_route=_long_route_set())
+    call_id, _ = establish(h, far, udp_only=True)
+    h.core.bye(call_id, h.clock.now)
+    h.flush()
+    [bye] = h.sent_requests("BYE")
+    assert len(bye.out.data) > 1300 and bye.out.transport is Transport.UDP

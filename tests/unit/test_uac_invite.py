@@ -94,7 +94,9 @@ def test_caller_identity_headers_and_quoted_display_name() -> None:
 
 
 def test_sips_target_goes_over_tls_with_sips_contact() -> None:
-    h = Harness(config=core_config(local_addresses={Transport.UDP: ("192.0.2.1", 5060)}))
+    h = Harness(config=core_config(local_addresses={
+        Transport.UDP: ("192.0.2.1", 5060), Transport.TLS: ("192.0.2.1", 5061),
+    }))  # fmt: skip
     h.dial(request_uri="sips:+15550001@carrier.example", signaling_addr="192.0.2.10")
     sent = h.sent_requests("INVITE")[0]
     invite = sent.request

@@ -6,7 +6,7 @@ from sipstack.auth import parse_authorization
 from sipstack.cdr import Disposition
 from sipstack.events import LegCancelled, LegEnded, LegFailed
 from sipstack.message import Request
-from tests.fakes import CREDENTIALS, FarEnd, Harness, establish
+from tests.fakes import CREDENTIALS, FarEnd, Harness, core_config, establish
 
 PROXY_CHALLENGE = 'Digest realm="carrier", nonce="n-proxy", qop="auth", algorithm=MD5'
 UAS_CHALLENGE = 'Digest realm="carrier", nonce="n-uas", qop="auth", algorithm=MD5'
@@ -90,7 +90,7 @@ def test_2xx_after_a_non_2xx_from_another_fork_is_acked_and_byed() -> None:
 
 
 def test_3xx_reports_its_contact_targets() -> None:
-    h = Harness()
+    h = Harness(config=core_config(max_redirects=0))  # not followed: reported
     far = FarEnd()
     call_id = h.dial()
     h.deliver(

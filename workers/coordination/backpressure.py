@@ -26,13 +26,13 @@ Decisions where the issue leaves room:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
+from sipstack.headers.retry_after import retry_after_seconds as retry_after_seconds
 from workers.coordination.shared_state import KeySpace, text_values, update_hash
 from workers.events.stream import format_at
 
@@ -140,18 +140,6 @@ def recovered_at(state: Pressure, config: BackPressureConfig) -> float:
         return state.hold_until
     steps = math.ceil((1.0 - _EPSILON - state.factor) / config.increase)
     return state.hold_until + steps * config.interval
-
-
-_RETRY_AFTER = re.compile(r"[ \t]*([0-9]{1,10})")
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """The delta-seconds of a Retry-After header value ("120 (busy);duration=60" -> 120.0);
-    None when absent or not starting with a number (RFC 3261 §20.33)."""
-    if value is None:
-        return None
-    match = _RETRY_AFTER.match(value)
-    return float(match.group(1)) if match else None
 
 
 # -- events -------------------------------------------------------------------------------

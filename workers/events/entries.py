@@ -25,7 +25,7 @@ STREAM_FIELDS = (
 )
 OUTCOME_FIELDS = (
     "disposition", "hangup_reason", "hangup_by", "final_status_code", "reason_protocol",
-    "reason_cause", "reason_text",
+    "reason_cause", "reason_text", "retry_after",
 )
 # Errors that mean "Redis is not there right now", as opposed to a bad command.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -53,7 +53,8 @@ class StreamEvent:
     reason: str = ""
     at: float = 0.0
     # How the call ended (terminal events only; sipstack.cdr.Outcome.as_text): disposition,
-    # hangup_reason, hangup_by, final_status_code, reason_protocol, reason_cause, reason_text.
+    # hangup_reason, hangup_by, final_status_code, reason_protocol, reason_cause, reason_text,
+    # retry_after (seconds of a 503/429 Retry-After, for workers.coordination.backpressure).
     outcome: dict[str, str] | None = None
 
     @property

@@ -197,13 +197,13 @@ class WorkerRuntime(WorkerMaintenance):
             from_user=self.trunk.caller_user or "outbound",
             from_display_name=self.trunk.caller_display_name,
             user_agent=self.options.user_agent,
+            udp_only=self.trunk.udp_only,  # the core keeps big requests on UDP (RFC 3261 §18.1.1)
         )
         # With the trunk's certificate there is a TLS listener: sips: Contacts point at it.
         transport_config = self.trunk.transport_config(self.options.bind_host,
                                                        self.options.sip_port)
         self.signaling = SignalingService(core_config, transport_config, hooks,
-                                          thread_name=f"sip-{self.trunk.name}",
-                                          udp_only=self.trunk.udp_only)
+                                          thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
         self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
         self.book.set_snapshot_source(self._snapshot)

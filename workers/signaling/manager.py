@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
@@ -36,13 +35,6 @@ from sipstack.transport import Address, Transport
 from sipstack.uac import UacCore
 from sipstack.uri import format_hostport
 from workers.observability.log_format import call_fields
-from workers.signaling.oversize import (
-    UDP_MAX_REQUEST,
-    is_request,
-    too_big_for_udp,
-    top_via_branch,
-    via_over_tcp,
-)
 from workers.signaling.transports import TransportConfig, Transports
 
 _T = TypeVar("_T")
@@ -52,9 +44,6 @@ TransportKey = tuple[Transport, Address]
 # so a flood of garbage cannot flood the log (the core counts every one of them).
 BAD_INPUT_LOG_FIRST = 10
 BAD_INPUT_LOG_EVERY = 1000
-# Branches of UDP transactions moved to TCP for size, remembered so that their CANCEL, failure
-# ACK and retransmissions follow; the oldest are forgotten beyond this many.
-TCP_BRANCHES_KEPT = 100_000
 
 
 NotificationHook = Literal[
@@ -141,9 +130,9 @@ class LegManager:
     transport unless `advertise_bound_address` is False (e.g. a fixed public address).
     Messages the core cannot read are logged with their source and the parse error: the first
     `bad_input_log_first`, then every `bad_input_log_every`-th (all are counted in core.stats).
-    A request over 1300 bytes meant for UDP goes over TCP to the same address with its top Via
-    saying TCP (RFC 3261 §18.1.1; workers.signaling.oversize) unless `udp_only` is True or we
-    have no TCP listener to name in that Via.
+    Which transport a request goes over (a request over 1300 bytes over TCP, RFC 3261 §18.1.1,
+    unless CoreConfig.udp_only) is the core's choice (sipstack.transport.transport_for_request):
+    the manager sends every message over the transport the core named.
     """
 
     def __init__(
@@ -157,12 +146,8 @@ class LegManager:
         clock: Callable[[], float] = time.time,
         bad_input_log_first: int = BAD_INPUT_LOG_FIRST,
         bad_input_log_every: int = BAD_INPUT_LOG_EVERY,
-        udp_only: bool = False,
     ) -> None:
         self.hooks = hooks or ManagerHooks()
-        self._udp_only = udp_only
-        self._tcp_sent_by: str | None = None
-        self._tcp_branches: OrderedDict[bytes, None] = OrderedDict()
         self._bad_input_sampler = _Sampler(bad_input_log_first, bad_input_log_every)
         self.stats = ManagerStats()
         self._core_config = core_config
@@ -192,12 +177,15 @@ class LegManager:
         """Bind the sockets and create the core advertising their address."""
         self._loop = asyncio.get_running_loop()
         await self.transports.start()
-        if self.transports.is_listening(Transport.TCP):
-            self._tcp_sent_by = format_hostport(*self.transports.local_address(Transport.TCP))
         config = self._core_config
         if self._advertise_bound:
             addresses = self.transports.advertised_addresses()
-            config = dataclasses.replace(config, local_addresses=addresses)
+            # No TLS listener: TLS dials rely on ;alias reuse of our own connection (RFC 5923);
+            # the core refuses them unless told so (sipstack.uac_build).
+            config = dataclasses.replace(
+                config, local_addresses=addresses,
+                tls_connection_reuse=Transport.TLS not in addresses,
+            )
             for kind in Transport:
                 if kind not in addresses:
                     self._log.info(
@@ -424,27 +412,9 @@ class LegManager:
         send = self.transports.send
         for item in outgoing:
             data, transport = item.data, item.transport
-            if transport is Transport.UDP and not self._udp_only:
-                data, transport = self._size_route(data)
             send(data, transport, item.address)
             for hook in hooks:
                 self._run_hook(hook, data, transport, item.address)
-
-    def _size_route(self, data: bytes) -> tuple[bytes, Transport]:
-        """A UDP-bound message as it must go: a big request, and whatever else belongs to its
-        transaction, over TCP with the top Via rewritten (RFC 3261 §18.1.1)."""
-        branches = self._tcp_branches
-        candidate = too_big_for_udp(data) or (branches and is_request(data))
-        if self._tcp_sent_by is None or not candidate:
-            return data, Transport.UDP
-        branch = top_via_branch(data)
-        if branch is None or (branch not in branches and len(data) <= UDP_MAX_REQUEST):
-            return data, Transport.UDP
-        branches[branch] = None
-        branches.move_to_end(branch)
-        if len(branches) > TCP_BRANCHES_KEPT:
-            branches.popitem(last=False)
-        return via_over_tcp(data, self._tcp_sent_by), Transport.TCP
 
     def _dispatch(self, event: CoreEvent) -> None:
         if isinstance(event, LegEvent):
@@ -561,10 +531,8 @@ class SignalingService:
         *,
         thread_name: str = "sip-signaling",
         logger: logging.Logger | None = None,
-        udp_only: bool = False,
     ) -> None:
         self._manager_args = (core_config, transport_config, hooks)
-        self._udp_only = udp_only
         self._thread_name = thread_name
         self._log = logger or logging.getLogger(__name__)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -597,9 +565,7 @@ class SignalingService:
         asyncio.set_event_loop(loop)
         self._loop = loop
         core_config, transport_config, hooks = self._manager_args
-        manager = LegManager(
-            core_config, transport_config, hooks, logger=self._log, udp_only=self._udp_only
-        )
+        manager = LegManager(core_config, transport_config, hooks, logger=self._log)
         try:
             loop.run_until_complete(manager.start())
         except BaseException as exc:
