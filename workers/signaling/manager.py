@@ -4,6 +4,10 @@ One event loop owns the core and the sockets. Every input (bytes, a lost connect
 an API call) is handed to the core with `now = time.time()`; afterwards everything the core
 wants sent goes out, its events go to the hooks, and the one timer is re-armed to the core's
 next deadline. SignalingService runs a LegManager on its own thread for Celery's threads.
+
+Over 500 lines: LegManager is the reference Manager's whole API (dial, cancel, BYE, drop,
+cleanup, the hooks and their subscribers) around one core, and SignalingService is the thin
+thread-safe face of that same object.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """SIP transports on asyncio: one shared UDP socket, TCP/TLS listeners and a pool of
-connections per peer (dialled out or accepted)."""
+connections per peer (dialled out or accepted).
+
+Over 500 lines on purpose: `Transports` is the one owner of every socket (UDP, listeners, the
+pool, keep-alives), and `_StreamConnection` is its pool's protocol, sharing its state and
+limits; split apart, each would reach into the other's internals."""
 
 from __future__ import annotations
 
