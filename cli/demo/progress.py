@@ -63,11 +63,16 @@ class CampaignProgress:
 
 
 def describe(event: StreamEvent) -> str:
-    """One event as a terminal line: time, call, state, status and reason."""
+    """One event as a terminal line: time, call, state, status and reason; a terminal event
+    also says how the call ended (the CDR's disposition and hangup reason, as the report)."""
     at = datetime.fromtimestamp(event.at, UTC).strftime("%H:%M:%S.%f")[:-3] if event.at else ""
     status = "" if event.status_code is None else str(event.status_code)
     reason = f"  {event.reason}" if event.reason else ""
-    return f"  {at}  {event.correlation_id:<14} {event.state:<11} {status:>3}{reason}"
+    outcome = event.outcome or {}
+    ended = ""
+    if outcome.get("disposition"):
+        ended = f"  [{outcome['disposition']}, {outcome.get('hangup_reason', '')}]"
+    return f"  {at}  {event.correlation_id:<14} {event.state:<11} {status:>3}{reason}{ended}"
 
 
 class ProgressPrinter:

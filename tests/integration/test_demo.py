@@ -3,6 +3,7 @@ PostgreSQL and Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -25,6 +26,17 @@ def event(correlation_id: str, seq: int, state: str, status: int | None = None) 
     return StreamEvent(trunk="demo", leg_id=f"leg-{correlation_id}", seq=seq, state=state,
                        call_id=f"{correlation_id}@h", correlation_id=correlation_id,
                        scenario="campaign", status_code=status, reason="", at=1_700_000_000.5)
+
+
+def test_a_terminal_event_line_says_how_the_call_ended_as_the_report_does() -> None:
+    # A ring timeout and an operator's cancel are both `cancelled 487` on the wire: only the
+    # disposition tells them apart (the report counts the first as no_answer).
+    timed_out = dataclasses.replace(
+        event("a", 3, "cancelled", 487),
+        outcome={"disposition": "no_answer", "hangup_reason": "timer_expired"},
+    )
+    assert describe(timed_out).endswith("cancelled   487  [no_answer, timer_expired]")
+    assert "[" not in describe(event("a", 1, "invited"))
 
 
 def test_progress_counts_each_call_once_and_knows_when_it_is_done() -> None:
