@@ -101,12 +101,14 @@ class Stack:
     # --- workers -------------------------------------------------------------------------------
 
     def start_worker(
-        self, name: str, *, concurrency: int = 4, wait: bool = True, sip_port: int = 0
+        self, name: str, *, concurrency: int = 4, wait: bool = True, sip_port: int = 0,
+        prefetch: int | None = None,
     ) -> WorkerProcess:
+        extra: tuple[str, ...] = () if prefetch is None else ("--prefetch", str(prefetch))
         worker = WorkerProcess(
             trunk=self.trunk, trunks_file=self.trunks_file, name=name, env=self.env,
             log_dir=self.tmp_path, concurrency=concurrency,
-            extra_args=("--sip-port", str(sip_port)),
+            extra_args=("--sip-port", str(sip_port), *extra),
         ).start()
         self.workers.append(worker)
         if wait:

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from migrations import runner
+from models import operations
 from tests.db_fixtures import temporary_database
 from tests.rabbitmq import RabbitVhost, rabbitmqctl, requires_rabbitmq
 from tests.sipp.harness import free_ports, requires_sipp
 from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
 from tests.workers_harness import wait_for
 from workers.celery.app import create_app, dead_queue_name, dial_queue_name
+from workers.contract.dial_message import message_leg_id
 from workers.coordination.control import ControlResult, hangup
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp, requires_rabbitmq]
@@ -111,6 +114,30 @@ def test_hangup_reaches_a_live_call_and_a_restarting_owner(stack: Stack) -> None
     cdrs = stack.wait_cdrs([first.leg_id, second.leg_id], timeout=60)
     assert len(cdrs) == 2
     assert carrier.wait(timeout=30).successful_calls == 2  # both BYEs reached the carrier
+
+
+def test_more_leg_id_dials_than_one_prefetch_window_all_complete(stack: Stack) -> None:
+    # Celery task messages, run and acknowledged by the thread pool: prefetch 4 x 8 threads is
+    # a window of 32. Before the fix a pool thread flushed the task-event buffer with a
+    # publisher confirm that never came and the consumer thread waited on the dispatcher's
+    # lock: the window stayed unacknowledged until RabbitMQ dropped the connection.
+    calls = 400
+    carrier = stack.sipp("uas_answer_remote_bye.xml", calls, reason_cause="16")
+    stack.configure_trunk(carrier)
+    assert stack.client is not None
+    client = stack.client
+    messages = [client.dial_message(stack.trunk, f"sip:+1555{index:07d}@{stack.proxy}",
+                                    correlation_id=f"w-{index}-{uuid.uuid4().hex[:6]}")
+                for index in range(calls)]
+    stored = [(message_leg_id(m.trunk, m.correlation_id), m) for m in messages]
+    client.repository.run(lambda session: [operations.insert_leg(session, m, leg_id)
+                                           for leg_id, m in stored])
+    for leg_id, message in stored:
+        client.publish_dial(str(leg_id), stack.trunk, message.correlation_id)
+    leg_ids = [str(leg_id) for leg_id, _ in stored]
+    stack.start_worker("w1@window", concurrency=8, prefetch=4)
+    stack.wait_cdrs(leg_ids, timeout=150)  # RabbitMQ's heartbeat timeout ended a stall later
+    assert_one_cdr_per_correlation_id(stack, leg_ids)
 
 
 def test_kill_9_and_restart_mid_run_lose_no_accepted_dial(stack: Stack) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.app import amqp as amqp_module
+from celery.app import events as events_module
+from celery.events.dispatcher import EventDispatcher
 from celery.worker.request import Request
 from celery.worker.request import logger as request_logger
 from kombu.entity import Exchange, Queue
@@ -155,6 +157,26 @@ class RelayedAckRequest(Request):  # type: ignore[misc]
         on_reject, errors = self._on_reject, self._connection_errors
         in_consumer_thread(lambda: on_reject(request_logger, errors, requeue))
         self.send_event("task-rejected", requeue=requeue)
+
+
+class RelayedFlushDispatcher(EventDispatcher):  # type: ignore[misc]
+    """Celery's event dispatcher whose flush runs in the consumer thread (RabbitMQ).
+
+    The cause of the RabbitMQ stall beyond one prefetch window: Celery buffers task events
+    and a pool thread whose `task-succeeded` fills the buffer (24 events) flushes it inline,
+    holding the dispatcher's lock while py-amqp waits for the publisher confirm
+    (`confirm_publish`) on the event connection the consumer thread also publishes on. Seen
+    with py-spy in a stalled worker: that pool thread in `basic_publish_confirm` for good, the
+    consumer thread in `EventDispatcher.flush` waiting for the lock, so its event loop sent no
+    ack and no heartbeat until RabbitMQ dropped the connection. Pool threads now only append
+    to the buffer; the consumer thread publishes it."""
+
+    def flush(self, errors: bool = True, groups: bool = True) -> None:
+        in_consumer_thread(lambda: EventDispatcher.flush(self, errors=errors, groups=groups))
+
+
+class OutboundEvents(events_module.Events):  # type: ignore[misc]
+    dispatcher_cls = f"{__name__}:RelayedFlushDispatcher"
 
 
 class OutboundTask(Task):  # type: ignore[misc]
@@ -339,10 +361,11 @@ def _transport_options(settings: Settings, *, amqp: bool) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, name: str = "outbound") -> Celery:
     """A configured app; tasks are registered on the module-level `app` (workers.celery.tasks)."""
-    new = OutboundCelery(name, set_as_current=False, amqp=OutboundAMQP, task_cls=OutboundTask)
+    new = OutboundCelery(name, set_as_current=False, amqp=OutboundAMQP, task_cls=OutboundTask,
+                         events=OutboundEvents)
     return configure(new, settings or Settings.from_env())
 
 
 app = OutboundCelery("outbound", include=["workers.celery.tasks"], amqp=OutboundAMQP,
-                     task_cls=OutboundTask)
+                     task_cls=OutboundTask, events=OutboundEvents)
 configure(app, Settings.from_env())
