@@ -1,4 +1,8 @@
 """One worker process's runtime: signaling service, leg book, recorder, limits, heartbeat, recovery.
+
+Over 500 lines for now: it holds both dial paths (leg-id task messages and JSON dial messages,
+with their refusal, expiry and dead letters) beside the lifecycle; the JSON path is meant to
+move into the claim coalescer (workers/runtime/claims.py, issue 11), which shrinks it.
 """
 
 from __future__ import annotations
