@@ -1,7 +1,7 @@
 """A real Redis (127.0.0.1:6379) under a key prefix of the test's own, deleted afterwards.
 
-A plugin of tests/conftest.py, so `redis_client` and `redis_settings` are there for every test.
-(tests/integration/test_limits.py and test_recovery.py carry their own copies of the two.)
+A plugin of tests/conftest.py, so `redis_client` and `redis_settings` are there for every test
+(a module needing other settings, e.g. a short heartbeat, overrides `redis_settings`).
 """
 
 from __future__ import annotations

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from migrations import runner
-from tests.db_fixtures import temporary_database
 from tests.sipp.harness import requires_sipp
 from tests.worker_stack import Stack
 from tests.workers_harness import PYTHON, REPO_ROOT
@@ -37,17 +34,6 @@ def test_worker_refuses_a_bad_trunks_file_naming_key_and_reason(tmp_path: Path) 
     assert result.returncode == 2, result.stderr
     assert f"{missing}: cannot read trunks file" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with temporary_database("outbound_cli") as url:
-        runner.upgrade(url)
-        instance = Stack(tmp_path, url.render_as_string(hide_password=False))
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.mark.services

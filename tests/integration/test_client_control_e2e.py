@@ -3,30 +3,14 @@ Call-ID, clear results for unknown, finished and queued legs, and the max call d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from migrations import runner
-from tests.db_fixtures import temporary_database
 from tests.sipp.harness import requires_sipp
 from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
 from workers.client import DialClient
 from workers.coordination.control import cancel, hangup
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with temporary_database("outbound_control") as url:
-        runner.upgrade(url)
-        instance = Stack(tmp_path, url.render_as_string(hide_password=False))
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def test_cancel_and_hangup_reach_the_owner_and_say_what_happened(stack: Stack) -> None:

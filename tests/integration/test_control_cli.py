@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from migrations import runner
-from tests.db_fixtures import temporary_database
 from tests.sipp.harness import requires_sipp
 from tests.worker_stack import Stack
 from tests.workers_harness import PYTHON, REPO_ROOT
@@ -47,17 +43,6 @@ def test_usage_errors_exit_2_without_a_traceback(action: str) -> None:
         result = outbound(action, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with temporary_database("outbound_control_cli") as url:
-        runner.upgrade(url)
-        instance = Stack(tmp_path, url.render_as_string(hide_password=False))
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.mark.services

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,18 +14,13 @@ pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(key_prefix=f"test-limits-{uuid.uuid4().hex[:10]}", heartbeat_ttl=10.0)
+def settings(redis_settings: Settings) -> Settings:
+    return redis_settings
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis[Any]]:
-    connection: redis.Redis[Any] = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    yield connection
-    keys = list(connection.scan_iter(f"{settings.key_prefix}:*"))
-    if keys:
-        connection.delete(*keys)
-    connection.close()
+def client(redis_client: redis.Redis[Any]) -> redis.Redis[Any]:
+    return redis_client  # tests/redis_fixtures.py: a real Redis, this test's keys deleted after
 
 
 def test_cps_window_admits_limit_per_second_and_says_how_long_to_wait(

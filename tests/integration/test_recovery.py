@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -32,18 +31,18 @@ pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(key_prefix=f"test-rec-{uuid.uuid4().hex[:8]}", heartbeat_ttl=1.5)
+def redis_settings() -> Settings:  # recovery needs a short heartbeat
+    return Settings(key_prefix=f"test-{uuid.uuid4().hex[:12]}", heartbeat_ttl=1.5)
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis[Any]]:
-    connection: redis.Redis[Any] = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    yield connection
-    keys = list(connection.scan_iter(f"{settings.key_prefix}:*"))
-    if keys:
-        connection.delete(*keys)
-    connection.close()
+def settings(redis_settings: Settings) -> Settings:
+    return redis_settings
+
+
+@pytest.fixture
+def client(redis_client: redis.Redis[Any]) -> redis.Redis[Any]:
+    return redis_client  # tests/redis_fixtures.py: a real Redis, this test's keys deleted after
 
 
 def stored_json(client: redis.Redis[Any], key: str) -> dict[str, object]:

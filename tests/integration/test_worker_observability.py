@@ -9,15 +9,11 @@ import socket
 import ssl
 import threading
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from migrations import runner
-from tests.db_fixtures import temporary_database
 from tests.sipp.harness import (  # noqa: F401  (test_pki, sip_peers: fixtures)
     SipPeerFactory,
     TestPki,
@@ -33,17 +29,6 @@ from workers.client import DialClient
 from workers.coordination.control import hangup
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with temporary_database("outbound_observe") as url:
-        runner.upgrade(url)
-        instance = Stack(tmp_path, url.render_as_string(hide_password=False))
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def start_worker(stack: Stack, name: str, *args: str) -> WorkerProcess:
