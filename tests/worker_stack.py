@@ -175,6 +175,15 @@ class Stack:
         entries = self.redis.xrange(self.settings.events_stream(self.trunk))
         return [EventReader._decode([[b"s", [entry]]])[0].event for entry in entries]
 
+    def settled_events(self, leg_ids: Iterable[str], timeout: float = 30
+                       ) -> dict[str, list[StreamEvent]]:
+        """Each leg's events once every named leg's terminal event is on the stream: the outbox
+        relay publishes after the CDR commits, so a CDR alone does not mean the event is there."""
+        wanted = set(leg_ids)
+        wait_for(lambda: {e.leg_id for e in self.stream_events() if e.state in TERMINAL}
+                 >= wanted, timeout, f"terminal events of {len(wanted)} legs")
+        return events_by_leg(self.stream_events())
+
     def close(self) -> None:
         for worker in self.workers:
             worker.close()

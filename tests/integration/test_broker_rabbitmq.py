@@ -17,7 +17,7 @@ from models import operations
 from tests.db_fixtures import temporary_database
 from tests.rabbitmq import RabbitVhost, rabbitmqctl, requires_rabbitmq
 from tests.sipp.harness import free_ports, requires_sipp
-from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
+from tests.worker_stack import Stack, assert_complete_event_history
 from tests.workers_harness import wait_for
 from workers.celery.app import create_app, dead_queue_name, dial_queue_name
 from workers.contract.dial_message import message_leg_id
@@ -65,7 +65,7 @@ def test_dials_travel_on_quorum_queues_and_rejects_are_dead_lettered(
     leg_ids = [q.leg_id for q in queued]
     stack.wait_cdrs(leg_ids, timeout=60)
     assert_one_cdr_per_correlation_id(stack, leg_ids)
-    assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+    assert_complete_event_history(stack.settled_events(leg_ids), leg_ids)
 
     queues = vhost.queues()
     dial, dead = queues[dial_queue_name("t1")], queues[dead_queue_name("t1")]
@@ -157,7 +157,7 @@ def test_kill_9_and_restart_mid_run_lose_no_accepted_dial(stack: Stack) -> None:
     stack.start_worker("w1@faults", sip_port=sip_port)
     stack.wait_cdrs(leg_ids, timeout=120)
     assert_one_cdr_per_correlation_id(stack, leg_ids)
-    assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+    assert_complete_event_history(stack.settled_events(leg_ids), leg_ids)
 
 
 # Restarts this machine's RabbitMQ (`rabbitmqctl stop_app && rabbitmqctl start_app`): tests
@@ -179,7 +179,7 @@ def test_rabbitmq_restart_loses_no_accepted_dial(stack: Stack, vhost: RabbitVhos
     rabbitmqctl("await_startup")
     stack.wait_cdrs(leg_ids, timeout=180)
     assert_one_cdr_per_correlation_id(stack, leg_ids)
-    assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+    assert_complete_event_history(stack.settled_events(leg_ids), leg_ids)
     # A message redelivered after the restart may still be on its way to its duplicate-claim
     # ack when the last CDR lands: the queue must drain, not hold a stranded message.
     wait_for(lambda: vhost.queues()[dial_queue_name("t1")]["messages"] == 0, 60,

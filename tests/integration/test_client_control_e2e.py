@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sipp.harness import requires_sipp
-from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
+from tests.worker_stack import Stack, assert_complete_event_history
 from workers.client import DialClient
 from workers.coordination.control import cancel, hangup
 
@@ -62,6 +62,6 @@ def test_cancel_and_hangup_reach_the_owner_and_say_what_happened(stack: Stack) -
     cdrs = stack.wait_cdrs([str(queued.id)], timeout=10)
     assert cdrs[str(queued.id)][2] == "cancelled"
     leg_ids = [q.leg_id for q in (*up, timed, rung)] + [str(queued.id)]
-    assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+    assert_complete_event_history(stack.settled_events(leg_ids), leg_ids)
     assert answering.wait(timeout=20).successful_calls == 3
     assert stack.leg_states()[str(queued.id)] == "ended"

@@ -158,11 +158,11 @@ def test_hundred_messages_with_repeats_dial_each_correlation_id_once(stack: Stac
     assert result.stat("IncomingCall") == calls, result.explain()
     cdr_count = Counter(row[0] for row in stack.rows("SELECT correlation_id FROM cdrs"))
     assert cdr_count == Counter(ids)
-    terminal = Counter(event.correlation_id for legs in
-                       events_by_leg(stack.stream_events()).values()
+    settled = stack.settled_events(leg_ids)
+    terminal = Counter(event.correlation_id for legs in settled.values()
                        for event in legs if event.terminal)
     assert terminal == Counter(ids)
-    assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+    assert_complete_event_history(settled, leg_ids)
 
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"

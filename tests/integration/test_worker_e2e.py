@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.sipp.harness import free_ports, requires_sipp
-from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
+from tests.worker_stack import Stack, assert_complete_event_history
 from workers.contract.queues import dial_message_queue_name
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
@@ -44,7 +44,7 @@ def test_many_dials_each_get_one_call_one_cdr_and_ordered_events(stack: Stack) -
     assert {cdrs[leg][2] for leg in leg_ids} == {"answered"}
     assert {cdrs[leg][3] for leg in leg_ids} == {"remote"}
     stack.wait_states(leg_ids, {"ended"}, timeout=5)
-    legs = events_by_leg(stack.stream_events())
+    legs = stack.settled_events(leg_ids)
     assert set(legs) == set(leg_ids)
     assert_complete_event_history(legs, leg_ids)
     for leg in leg_ids:
@@ -124,7 +124,7 @@ def test_sigterm_cancels_ringing_legs_drains_answered_ones_then_byes_them(
     assert stack.redis.llen(queue) + stack.redis.hlen("unacked") >= 1
     assert answering.wait(timeout=10).successful_calls == 3
     assert ringing.wait(timeout=10).successful_calls == 2
-    assert_complete_event_history(events_by_leg(stack.stream_events()), answered + rung)
+    assert_complete_event_history(stack.settled_events(answered + rung), answered + rung)
 
 
 def _calls_that_stay_up(stack: Stack, ringing_port: int, count: int = 2
@@ -147,7 +147,7 @@ def _assert_recovered(stack: Stack, answered: list[str], rung: list[str], killed
         assert cdrs[leg][2] == "answered", cdrs[leg]
     for leg in rung:
         assert cdrs[leg][2] == "cancelled", cdrs[leg]
-    legs = events_by_leg(stack.stream_events())
+    legs = stack.settled_events(answered + rung)
     assert_complete_event_history(legs, answered + rung)
     for leg in answered + rung:
         terminal = legs[leg][-1]

@@ -12,7 +12,7 @@ import pytest
 from models.dial_fields import InvalidDialRequest
 from tests.integration.test_worker_e2e import max_in_window
 from tests.sipp.harness import requires_sipp
-from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
+from tests.worker_stack import Stack, assert_complete_event_history
 from workers.contract.queues import dial_message_queue_name
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
@@ -54,7 +54,7 @@ def test_batched_dials_each_get_one_call_one_cdr_and_ordered_events(
         assert {cdrs[leg][1] for leg in leg_ids} == {q.correlation_id for q in queued}
         assert {cdrs[leg][2] for leg in leg_ids} == {"answered"}
         stack.wait_states(leg_ids, {"ended"}, timeout=5)
-        legs = events_by_leg(stack.stream_events())
+        legs = stack.settled_events(leg_ids)
         assert set(legs) == set(leg_ids)
         assert_complete_event_history(legs, leg_ids)
     finally:
@@ -83,7 +83,7 @@ def test_legs_a_batch_cannot_start_yet_wait_for_the_cps_window(
         assert max_in_window(invited, 0.8) <= 4, spread
         assert max(invited) - min(invited) >= (calls / 4) - 1.2, spread  # waited, not dropped
         assert carrier.wait(timeout=30).successful_calls == calls
-        assert_complete_event_history(events_by_leg(stack.stream_events()), leg_ids)
+        assert_complete_event_history(stack.settled_events(leg_ids), leg_ids)
     finally:
         stack.close()
 
