@@ -1,4 +1,4 @@
-"""Batch INSERT … ON CONFLICT DO NOTHING into cdrs and outbox_events (PostgreSQL arrays,
+"""Batch INSERT … ON CONFLICT DO NOTHING into cdrs, outbox_events and legs (PostgreSQL arrays,
 SQLite executemany)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 from models.cdrs import Cdr
 from models.executor import ROWCOUNT, count
+from models.legs import Leg
 from models.outbox import OutboxEvent
 
 _cdrs: Table = Cdr.__table__  # type: ignore[assignment]
@@ -101,3 +102,33 @@ def _ignoring_insert(table: Table, key: str) -> Any:
         f"VALUES ({', '.join(':' + name for name in names)}) "
         f"ON CONFLICT ({key}) DO NOTHING"
     ).bindparams(*(bindparam(name, type_=table.c[name].type) for name in names))
+
+
+_LEG_COLUMNS = ("id", "correlation_id", "scenario", "script_id", "trunk", "request_uri",
+                "signaling_addr", "caller_user", "caller_display_name", "request", "state")
+
+
+@functools.cache
+def _pg_legs_insert() -> str:
+    """Queued legs as one array per column; no conflict target (the primary key, derived from
+    the correlation_id, and the live-correlation_id index both count); the new ids come back."""
+    legs: Table = Leg.__table__  # type: ignore[assignment]
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(
+        f"%({name})b::{legs.c[name].type.compile(dialect=dialect).lower()}[]"
+        for name in _LEG_COLUMNS
+    )
+    listed = ", ".join(_LEG_COLUMNS)
+    return (
+        f"INSERT INTO legs ({listed}) SELECT {listed} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS v({listed}, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING id"
+    )
+
+
+def insert_legs_pg(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[Any]:
+    """Insert queued legs (column -> value, `_LEG_COLUMNS`) in one statement, ignoring
+    conflicts; the ids of the rows that were new."""
+    if not rows:
+        return set()
+    columns = {name: [_pg_value(row[name]) for row in rows] for name in _LEG_COLUMNS}
+    return {leg_id for (leg_id,) in connection.exec_driver_sql(_pg_legs_insert(), columns)}

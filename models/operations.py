@@ -20,7 +20,7 @@ from sqlalchemy import Table, and_, bindparam, literal_column, or_, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models.bulk_insert import insert_ignoring, insert_rows, insert_rows_pg
+from models.bulk_insert import insert_ignoring, insert_legs_pg, insert_rows, insert_rows_pg
 from models.cdrs import Cdr, cdr_row
 from models.dial_fields import DialFields
 from models.enums import TERMINAL_STATES, LegState
@@ -34,6 +34,7 @@ __all__ = [
     "ClaimedLeg",
     "Executor",
     "PendingCdr",
+    "StoredLeg",
     "Transition",
     "apply_transitions",
     "as_uuid",
@@ -50,6 +51,7 @@ __all__ = [
     "insert_rows",
     "insert_rows_pg",
     "leg_states",
+    "store_dial_legs",
 ]
 
 _legs: Table = Leg.__table__  # type: ignore[assignment]
@@ -125,6 +127,82 @@ def insert_leg(session: Session, fields: DialFields, leg_id: uuid.UUID) -> tuple
 def insert_legs(session: Session, dials: Sequence[DialFields]) -> list[tuple[Leg, bool]]:
     """Store several validated dials in one transaction (see insert_leg)."""
     return [insert_leg(session, fields, uuid.uuid4()) for fields in dials]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLeg:
+    """The leg a dial message ended up with: its own new row, or the one already there."""
+
+    leg_id: uuid.UUID
+    correlation_id: str
+    state: LegState
+
+
+def _leg_row(leg_id: uuid.UUID, fields: DialFields) -> dict[str, Any]:
+    return {
+        "id": leg_id, "correlation_id": fields.correlation_id, "scenario": fields.scenario,
+        "script_id": fields.script_id, "trunk": fields.trunk, "request_uri": fields.request_uri,
+        "signaling_addr": fields.signaling_addr, "caller_user": fields.caller_user,
+        "caller_display_name": fields.caller_display_name, "request": fields.to_json(),
+        "state": LegState.QUEUED,
+    }
+
+
+_EXISTING_LEGS = select(_legs.c.id, _legs.c.correlation_id, _legs.c.state).where(
+    or_(
+        _legs.c.id.in_(bindparam("p_leg_ids", expanding=True)),
+        and_(_legs.c.correlation_id.in_(bindparam("p_correlation_ids", expanding=True)),
+             _legs.c.state.not_in(sorted(TERMINAL_STATES))),
+    )
+)
+
+
+def store_dial_legs(
+    executor: Executor, stored: Sequence[tuple[uuid.UUID, DialFields]]
+) -> list[StoredLeg]:
+    """`insert_leg` for a batch of dial messages: one INSERT … ON CONFLICT DO NOTHING for all
+    of them (PostgreSQL; one at a time elsewhere), then one SELECT for those that conflicted.
+
+    One StoredLeg per distinct leg id, in order: a message repeated inside the batch counts
+    once. A conflicting message gets the row with its id (a repeat) or the live leg with its
+    correlation_id (stored under another id, by an older client).
+    """
+    connection = connection_of(executor)
+    pending = dict(stored)  # a repeat inside the batch: one row
+    found: dict[uuid.UUID, StoredLeg] = {}
+    for _ in range(3):
+        if connection.dialect.name == "postgresql":
+            new = insert_legs_pg(connection, [_leg_row(k, f) for k, f in pending.items()])
+        else:
+            new = set()
+            for leg_id, fields in pending.items():
+                statement = _insert(connection, _legs).values(_leg_row(leg_id, fields))
+                if connection.execute(statement.on_conflict_do_nothing()).rowcount:
+                    new.add(leg_id)
+        for leg_id in new:
+            found[leg_id] = StoredLeg(leg_id, pending[leg_id].correlation_id, LegState.QUEUED)
+        conflicted = {k: f for k, f in pending.items() if k not in new}
+        if not conflicted:
+            break
+        rows = connection.execute(_EXISTING_LEGS, {
+            "p_leg_ids": list(conflicted),
+            "p_correlation_ids": sorted({f.correlation_id for f in conflicted.values()}),
+        }).all()
+        by_id = {leg: StoredLeg(leg, cid, state) for leg, cid, state in rows}
+        live = {cid: StoredLeg(leg, cid, state) for leg, cid, state in rows
+                if state not in TERMINAL_STATES}
+        pending = {}
+        for leg_id, fields in conflicted.items():
+            existing = by_id.get(leg_id) or live.get(fields.correlation_id)
+            if existing is None:  # the live leg ended between INSERT and SELECT: free again
+                pending[leg_id] = fields
+            else:
+                found[leg_id] = existing
+        if not pending:
+            break
+    else:
+        raise RuntimeError(f"{len(pending)} correlation_id(s) keep changing; giving up")
+    return [found[leg_id] for leg_id in dict(stored)]
 
 
 def get_leg(session: Session, leg_id: uuid.UUID | str) -> Leg | None:

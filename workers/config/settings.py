@@ -134,7 +134,7 @@ def check_broker_url(text: str, setting: str) -> str:
 
 
 _POSITIVE = ("events_maxlen", "heartbeat_ttl", "drain_timeout", "visibility_timeout",
-             "control_expires")
+             "control_expires", "claim_batch_size", "claim_batch_delay")
 
 
 class Settings(BaseModel):
@@ -156,6 +156,10 @@ class Settings(BaseModel):
     # claim is atomic), so it can be short enough for a dead worker's prefetched dials.
     visibility_timeout: float = 300.0
     control_expires: float = 30.0
+    # JSON dial messages are stored and claimed in batches of up to this many, taken at the
+    # latest this many seconds after the first of them arrived (workers/runtime/claims.py).
+    claim_batch_size: int = 128
+    claim_batch_delay: float = 0.005
     # The worker's TLS listener (override the trunk's tls_cert_file / tls_key_file).
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -226,6 +230,8 @@ class _Environment(BaseSettings):
     DRAIN_TIMEOUT: str | None = None
     VISIBILITY_TIMEOUT: str | None = None
     CONTROL_EXPIRES: str | None = None
+    CLAIM_BATCH_SIZE: str | None = None
+    CLAIM_BATCH_DELAY: str | None = None
     TLS_CERT_FILE: str | None = None
     TLS_KEY_FILE: str | None = None
 

@@ -8,6 +8,7 @@ there instead.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -62,3 +63,21 @@ def rejected_event(
 
 def publish_rejection(writer: StreamWriter, event: StreamEvent) -> None:
     writer.write([event])
+
+
+def dump_item(item: Any) -> bytes:
+    """One message of a refused JSON array, as the bytes its dead letter keeps."""
+    return json.dumps(item, separators=(",", ":"), default=str).encode()
+
+
+def salvage(raw: bytes) -> tuple[str, str]:
+    """The correlation_id and scenario of a refused message, when they can be read at all."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    correlation_id, scenario = data.get("correlation_id"), data.get("scenario")
+    return (correlation_id if isinstance(correlation_id, str) else "")[:255], (
+        scenario if isinstance(scenario, str) else "")[:32]

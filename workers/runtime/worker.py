@@ -1,32 +1,28 @@
 """One worker process's runtime: signaling service, leg book, recorder, limits, heartbeat, recovery.
 
-Over 500 lines for now: it holds both dial paths (leg-id task messages and JSON dial messages,
-with their refusal, expiry and dead letters) beside the lifecycle; the JSON path is meant to
-move into the claim coalescer (workers/runtime/claims.py, issue 11), which shrinks it.
+JSON dial messages reach `handle_dial_batch` through the claim coalescer
+(workers/runtime/claims.py), which stores their legs first; leg-id task messages come straight in.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery
-from sqlalchemy.orm import Session
 
 from models import operations
 from models.db import make_engine
 from models.dial_fields import InvalidDialRequest, validate_dial_fields
 from models.enums import TERMINAL_STATES
-from models.legs import Leg
 from models.operations import ClaimedLeg
 from models.repository import Repository
 from models.times import utc_now
@@ -38,10 +34,9 @@ from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
 from sipstack.transport import Transport
 from sipstack.uri import format_hostport
-from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
-from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
-from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
+from workers.contract.dial_message import DialMessage
+from workers.contract.intake import DeadLetterSink, RedisDeadLetters
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -62,52 +57,11 @@ from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
 from workers.runtime.observed import ObservedWorker
+from workers.runtime.outcomes import BatchOutcome, DialOutcome
 from workers.runtime.recorder import LegRecorder
 from workers.signaling.manager import ManagerHooks, SignalingService
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGES_PER_BODY = 1000  # a JSON array of dial messages is one transaction
-
-
-@dataclass(slots=True)
-class DialOutcome:
-    """What became of one dial message."""
-
-    status: str  # accepted | duplicate | retry | requeue | failed | expired | rejected
-    detail: str = ""
-    retry_after: float = 0.0
-    call_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """What became of the legs of one dial message (one leg or a batch)."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    expired: int = 0
-    rejected: int = 0  # JSON messages refused before anything was stored
-    retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
-    retry_after: float = 0.0
-    requeue: str = ""  # set: this worker cannot take the message at all (why)
-    detail: str = ""
-
-    def note_failed(self, why: str) -> None:
-        self.failed += 1
-        self.detail = why
-
-    def retry_later(self, legs: Sequence[tuple[Any, str, str]], after: float, why: str) -> None:
-        self.retry.extend((text, correlation_id) for _, text, correlation_id in legs)
-        self.retry_after = max(self.retry_after, after)
-        self.detail = why
-
-    def summary(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "failed": self.failed, "expired": self.expired, "rejected": self.rejected,
-                "retried": len(self.retry)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -342,95 +296,6 @@ class WorkerRuntime(WorkerMaintenance):
         if live:
             self.limits.renew_leases(self.trunk.name, live)
 
-    # --- dial messages (the queue contract, docs/dial-message.md) -----------------------------
-
-    def dead_letter(self, raw: bytes, why: str) -> None:
-        """Keep a refused message (the sink is Redis by default; a broker DLX may replace it)."""
-        self.dead_letters(raw, why)
-
-    def handle_dial_messages(self, raw: bytes, enqueued_at: float | None = None) -> BatchOutcome:
-        """Validate a JSON dial message (or a JSON array of them), store the legs
-        idempotently in one transaction, then claim and dial them like leg messages.
-
-        A bad message is refused before anything is stored: a terminal `rejected` event naming
-        the bad fields and a dead-letter copy; the good messages of an array go on. A message
-        past its `not_after` is stored, claimed and ended as `expired` without an INVITE.
-        The leg id is derived from (trunk, correlation_id), so a repeated or redelivered
-        message finds the same row and loses the claim: one leg, one CDR and one terminal
-        event per correlation_id, however often it is published.
-        """
-        outcome = BatchOutcome()
-        if not self.accepting:
-            outcome.requeue = "worker is stopping"
-            return outcome
-        try:
-            decoded = json.loads(raw)
-        except ValueError as error:
-            self._reject(raw, {"request": f"not JSON: {error}"})
-            outcome.rejected += 1
-            return outcome
-        items = decoded if isinstance(decoded, list) else [decoded]
-        if len(items) > MAX_MESSAGES_PER_BODY:
-            self._reject(raw, {"request": f"{len(items)} messages in one body (at most "
-                                          f"{MAX_MESSAGES_PER_BODY})"})
-            outcome.rejected += 1
-            return outcome
-        messages: list[DialMessage] = []
-        for item in items:
-            try:
-                messages.append(self._resolve(item))
-            except InvalidDialRequest as error:
-                self._reject(raw if item is decoded else _dump(item), error.errors)
-                outcome.rejected += 1
-        if not messages:
-            return outcome
-        stored = [(message_leg_id(m.trunk, m.correlation_id), m) for m in messages]
-        try:
-            legs = self.repository.run(_insert_legs, stored)
-        except Exception as error:
-            self._raise_unless_transient(error, "storing dial messages' legs")
-            outcome.requeue = "PostgreSQL unavailable while storing the legs"
-            return outcome
-        waiting = [(str(leg.id), leg.correlation_id) for leg in legs
-                   if leg.state not in TERMINAL_STATES]
-        outcome.duplicates += len(legs) - len(waiting)
-        self.stats["duplicates"] += len(legs) - len(waiting)
-        # an expired message is claimed like any other and ended by _hand_over, undialled
-        dialled = self.handle_dial_batch(self.trunk.name, waiting, enqueued_at)
-        dialled.rejected, dialled.duplicates = outcome.rejected, (
-            dialled.duplicates + outcome.duplicates)
-        return dialled
-
-    def _resolve(self, item: Any) -> DialMessage:
-        """The validated message with its `to` as a Request-URI of this worker's trunk."""
-        message = parse_dial_message(item)
-        if message.trunk != self.trunk.name:
-            raise InvalidDialRequest(
-                {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
-        return message.with_request_uri(self.trunk.request_uri(message.to))
-
-    def _reject(self, raw: bytes, errors: dict[str, str]) -> None:
-        correlation_id, scenario = _salvage(raw)
-        event = rejected_event(self.trunk.name, correlation_id, scenario, errors)
-        self.dead_letter(raw, describe(errors))
-        self.stream_writer.write([event])
-        self.stats["rejected"] += 1
-        log.warning("dial message rejected: %s", describe(errors),
-                    extra=call_fields(correlation_id=event.correlation_id,
-                                      trunk=self.trunk.name))
-
-    def retry_dials_later(self, legs: Sequence[tuple[str, str]], countdown: float) -> None:
-        """Stored legs the limits cannot admit yet go back as a leg-id batch task message
-        (published before the JSON message is acknowledged: nothing is dropped between)."""
-        if self.app is None:
-            raise RuntimeError("no Celery app to publish the retry with")
-        queue = dial_queue_name(self.trunk.name)
-        self.app.send_task(
-            DIAL_BATCH_TASK, kwargs={"trunk": self.trunk.name,
-                                     "legs": [list(leg) for leg in legs], "enqueued_at": None},
-            queue=queue, routing_key=queue, countdown=countdown, ignore_result=True,
-        )
-
     # --- dials ---------------------------------------------------------------------------------
 
     def handle_dial(
@@ -615,26 +480,3 @@ class WorkerRuntime(WorkerMaintenance):
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             self.limits.release_leases(self.trunk.name, leg_ids)
 
-
-def _insert_legs(
-    session: Session, stored: Sequence[tuple[uuid.UUID, DialMessage]]
-) -> list[Leg]:
-    """Store dial messages' legs in one transaction (operations.insert_leg: idempotent)."""
-    return [operations.insert_leg(session, message, leg_id)[0] for leg_id, message in stored]
-
-
-def _dump(item: Any) -> bytes:
-    return json.dumps(item, separators=(",", ":"), default=str).encode()
-
-
-def _salvage(raw: bytes) -> tuple[str, str]:
-    """The correlation_id and scenario of a refused message, when they can be read at all."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return "", ""
-    if not isinstance(data, dict):
-        return "", ""
-    correlation_id, scenario = data.get("correlation_id"), data.get("scenario")
-    return (correlation_id if isinstance(correlation_id, str) else "")[:255], (
-        scenario if isinstance(scenario, str) else "")[:32]
