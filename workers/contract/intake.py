@@ -1,9 +1,9 @@
 """What the worker does with a message it cannot dial: a `rejected` event and a dead letter.
 
-`dead_letter(raw, why)` is the one place a refused message is kept. The default sink appends
-it to the Redis stream `<prefix>:dead:<trunk>` (fields `raw`, `why`, `at`); a broker with a
-dead-letter exchange can install its own sink (`WorkerRuntime.dead_letters`) to route the copy
-there instead.
+The runtime's sink, `WorkerRuntime.dead_letters(raw, why)`, is the one place a refused message
+is kept. The default sink appends it to the Redis stream `<prefix>:dead:<trunk>` (fields `raw`,
+`why`, `at`); a broker with a dead-letter exchange can install its own sink there to route the
+copy to it instead. The helpers at the end read what can be read of a refused message.
 """
 
 from __future__ import annotations
