@@ -222,6 +222,10 @@ def test_settings_from_env_and_flags() -> None:
      r"OUTBOUND_REDIS_URL='redis://:\*\*\*@h:99999/0': not a Redis URL \(Port out of range"),
     ({"OUTBOUND_BROKER_URL": "bogus://x"}, r"OUTBOUND_BROKER_URL='bogus://x': not a broker URL"),
     ({"OUTBOUND_DRAIN_TIMEOUT": "-1"}, r"OUTBOUND_DRAIN_TIMEOUT: must be a positive number"),
+    ({"OUTBOUND_CLAIM_BATCH_SIZE": "0"}, r"OUTBOUND_CLAIM_BATCH_SIZE: must be a positive number"),
+    ({"OUTBOUND_CLAIM_BATCH_SIZE": "many"}, r"OUTBOUND_CLAIM_BATCH_SIZE='many': not a number"),
+    ({"OUTBOUND_CLAIM_BATCH_DELAY": "0"},
+     r"OUTBOUND_CLAIM_BATCH_DELAY: must be a positive number"),
 ])
 def test_a_malformed_variable_is_named_with_its_password_hidden(
     env: dict[str, str], message: str
