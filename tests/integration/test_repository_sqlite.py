@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from models import operations
 from models.dial_fields import InvalidDialRequest
 from models.enums import LegState
 from models.repository import Repository
@@ -17,6 +18,7 @@ from tests.persisting import (
     record_transition,
     write_cdr,
 )
+from workers.contract.dial_message import message_leg_id, parse_dial_message
 
 T0 = 1_700_000_000.0
 
@@ -52,3 +54,15 @@ def test_sqlite_repository_covers_the_worker_path(
     assert add_outbox_event(repo, "demo", "e:1", {"a": 1})
     assert not add_outbox_event(repo, "demo", "e:1", {"a": 1})
     assert [event.payload for event in fetch_unpublished(repo)] == [{"a": 1}]
+
+
+def test_sqlite_stores_a_batch_of_dial_messages_once(sqlite_repository: Repository) -> None:
+    messages = [parse_dial_message({"version": 1, "correlation_id": cid, "trunk": "demo",
+                                    "to": "sip:bob@127.0.0.1"}) for cid in ("a", "b", "a")]
+    stored = [(message_leg_id(m.trunk, m.correlation_id), m) for m in messages]
+    first = sqlite_repository.run_connection(operations.store_dial_legs, stored)
+    again = sqlite_repository.run_connection(operations.store_dial_legs, stored)
+    assert [leg.correlation_id for leg in first] == ["a", "b"] == [
+        leg.correlation_id for leg in again]
+    assert [leg.leg_id for leg in first] == [leg.leg_id for leg in again]
+    assert all(leg.state is LegState.QUEUED for leg in again)
