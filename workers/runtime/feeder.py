@@ -11,11 +11,15 @@ from collections.abc import Callable
 
 from sipstack.dial import DialRequest
 from sipstack.errors import LocalProtocolError
+from sipstack.outcome import LocalCause
 from workers.observability.attach import leg_fields
 from workers.runtime.book import LegContext
 from workers.signaling.manager import SignalingService
 
 log = logging.getLogger(__name__)
+
+# A worker that stops refuses new INVITEs: its own limit (capacity), another worker may dial.
+_STOPPING = LocalCause.CONCURRENCY_LIMIT
 
 
 class DialFeeder:
@@ -35,7 +39,7 @@ class DialFeeder:
     def __init__(
         self,
         signaling: SignalingService,
-        on_refused: Callable[[LegContext, str], object],
+        on_refused: Callable[[LegContext, str, LocalCause], object],
         *,
         slice_size: int = 32,
         max_queued: int = 128,
@@ -85,7 +89,7 @@ class DialFeeder:
                     return
                 self._scheduled = True
         if closed:
-            self._on_refused(context, "INVITE not sent: the signaling loop has stopped")
+            self._on_refused(context, "INVITE not sent: the signaling loop has stopped", _STOPPING)
             return
         sending = self._send_queued()
         try:
@@ -112,7 +116,7 @@ class DialFeeder:
 
     def _refuse_all(self, reason: str) -> None:
         for context, _request in self._take(None):
-            self._on_refused(context, reason)
+            self._on_refused(context, reason, _STOPPING)
 
     async def _send_queued(self) -> None:
         manager = self._signaling.manager
@@ -122,9 +126,10 @@ class DialFeeder:
                 try:
                     await manager.dial(request)
                 except LocalProtocolError as error:
-                    self._on_refused(context, f"INVITE not sent: {error}")
+                    self._on_refused(context, f"INVITE not sent: {error}", LocalCause.BAD_TARGET)
                 except Exception as error:
-                    self._on_refused(context, f"INVITE not sent: {error.__class__.__name__}")
+                    self._on_refused(context, f"INVITE not sent: {error.__class__.__name__}",
+                                     LocalCause.TRANSPORT_ERROR)
                     log.exception("dialing failed", extra=leg_fields(context))
             if not self._scheduled:
                 return

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,15 +33,18 @@ from models.times import utc_now
 from models.transient import is_transient
 from sipstack.cdr import Disposition
 from sipstack.config import CoreConfig
+from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
+from sipstack.outcome import LocalCause
 from sipstack.transport import Transport
 from sipstack.uri import format_hostport
 from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
 from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
 from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
+from workers.contract.queues import publish_dial_body
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -58,6 +61,8 @@ from workers.events.stream import (
 )
 from workers.observability.attach import WorkerObservability, leg_fields
 from workers.observability.log_format import call_fields
+from workers.routing.failover import Failover, always_up
+from workers.routing.groups import TrunkGroup
 from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
@@ -123,6 +128,9 @@ class WorkerOptions:
     maintenance_interval: float | None = None  # default: a third of the heartbeat TTL
     # metrics and call log lines (default: log lines only)
     observability: WorkerObservability | None = None
+    # trunk groups of the trunks file (failover to another trunk's queue, docs/routing.md)
+    groups: Mapping[str, TrunkGroup] = field(default_factory=dict)
+    health: Callable[[str], bool] | None = None  # trunk -> up; None: every trunk counts as up
 
 
 class WorkerRuntime(WorkerMaintenance):
@@ -179,7 +187,9 @@ class WorkerRuntime(WorkerMaintenance):
             trunk=self.trunk.name, on_beat=self._renew_leases,
         )
         self.heartbeat.take_over()
-        self.book = LegBook(self.owner, trunk=self.trunk.name)
+        self.failover = Failover(self.trunk, self.options.groups, self._publish_dial_body,
+                                 health=self.options.health or always_up)
+        self.book = LegBook(self.owner, trunk=self.trunk.name, end_router=self.failover.end)
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
         )
@@ -332,6 +342,7 @@ class WorkerRuntime(WorkerMaintenance):
             ))
 
     def _finished(self, contexts: list[LegContext]) -> None:
+        self.failover.hand_over(contexts)
         for context in contexts:
             self.book.forget(context)
         with contextlib.suppress(*REDIS_UNAVAILABLE):  # else the leases lapse by themselves
@@ -407,6 +418,7 @@ class WorkerRuntime(WorkerMaintenance):
         if message.trunk != self.trunk.name:
             raise InvalidDialRequest(
                 {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
+        self.failover.check_route(message)
         return message.with_request_uri(self.trunk.request_uri(message.to))
 
     def _reject(self, raw: bytes, errors: dict[str, str]) -> None:
@@ -418,6 +430,12 @@ class WorkerRuntime(WorkerMaintenance):
         log.warning("dial message rejected: %s", describe(errors),
                     extra=call_fields(correlation_id=event.correlation_id,
                                       trunk=self.trunk.name))
+
+    def _publish_dial_body(self, trunk: str, body: bytes) -> None:
+        """A dial message for another trunk's queue (a failed-over call's next attempt)."""
+        if self.app is None:
+            raise RuntimeError("no Celery app to hand the call over with")
+        publish_dial_body(self.app, trunk, body)
 
     def retry_dials_later(self, legs: Sequence[tuple[str, str]], countdown: float) -> None:
         """Stored legs the limits cannot admit yet go back as a leg-id batch task message
@@ -572,6 +590,7 @@ class WorkerRuntime(WorkerMaintenance):
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
             return
+        self._note_routing(context, leg, message, request)
         if message.expired(time.time()):
             self._end_expired(context, message)
             outcome.expired += 1
@@ -580,6 +599,19 @@ class WorkerRuntime(WorkerMaintenance):
         self.feeder.submit(context, request)
         outcome.accepted += 1
 
+    @staticmethod
+    def _note_routing(
+        context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
+    ) -> None:
+        """What the leg's end needs for failover: the message, its route and attempt."""
+        context.request = leg.request
+        context.route, context.attempt, context.tried = (
+            message.route, message.attempt, message.tried)
+        target = request.target
+        if target.signaling_addr:
+            transport = (target.transport or Transport.UDP).value.lower()
+            context.targets.append(f"{transport}:{target.signaling_addr}")
+
     def _end_expired(self, context: LegContext, message: DialMessage) -> None:
         """A claimed leg whose not_after passed: a CDR and the terminal event `expired`."""
         not_after = message.not_after.isoformat() if message.not_after else ""
@@ -587,6 +619,7 @@ class WorkerRuntime(WorkerMaintenance):
         self._record(self.book.synthetic_end(
             context, at=time.time(), state="expired", disposition=Disposition.FAILED,
             reason=f"not dialled: not_after {not_after} had passed when the worker took it",
+            cause=LocalCause.EXPIRED,
         ))
 
     def _count(self, outcome: BatchOutcome) -> None:
@@ -596,12 +629,14 @@ class WorkerRuntime(WorkerMaintenance):
         self.stats["expired"] += outcome.expired
         self.stats["retries"] += len(outcome.retry)
 
-    def _fail_before_invite(self, context: LegContext, reason: str) -> None:
+    def _fail_before_invite(
+        self, context: LegContext, reason: str, cause: LocalCause = LocalCause.BAD_TARGET
+    ) -> None:
         """End a claimed leg that never got its INVITE out (any thread)."""
         self.book.register(context)
         self._record(self.book.synthetic_end(
             context, at=time.time(), state="failed", reason=reason,
-            disposition=Disposition.FAILED, error=reason,
+            disposition=Disposition.FAILED, error=reason, cause=cause,
         ))
         log.warning("failed before its INVITE: %s", reason, extra=leg_fields(context))
 
