@@ -97,6 +97,9 @@ class Failover:
         """The dial message for the next trunk: the stored one, re-addressed."""
         assert context.request is not None and context.next_trunk is not None
         message = dict(context.request)
+        # a next hop the message named was for this trunk; the next trunk uses its own proxy
+        message.pop("signaling_addr", None)
+        message.pop("transport", None)
         message.update(trunk=context.next_trunk, to=self._original_to(str(message["to"])),
                        attempt=context.attempt + 1,
                        tried=[*context.tried, self.trunk.name])
