@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from models.dial_fields import DialFields, InvalidDialRequest
+from sipstack.config import TimerConfig
 from sipstack.dial import Credentials, DialRequest
 from sipstack.errors import SipParseError
 from sipstack.outcome import DEFAULT_FINAL_AT_CALLEE, OutcomeRules
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from workers.signaling.transports import TransportConfig
 
 T = TypeVar("T")
+TIMER_B = TimerConfig().timer_b  # 64 * T1: an attempt that waits longer has already failed
 
 
 class _KeyProblem(ValueError):
@@ -224,6 +226,13 @@ def _final_codes(value: Any) -> frozenset[int]:
     return frozenset(value)
 
 
+def _failover_timeout(value: Any) -> float:
+    seconds = _number(0.05)(value)
+    if seconds >= TIMER_B:
+        raise _KeyProblem(f"must be shorter than Timer B ({TIMER_B:g} s), got {seconds:g}")
+    return seconds
+
+
 Number = Annotated[float, PlainValidator(_number(0.001))]
 FileName = Annotated[str | None, PlainValidator(_path)]
 Text = Annotated[str, PlainValidator(_text)]
@@ -261,6 +270,9 @@ class TrunkConfig(BaseModel):
     udp_only: Annotated[bool, PlainValidator(_boolean)] = False  # big requests stay on UDP
     # Outcomes and trunk-group failover (sipstack.outcome, docs/routing.md)
     busy_from_proxy: Annotated[bool, PlainValidator(_boolean)] = False
+    # RFC 3263 location of `proxy` (a domain name) and failover between its targets
+    locate: Annotated[bool, PlainValidator(_boolean)] = False
+    failover_timeout: Annotated[float, PlainValidator(_failover_timeout)] = 8.0
     final_codes: Annotated[frozenset[int], PlainValidator(_final_codes)] = (
         DEFAULT_FINAL_AT_CALLEE)
 

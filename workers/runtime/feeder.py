@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sipstack.dial import DialRequest
 from sipstack.errors import LocalProtocolError
@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # A worker that stops refuses new INVITEs: its own limit (capacity), another worker may dial.
 _STOPPING = LocalCause.CONCURRENCY_LIMIT
+
+# (leg, request) -> its Call-ID, on the loop (workers.signaling.targets: RFC 3263 location)
+Dial = Callable[[LegContext, DialRequest], Awaitable[str]]
 
 
 class DialFeeder:
@@ -44,9 +47,11 @@ class DialFeeder:
         slice_size: int = 32,
         max_queued: int = 128,
         max_wait: float = 10.0,
+        dial: Dial | None = None,
     ) -> None:
         self._signaling = signaling
         self._on_refused = on_refused
+        self._dial = dial  # None: LegManager.dial (the request's own next hop)
         self._slice_size = slice_size
         self._max_queued = max_queued
         self._max_wait = max_wait
@@ -124,7 +129,10 @@ class DialFeeder:
             self.slices += 1
             for context, request in batch:
                 try:
-                    await manager.dial(request)
+                    if self._dial is None:
+                        await manager.dial(request)
+                    else:
+                        await self._dial(context, request)
                 except LocalProtocolError as error:
                     self._on_refused(context, f"INVITE not sent: {error}", LocalCause.BAD_TARGET)
                 except Exception as error:

@@ -37,6 +37,7 @@ from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
+from sipstack.locate import RRType
 from sipstack.outcome import LocalCause
 from sipstack.transport import Transport
 from sipstack.uri import format_hostport
@@ -53,6 +54,7 @@ from workers.coordination.recovery import (
     new_instance_id,
     owner_id,
 )
+from workers.dns_locate import DnsLocator
 from workers.events.stream import (
     REDIS_UNAVAILABLE,
     EventPublisher,
@@ -69,6 +71,7 @@ from workers.runtime.maintenance import WorkerMaintenance
 from workers.runtime.observed import ObservedWorker
 from workers.runtime.recorder import LegRecorder
 from workers.signaling.manager import ManagerHooks, SignalingService
+from workers.signaling.targets import TargetFailover
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +204,11 @@ class WorkerRuntime(WorkerMaintenance):
             self.repository, self.publisher, worker=self.owner, outbox=self.outbox,
             on_finished=self._finished,
         ).start()
+        self.targets = self._target_failover()
         hooks = ManagerHooks(
-            on_event=self._on_event,
+            on_event=self.targets.on_event if self.targets else self._on_event,
             on_dialog_call_id_adopted=self.book.call_id_adopted,
-            on_leg_removed=self._on_leg_removed,
+            on_leg_removed=self.targets.on_leg_removed if self.targets else self._on_leg_removed,
         )
         core_config = CoreConfig(
             local_addresses={Transport.UDP: (self.options.bind_host, self.options.sip_port)},
@@ -219,7 +223,8 @@ class WorkerRuntime(WorkerMaintenance):
         self.signaling = SignalingService(core_config, transport_config, hooks,
                                           thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
-        self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
+        self.feeder = DialFeeder(self.signaling, self._fail_before_invite,
+                                 dial=self.targets.dial if self.targets else None)
         self.book.set_snapshot_source(self._snapshot)
         self.observability.attach(ObservedWorker(
             self.signaling, self.recorder, self.publisher, self.repository.engine,
@@ -242,6 +247,20 @@ class WorkerRuntime(WorkerMaintenance):
         log.info("worker %s serving trunk %s, SIP on %s", self.owner, self.trunk.name,
                  self._listening())
         return self
+
+    def _target_failover(self) -> TargetFailover | None:
+        """RFC 3263 location and failover between targets, for a trunk with `locate`."""
+        if not self.trunk.locate:
+            return None
+        locator = DnsLocator(self.settings.dns_nameserver or None,
+                             timeout=self.settings.dns_timeout,
+                             families=(RRType.A,))  # the UDP socket is IPv4
+        scheme = "sips" if self.trunk.transport is Transport.TLS else "sip"
+        return TargetFailover(
+            lambda: self.signaling.manager, locator, proxy=self.trunk.proxy, scheme=scheme,
+            failover_timeout=self.trunk.failover_timeout, on_event=self._on_event,
+            on_leg_removed=self._on_leg_removed,
+        )
 
     def _listening(self) -> str:
         transports = self.signaling.manager.transports
@@ -599,16 +618,16 @@ class WorkerRuntime(WorkerMaintenance):
         self.feeder.submit(context, request)
         outcome.accepted += 1
 
-    @staticmethod
     def _note_routing(
-        context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
+        self, context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
     ) -> None:
         """What the leg's end needs for failover: the message, its route and attempt."""
         context.request = leg.request
         context.route, context.attempt, context.tried = (
             message.route, message.attempt, message.tried)
         target = request.target
-        if target.signaling_addr:
+        located = self.trunk.locate and target.signaling_addr == self.trunk.proxy
+        if target.signaling_addr and not located:  # located targets are noted as tried
             transport = (target.transport or Transport.UDP).value.lower()
             context.targets.append(f"{transport}:{target.signaling_addr}")
 
