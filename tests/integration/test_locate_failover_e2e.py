@@ -88,3 +88,17 @@ def test_every_call_completes_through_the_secondary_target(
 def _cdrs(stack: Stack) -> dict[str, tuple[str, str, str]]:
     rows = stack.rows("SELECT leg_id, disposition, outcome, routed_via FROM cdrs")
     return {str(row[0]): (row[1], row[2], row[3]) for row in rows}
+
+
+def test_a_busy_answer_from_the_first_target_is_final(stack: Stack, dns: Dnsmasq) -> None:
+    busy = stack.sipp("uas_busy.xml", 1)
+    secondary = stack.sipp("uas_answer.xml", 1)
+    dns.records = _records(busy.port, secondary.port)
+    dns.start()
+    _located_trunk(stack, dns)
+    queued = stack.enqueue(1, max_duration=0.5)
+    wait_for(lambda: len(_cdrs(stack)) >= 1, 30, "the CDR")
+    assert _cdrs(stack)[queued[0].leg_id] == ("busy", "user", f"udp:{LOOPBACK}:{busy.port}")
+    assert busy.wait(timeout=10).successful_calls == 1
+    secondary.stop()
+    assert secondary.result().stat("IncomingCall") == 0  # never dialled after the 486

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason
+from sipstack.events import LegEnded, LegFailed
 from sipstack.outcome import LocalCause, Outcome
 from workers.config.errors import ConfigError
 from workers.config.trunks import parse_trunks
 from workers.routing.failover import Failover
 from workers.routing.outcomes import leg_outcome, local_cause
 from workers.runtime.book import LegContext
+from workers.signaling.targets import fails_over
 
 BASE = CdrRecord(
     call_id="c1", correlation_id="k", scenario="campaign", trunk="a", from_uri="sip:x@h",
@@ -102,3 +104,22 @@ def test_the_next_attempt_is_the_message_for_the_next_trunk() -> None:
                        "route": "fallback", "attempt": 2, "tried": ["a"]}
     # a URI the scheduler wrote stays as it is
     assert _handed("sip:alice@elsewhere.example")["to"] == "sip:alice@elsewhere.example"
+
+
+@pytest.mark.parametrize(("changes", "moves_on"), [
+    ({}, True),  # no final response: Timer B or a lost connection
+    ({"final_status_code": 503}, True),
+    ({"final_status_code": 503, "retry_after": 30.0}, False),  # the server asked us to wait
+    ({"final_status_code": 503, "first_provisional_at": 10.5}, False),  # it rang first
+    ({"final_status_code": 486, "disposition": Disposition.BUSY}, False),  # the callee spoke
+    ({"final_status_code": 500}, False),
+    ({"final_status_code": 200, "answered_at": 11.0}, False),
+])
+def test_an_attempt_moves_to_the_next_target_only_as_rfc_3263_says(
+    changes: dict[str, Any], moves_on: bool
+) -> None:
+    record = replace(BASE, **changes)
+    event_type = LegEnded if record.answered_at is not None else LegFailed
+    event = event_type(call_id="c1", correlation_id="k", scenario="campaign", at=12.0,
+                       status_code=record.final_status_code, cdr=record)
+    assert fails_over(event) is moves_on

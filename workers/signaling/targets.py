@@ -114,7 +114,7 @@ class TargetFailover:
                 leg.timer = None
         if event.terminal:
             del self._legs[event.call_id]
-            if leg.index + 1 < len(leg.targets) and (leg.abandon or _failed_over(event)):
+            if leg.index + 1 < len(leg.targets) and (leg.abandon or fails_over(event)):
                 self._superseded.add(event.call_id)
                 # out of the core's event dispatch: the next INVITE is a new dial
                 task = asyncio.get_running_loop().create_task(self._next(leg, event))
@@ -139,7 +139,7 @@ class TargetFailover:
         self._removed(call_id)
 
 
-def _failed_over(event: LegEvent) -> bool:
+def fails_over(event: LegEvent) -> bool:
     """RFC 3263 §4.3: no final response (transport error, timeout) or a 503 without
     Retry-After, and nothing from the callee's side before it (no ringing, no answer)."""
     cdr = getattr(event, "cdr", None)
