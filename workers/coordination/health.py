@@ -25,10 +25,10 @@ from typing import Any
 
 import redis
 
-from cli.commands.trunks import OptionsPinger, PingResult
 from sipstack.health import HealthRule, TrunkHealth, ping_ok
 from workers.config.settings import TrunkConfig
 from workers.coordination.shared_state import KeySpace, text_values, update_hash
+from workers.signaling.options_ping import OptionsPinger, PingResult
 
 log = logging.getLogger(__name__)
 
