@@ -162,4 +162,8 @@ class TrunkGate:
                 signaling.submit(self.pinger.stop()).result(timeout=10)
             except Exception as error:
                 log.warning("health pinger did not stop cleanly: %s", error)
+        self.close()
+
+    def close(self) -> None:
+        """Send the reports still queued; later ones are dropped."""
         self._reports.shutdown(wait=True)
