@@ -7,9 +7,13 @@ import json
 from dataclasses import asdict
 
 import click
+import redis
 
 from cli.commands._errors import exit_status_help, reports_errors
-from workers.config.settings import Settings, resolve_trunks
+from sipstack.health import TrunkHealth
+from workers.config.settings import Settings, TrunkConfig, resolve_trunks
+from workers.coordination.health import TrunkHealthBoard
+from workers.events.entries import format_at
 from workers.signaling.options_ping import OptionsPinger, PingResult
 
 EXIT_ALL_REACHABLE = 0
@@ -32,6 +36,33 @@ def format_table(results: list[PingResult]) -> str:
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
         for row in rows
     )
+
+
+def describe_health(health: TrunkHealth) -> str:
+    if health.checked_at is None:
+        return "up (no ping results recorded)"
+    if health.up:
+        return f"up (last ping {format_at(health.checked_at)})"
+    since = format_at(health.since) if health.since is not None else "?"
+    return f"DOWN since {since} ({health.misses} misses in a row)"
+
+
+def board_verdicts(settings: Settings, trunks: list[TrunkConfig]) -> dict[str, str]:
+    """What the workers' OPTIONS health checks say (the shared board in Redis), for the
+    trunks that have `health_check = true`."""
+    checked = [trunk for trunk in trunks if trunk.health_check]
+    if not checked:
+        return {}
+    client: redis.Redis[bytes] = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        board = TrunkHealthBoard(client, settings)
+        return {trunk.name: describe_health(board.state(trunk.name)) for trunk in checked}
+    except redis.RedisError as error:
+        return {trunk.name: f"unknown (Redis unavailable: {error.__class__.__name__})"
+                for trunk in checked}
+    finally:
+        client.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,8 +90,10 @@ def check(
     """Send SIP OPTIONS to each trunk's proxy; print reachability and round-trip time.
 
     Any final response counts as reachable (a 401/403/404/405 still proves the proxy answers).
+    For trunks with `health_check = true`, also what the workers' health checks say (Redis).
     """
-    trunks_config = resolve_trunks(Settings.from_env(), trunks_file)
+    settings = Settings.from_env()
+    trunks_config = resolve_trunks(settings, trunks_file)
     trunks = [trunks_config.get(n) for n in names] if names else \
         list(trunks_config.trunks.values())
     try:
@@ -68,10 +101,17 @@ def check(
     except OSError as error:
         raise click.BadParameter(f"cannot send from {bind_host}: {error}",
                                  param_hint="--bind") from None
+    verdicts = board_verdicts(settings, trunks)
     if as_json:
         for result in results:
-            click.echo(json.dumps({**asdict(result), "reachable": result.reachable}))
+            click.echo(json.dumps({**asdict(result), "reachable": result.reachable,
+                                   "health": verdicts.get(result.trunk)}))
     else:
         click.echo(format_table(results))
+        if verdicts:
+            width = max(len(name) for name in verdicts)
+            click.echo("\nWORKERS' HEALTH CHECKS (shared in Redis)")
+            for name, verdict in verdicts.items():
+                click.echo(f"{name.ljust(width)}  {verdict}")
     ctx = click.get_current_context()
     ctx.exit(EXIT_ALL_REACHABLE if all(r.reachable for r in results) else EXIT_SOME_UNREACHABLE)
