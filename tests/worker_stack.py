@@ -88,12 +88,14 @@ class Stack:
         self.carriers.append(far_end)
         return far_end
 
-    def configure_trunk(self, proxy: Sipp | CarrierProcess) -> None:
+    def configure_trunk(self, proxy: Sipp | CarrierProcess, extra: str = "") -> None:
+        """Write the trunks file; `extra`: more `key = value` lines for the trunk's table."""
         self.proxy = f"{LOOPBACK}:{proxy.port}"
         self.write_trunks(
             f'[trunks.{self.trunk}]\nproxy = "{self.proxy}"\ntransport = "udp"\n'
             f"cps = {self.cps}\nmax_concurrent = {self.max_concurrent}\n"
             'caller_user = "+15550100"\nring_timeout = 60\nmax_call_duration = 120\n'
+            + extra
         )
 
     def write_trunks(self, text: str) -> None:
@@ -106,9 +108,11 @@ class Stack:
 
     def start_worker(
         self, name: str, *, concurrency: int = 4, wait: bool = True, sip_port: int = 0,
-        prefetch: int | None = None,
+        prefetch: int | None = None, metrics_port: int = 0,
     ) -> WorkerProcess:
         extra: tuple[str, ...] = () if prefetch is None else ("--prefetch", str(prefetch))
+        if metrics_port:
+            extra += ("--metrics-port", str(metrics_port))
         worker = WorkerProcess(
             trunk=self.trunk, trunks_file=self.trunks_file, name=name, env=self.env,
             log_dir=self.tmp_path, concurrency=concurrency,
