@@ -288,6 +288,7 @@ class DialIntake:
         if message.trunk != self.trunk.name:
             raise InvalidDialRequest(
                 {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
+        self.runtime.failover.check_route(message)
         return message.with_request_uri(self.trunk.request_uri(message.to))
 
     def _reject(self, raw: bytes, errors: dict[str, str]) -> None:

@@ -12,8 +12,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -29,14 +29,18 @@ from models.times import utc_now
 from models.transient import is_transient
 from sipstack.cdr import Disposition
 from sipstack.config import CoreConfig
+from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
+from sipstack.locate import RRType
+from sipstack.outcome import LocalCause
 from sipstack.transport import Transport
 from sipstack.uri import format_hostport
 from workers.config.settings import Settings, TrunkConfig
 from workers.contract.dial_message import DialMessage
 from workers.contract.intake import DeadLetterSink, RedisDeadLetters
+from workers.contract.queues import publish_dial_body
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -45,6 +49,7 @@ from workers.coordination.recovery import (
     new_instance_id,
     owner_id,
 )
+from workers.dns_locate import DnsLocator
 from workers.events.stream import (
     REDIS_UNAVAILABLE,
     EventPublisher,
@@ -53,6 +58,9 @@ from workers.events.stream import (
 )
 from workers.observability.attach import WorkerObservability, leg_fields
 from workers.observability.log_format import call_fields
+from workers.routing.failover import Failover
+from workers.routing.groups import TrunkGroup
+from workers.runtime.admission import TrunkGate
 from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
@@ -60,6 +68,7 @@ from workers.runtime.observed import ObservedWorker
 from workers.runtime.outcomes import BatchOutcome, DialOutcome
 from workers.runtime.recorder import LegRecorder
 from workers.signaling.manager import ManagerHooks, SignalingService
+from workers.signaling.targets import TargetFailover
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,9 @@ class WorkerOptions:
     maintenance_interval: float | None = None  # default: a third of the heartbeat TTL
     # metrics and call log lines (default: log lines only)
     observability: WorkerObservability | None = None
+    # trunk groups of the trunks file (failover to another trunk's queue, docs/routing.md)
+    groups: Mapping[str, TrunkGroup] = field(default_factory=dict)
+    health: Callable[[str], bool] | None = None  # trunk -> up; None: every trunk counts as up
 
 
 class WorkerRuntime(WorkerMaintenance):
@@ -133,7 +145,10 @@ class WorkerRuntime(WorkerMaintenance):
             trunk=self.trunk.name, on_beat=self._renew_leases,
         )
         self.heartbeat.take_over()
-        self.book = LegBook(self.owner, trunk=self.trunk.name)
+        self.gate = TrunkGate(self.redis, settings, self.trunk, bind_host=self.options.bind_host)
+        self.failover = Failover(self.trunk, self.options.groups, self._publish_dial_body,
+                                 health=self.options.health or self.gate.trunk_is_up)
+        self.book = LegBook(self.owner, trunk=self.trunk.name, end_router=self.failover.end)
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
         )
@@ -145,10 +160,11 @@ class WorkerRuntime(WorkerMaintenance):
             self.repository, self.publisher, worker=self.owner, outbox=self.outbox,
             on_finished=self._finished,
         ).start()
+        self.targets = self._target_failover()
         hooks = ManagerHooks(
-            on_event=self._on_event,
+            on_event=self.targets.on_event if self.targets else self._on_event,
             on_dialog_call_id_adopted=self.book.call_id_adopted,
-            on_leg_removed=self._on_leg_removed,
+            on_leg_removed=self.targets.on_leg_removed if self.targets else self._on_leg_removed,
         )
         core_config = CoreConfig(
             local_addresses={Transport.UDP: (self.options.bind_host, self.options.sip_port)},
@@ -163,7 +179,9 @@ class WorkerRuntime(WorkerMaintenance):
         self.signaling = SignalingService(core_config, transport_config, hooks,
                                           thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
-        self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
+        self._start_gate()
+        self.feeder = DialFeeder(self.signaling, self._fail_before_invite,
+                                 dial=self.targets.dial if self.targets else None)
         self.book.set_snapshot_source(self._snapshot)
         self.observability.attach(ObservedWorker(
             self.signaling, self.recorder, self.publisher, self.repository.engine,
@@ -186,6 +204,31 @@ class WorkerRuntime(WorkerMaintenance):
         log.info("worker %s serving trunk %s, SIP on %s", self.owner, self.trunk.name,
                  self._listening())
         return self
+
+    def _target_failover(self) -> TargetFailover | None:
+        """RFC 3263 location and failover between targets, for a trunk with `locate`."""
+        if not self.trunk.locate:
+            return None
+        locator = DnsLocator(self.settings.dns_nameserver or None,
+                             timeout=self.settings.dns_timeout,
+                             families=(RRType.A,))  # the UDP socket is IPv4
+        scheme = "sips" if self.trunk.transport is Transport.TLS else "sip"
+        return TargetFailover(
+            lambda: self.signaling.manager, locator, proxy=self.trunk.proxy, scheme=scheme,
+            failover_timeout=self.trunk.failover_timeout, on_event=self._on_event,
+            on_leg_removed=self._on_leg_removed,
+        )
+    def _start_gate(self) -> None:
+        """Trunk health pings on the signaling loop, and the trunk's gauges."""
+        metrics = self.observability.metrics
+        if metrics is not None:
+            self.gate.register_gauges(metrics.registry)
+        self.gate.start(self.signaling)
+
+    def trunk_is_up(self, name: str) -> bool:
+        """Whether the shared OPTIONS health board lets `name` take dials (True without
+        evidence): the `health` of workers.routing.groups.next_trunk."""
+        return self.gate.trunk_is_up(name)
 
     def _listening(self) -> str:
         transports = self.signaling.manager.transports
@@ -211,6 +254,7 @@ class WorkerRuntime(WorkerMaintenance):
             self._maintenance.join(timeout=30)
         timeout = self.settings.drain_timeout if drain_timeout is None else drain_timeout
         self._drain(timeout)
+        self.gate.stop(self.signaling)
         self.signaling.stop(timeout=10.0)
         self.feeder.close()
         stored = self.recorder.stop(timeout=60.0)
@@ -268,6 +312,7 @@ class WorkerRuntime(WorkerMaintenance):
 
     def _on_event(self, event: LegEvent) -> None:
         self._record(self.book.pending_for(event))
+        self.gate.leg_ended(event)
 
     def _snapshot(self, call_id: str) -> DialogSnapshot | None:
         try:
@@ -286,6 +331,7 @@ class WorkerRuntime(WorkerMaintenance):
             ))
 
     def _finished(self, contexts: list[LegContext]) -> None:
+        self.failover.hand_over(contexts)
         for context in contexts:
             self.book.forget(context)
         with contextlib.suppress(*REDIS_UNAVAILABLE):  # else the leases lapse by themselves
@@ -295,6 +341,14 @@ class WorkerRuntime(WorkerMaintenance):
         live = [context.leg_id for context in self.book.live()]
         if live:
             self.limits.renew_leases(self.trunk.name, live)
+
+    # --- hand-over to another trunk (failover) ------------------------------------------------
+
+    def _publish_dial_body(self, trunk: str, body: bytes) -> None:
+        """A dial message for another trunk's queue (a failed-over call's next attempt)."""
+        if self.app is None:
+            raise RuntimeError("no Celery app to hand the call over with")
+        publish_dial_body(self.app, trunk, body)
 
     # --- dials ---------------------------------------------------------------------------------
 
@@ -351,10 +405,14 @@ class WorkerRuntime(WorkerMaintenance):
         self, trunk: str, valid: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
         enqueued_at: float | None,
     ) -> None:
+        if not self.gate.is_up():
+            why = f"trunk {trunk} is down (OPTIONS health check): not dialled"
+            self._claim_and_hand_over(valid, outcome, enqueued_at, refuse=why)
+            return
         try:
             admission = self.limits.admit_many(
                 trunk, [text for _, text, _ in valid],
-                max_concurrent=self.trunk.max_concurrent, cps=self.trunk.cps,
+                max_concurrent=self.trunk.max_concurrent, cps=self.gate.cps(),
             )
         except REDIS_UNAVAILABLE:
             outcome.retry_later(valid, 1.0, "Redis unavailable for the trunk limits")
@@ -372,8 +430,9 @@ class WorkerRuntime(WorkerMaintenance):
 
     def _claim_and_hand_over(
         self, admitted: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
-        enqueued_at: float | None,
+        enqueued_at: float | None, *, refuse: str = "",
     ) -> None:
+        """Claim the legs and dial them; with `refuse`, end them undialled for that reason."""
         try:
             # The token is drawn once: a retry after a lost commit answer wins its claims again.
             claimed = self.repository.run_connection(
@@ -391,7 +450,11 @@ class WorkerRuntime(WorkerMaintenance):
         if lost:
             self._not_claimed(lost, outcome)
         for leg in claimed:
-            self._hand_over(leg, outcome)
+            if refuse:
+                self._end_refused(self._context(leg), refuse)
+                outcome.note_failed(refuse)
+            else:
+                self._hand_over(leg, outcome)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -437,6 +500,7 @@ class WorkerRuntime(WorkerMaintenance):
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
             return
+        self._note_routing(context, leg, message, request)
         if message.expired(time.time()):
             self._end_expired(context, message)
             outcome.expired += 1
@@ -445,6 +509,19 @@ class WorkerRuntime(WorkerMaintenance):
         self.feeder.submit(context, request)
         outcome.accepted += 1
 
+    def _note_routing(
+        self, context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
+    ) -> None:
+        """What the leg's end needs for failover: the message, its route and attempt."""
+        context.request = leg.request
+        context.route, context.attempt, context.tried = (
+            message.route, message.attempt, message.tried)
+        target = request.target
+        located = self.trunk.locate and target.signaling_addr == self.trunk.proxy
+        if target.signaling_addr and not located:  # located targets are noted as tried
+            transport = (target.transport or Transport.UDP).value.lower()
+            context.targets.append(f"{transport}:{target.signaling_addr}")
+
     def _end_expired(self, context: LegContext, message: DialMessage) -> None:
         """A claimed leg whose not_after passed: a CDR and the terminal event `expired`."""
         not_after = message.not_after.isoformat() if message.not_after else ""
@@ -452,6 +529,16 @@ class WorkerRuntime(WorkerMaintenance):
         self._record(self.book.synthetic_end(
             context, at=time.time(), state="expired", disposition=Disposition.FAILED,
             reason=f"not dialled: not_after {not_after} had passed when the worker took it",
+            cause=LocalCause.EXPIRED,
+        ))
+
+    def _end_refused(self, context: LegContext, reason: str) -> None:
+        """A claimed leg the trunk cannot take (down): a CDR and the terminal event `failed`,
+        disposition congestion (a capacity outcome: another trunk or a later retry may try)."""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="failed", disposition=Disposition.CONGESTION,
+            reason=reason, error=reason, cause=LocalCause.TRUNK_DOWN,
         ))
 
     def _count(self, outcome: BatchOutcome) -> None:
@@ -461,12 +548,14 @@ class WorkerRuntime(WorkerMaintenance):
         self.stats["expired"] += outcome.expired
         self.stats["retries"] += len(outcome.retry)
 
-    def _fail_before_invite(self, context: LegContext, reason: str) -> None:
+    def _fail_before_invite(
+        self, context: LegContext, reason: str, cause: LocalCause = LocalCause.BAD_TARGET
+    ) -> None:
         """End a claimed leg that never got its INVITE out (any thread)."""
         self.book.register(context)
         self._record(self.book.synthetic_end(
             context, at=time.time(), state="failed", reason=reason,
-            disposition=Disposition.FAILED, error=reason,
+            disposition=Disposition.FAILED, error=reason, cause=cause,
         ))
         log.warning("failed before its INVITE: %s", reason, extra=leg_fields(context))
 
