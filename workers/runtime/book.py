@@ -155,7 +155,7 @@ class LegBook:
         state = event.state
         if state == "invited":
             context.started_at = context.started_at or event.at
-        elif state == "provisional":
+        elif state in ("provisional", "early_media"):
             context.first_provisional_at = context.first_provisional_at or event.at
         elif state == "established":
             context.answered_at = event.at
