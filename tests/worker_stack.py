@@ -88,12 +88,15 @@ class Stack:
         self.carriers.append(far_end)
         return far_end
 
-    def configure_trunk(self, proxy: Sipp | CarrierProcess) -> None:
-        self.proxy = f"{LOOPBACK}:{proxy.port}"
+    def configure_trunk(self, proxy: Sipp | CarrierProcess | int, extra: str = "") -> None:
+        """The trunk towards a far end (or a port of a proxy the test runs); `extra` is more
+        TOML lines for its table."""
+        self.proxy = f"{LOOPBACK}:{proxy if isinstance(proxy, int) else proxy.port}"
         self.trunks_file.write_text(
             f'[trunks.{self.trunk}]\nproxy = "{self.proxy}"\ntransport = "udp"\n'
             f"cps = {self.cps}\nmax_concurrent = {self.max_concurrent}\n"
             'caller_user = "+15550100"\nring_timeout = 60\nmax_call_duration = 120\n'
+            + extra
         )
         self.settings = self.settings.model_copy(update={"trunks_file": str(self.trunks_file)})
         self.client = DialClient(self.settings, repository=self.repository)

@@ -48,6 +48,7 @@ class LegContext:
     established: bool = False
     finished: bool = False  # its terminal event has been produced
     leg_uuid: uuid.UUID | None = None  # leg_id parsed once (every event's row write needs it)
+    stir_attest: str = ""  # the dial's own STIR/SHAKEN attestation (empty: the trunk's)
 
     @property
     def leg_key(self) -> uuid.UUID:

@@ -30,6 +30,8 @@ class DialFeeder:
     claimed and not yet dialed.
     A request the loop refuses (or one left when the loop is gone) goes to `on_refused`,
     which ends the leg with an event and a CDR: a claimed leg never stays without an end.
+    `prepare` runs on the loop just before each INVITE (STIR/SHAKEN signing: a fresh `iat`);
+    a ValueError from it refuses that dial.
     """
 
     def __init__(
@@ -40,8 +42,10 @@ class DialFeeder:
         slice_size: int = 32,
         max_queued: int = 128,
         max_wait: float = 10.0,
+        prepare: Callable[[LegContext, DialRequest], DialRequest] | None = None,
     ) -> None:
         self._signaling = signaling
+        self._prepare = prepare
         self._on_refused = on_refused
         self._slice_size = slice_size
         self._max_queued = max_queued
@@ -120,8 +124,10 @@ class DialFeeder:
             self.slices += 1
             for context, request in batch:
                 try:
+                    if self._prepare is not None:
+                        request = self._prepare(context, request)
                     await manager.dial(request)
-                except LocalProtocolError as error:
+                except (LocalProtocolError, ValueError) as error:
                     self._on_refused(context, f"INVITE not sent: {error}")
                 except Exception as error:
                     self._on_refused(context, f"INVITE not sent: {error.__class__.__name__}")

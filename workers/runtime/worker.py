@@ -33,6 +33,7 @@ from models.times import utc_now
 from models.transient import is_transient
 from sipstack.cdr import Disposition
 from sipstack.config import CoreConfig
+from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
@@ -63,11 +64,22 @@ from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
 from workers.runtime.observed import ObservedWorker
 from workers.runtime.recorder import LegRecorder
+from workers.signaling.identity import CallSigner, load_call_signer
 from workers.signaling.manager import ManagerHooks, SignalingService
+from workers.signaling.registrations import (
+    RegistrationStatus,
+    TrunkRegistration,
+    publish_status,
+    register_gauge,
+    registration_config,
+    remove_status,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_BODY = 1000  # a JSON array of dial messages is one transaction
+FIRST_REGISTER_WAIT = 10.0  # seconds the start waits for a registering trunk's first answer
+UNREGISTER_WAIT = 3.0  # seconds the stop waits for the answer to REGISTER with Expires: 0
 
 
 @dataclass(slots=True)
@@ -151,6 +163,9 @@ class WorkerRuntime(WorkerMaintenance):
         self._next_purge = 0.0
         self._maintenance: threading.Thread | None = None
         self._started = False
+        self.registration: TrunkRegistration | None = None
+        # The trunk's STIR/SHAKEN signer, read once; a bad key file is a ConfigError here.
+        self.call_signer: CallSigner | None = load_call_signer(options.trunk)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -202,6 +217,7 @@ class WorkerRuntime(WorkerMaintenance):
             from_display_name=self.trunk.caller_display_name,
             user_agent=self.options.user_agent,
             udp_only=self.trunk.udp_only,  # the core keeps big requests on UDP (RFC 3261 §18.1.1)
+            **self.trunk.prack_options(),
         )
         # With the trunk's certificate there is a TLS listener: sips: Contacts point at it.
         transport_config = self.trunk.transport_config(self.options.bind_host,
@@ -209,7 +225,11 @@ class WorkerRuntime(WorkerMaintenance):
         self.signaling = SignalingService(core_config, transport_config, hooks,
                                           thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
-        self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
+        self._start_registration()
+        self.feeder = DialFeeder(
+            self.signaling, self._fail_before_invite,
+            prepare=self._sign_invite if self.call_signer is not None else None,
+        )
         self.book.set_snapshot_source(self._snapshot)
         self.observability.attach(ObservedWorker(
             self.signaling, self.recorder, self.publisher, self.repository.engine,
@@ -257,6 +277,7 @@ class WorkerRuntime(WorkerMaintenance):
             self._maintenance.join(timeout=30)
         timeout = self.settings.drain_timeout if drain_timeout is None else drain_timeout
         self._drain(timeout)
+        self._stop_registration()
         self.signaling.stop(timeout=10.0)
         self.feeder.close()
         stored = self.recorder.stop(timeout=60.0)
@@ -267,6 +288,71 @@ class WorkerRuntime(WorkerMaintenance):
             self.broker_redis.close()
         self.repository.engine.dispose()
         return stored
+
+    # --- REGISTER and STIR/SHAKEN (workers/signaling/registrations.py, identity.py) -----------
+
+    def _start_registration(self) -> None:
+        """Bind the trunk at its registrar when it has `register = true`; wait (boundedly)
+        for the first answer so the first dials find the binding in force."""
+        if not self.trunk.registers:
+            return
+
+        async def start() -> bool:
+            manager = self.signaling.manager
+            self.registration = TrunkRegistration(
+                self.trunk.name, manager, registration_config(self.trunk, manager),
+                on_change=self._registration_changed, logger=log,
+            )
+            self.registration.start()
+            return await self.registration.first_result(FIRST_REGISTER_WAIT)
+
+        registered = self.signaling.submit(start()).result(timeout=FIRST_REGISTER_WAIT + 5)
+        metrics = self.observability.metrics
+        if metrics is not None:
+            register_gauge(metrics.registry, self.trunk.name, self._trunk_registered)
+        if not registered:
+            log.warning("trunk %s is not registered yet: its dials fail until it is",
+                        self.trunk.name)
+
+    def _trunk_registered(self) -> bool:
+        return self.registration is not None and self.registration.registered
+
+    def _registration_changed(self, status: RegistrationStatus) -> None:
+        """On the loop: the Redis write goes to a thread (hooks never block the loop)."""
+        def publish() -> None:
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                publish_status(self.redis, self.settings, self.owner, status)
+
+        self.signaling.loop.run_in_executor(None, publish)
+
+    def _stop_registration(self) -> None:
+        registration = self.registration
+        if registration is None:
+            return
+        try:
+            self.signaling.submit(registration.stop(UNREGISTER_WAIT)).result(
+                timeout=UNREGISTER_WAIT + 5)
+        except Exception as error:
+            log.warning("unregistering trunk %s failed: %s", self.trunk.name, error)
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            remove_status(self.redis, self.settings, self.owner, self.trunk.name)
+
+    def _registration_refusal(self) -> str:
+        """Why a dial may not go out now because of the trunk's binding ("" when it may)."""
+        registration = self.registration
+        if registration is None or registration.registered:
+            return ""
+        status = registration.status
+        why = status.last_error or f"binding {status.state}"
+        return f"trunk {self.trunk.name} is not registered ({why}): configuration"
+
+    def _sign_invite(self, context: LegContext, request: DialRequest) -> DialRequest:
+        """On the loop, right before the INVITE: the Identity header with a fresh iat."""
+        assert self.call_signer is not None
+        try:
+            return self.call_signer.sign(request, context.stir_attest)
+        except ValueError as error:
+            raise ValueError(f"STIR/SHAKEN: {error}") from None
 
     def _drain(self, timeout: float) -> None:
         def cancel_unanswered() -> int:
@@ -576,6 +662,12 @@ class WorkerRuntime(WorkerMaintenance):
             self._end_expired(context, message)
             outcome.expired += 1
             return
+        refusal = self._registration_refusal()
+        if refusal:
+            self._fail_before_invite(context, refusal)
+            outcome.note_failed(refusal)
+            return
+        context.stir_attest = message.stir_attest
         self.book.register(context)
         self.feeder.submit(context, request)
         outcome.accepted += 1
