@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.sipp.harness import Sipp, requires_sipp
+from tests.sipp.harness import Sipp, free_ports, requires_sipp
+from tests.sipp.kamailio import KAMAILIO, registrar
 from tests.stir_verify import VerificationFailed, make_stir_files, tampered, verify_identity
 from tests.worker_stack import Stack, assert_complete_event_history
+from tests.workers_harness import wait_for
+from workers.signaling.registrations import read_statuses
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
 X5U = "https://certs.example/shaken.pem"
@@ -112,3 +115,64 @@ def test_a_far_end_requiring_100rel_takes_signed_calls(stack: Stack, tmp_path: P
     result = far_end.wait(timeout=30)
     assert result.successful_calls == len(attests) and result.failed_calls == 0, result.explain()
     assert check_signed_invites(far_end, cert_pem, attests) == 2 * len(attests)
+
+
+requires_kamailio = pytest.mark.skipif(not Path(KAMAILIO).exists(), reason="no kamailio")
+
+
+def registration_of(stack: Stack) -> dict[str, str]:
+    statuses = read_statuses(stack.redis, stack.settings, stack.trunk)
+    return next(iter(statuses.values()), {})
+
+
+@requires_kamailio
+def test_a_trunk_that_must_register_and_requires_100rel_takes_signed_calls(
+    stack: Stack, tmp_path: Path
+) -> None:
+    attests = {f"1555010{n:04d}": "C" for n in range(6)}
+    far_end = stack.sipp("uas_421_prack.xml", len(attests), hold_ms=300)
+    proxy = registrar(free_ports(1), f"127.0.0.1:{far_end.port}", tmp_path / "kamailio",
+                      user="acme", password="s3cret").start()
+    try:
+        keys, cert_pem = stir_keys(tmp_path, attest="C")
+        stack.configure_trunk(proxy.port, keys + (
+            'register = true\nregister_expires = 60\n'
+            'credentials = { username = "acme", password = "s3cret" }\n'))
+        worker = stack.start_worker("w1@register")
+        assert registration_of(stack).get("registered") == "1", registration_of(stack)
+        assert registration_of(stack)["aor"] == "sip:acme@127.0.0.1"
+        leg_ids = dial(stack, attests)
+        check_calls(stack, leg_ids)
+        result = far_end.wait(timeout=30)
+        assert result.successful_calls == len(attests), result.explain()
+        assert check_signed_invites(far_end, cert_pem, attests) == 2 * len(attests)
+        worker.close()  # drain: REGISTER with Expires: 0
+        assert "unbound (200)" in worker.log(), worker.log()[-3000:]
+        assert registration_of(stack) == {}
+    finally:
+        proxy.stop()
+
+
+@requires_kamailio
+def test_a_trunk_the_registrar_refuses_fails_its_dials_before_any_invite(
+    stack: Stack, tmp_path: Path
+) -> None:
+    far_end = stack.sipp("uas_421_prack.xml", 1)
+    proxy = registrar(free_ports(1), f"127.0.0.1:{far_end.port}", tmp_path / "kamailio",
+                      user="acme", password="s3cret").start()
+    try:
+        stack.configure_trunk(proxy.port, (
+            'register = true\nregister_expires = 60\n'
+            'credentials = { username = "acme", password = "wrong" }\n'))
+        stack.start_worker("w1@refused")
+        wait_for(lambda: registration_of(stack).get("state") == "backing_off", 15,
+                 "the registration to fail")
+        assert registration_of(stack)["registered"] == "0"
+        assert "rejected" in registration_of(stack)["last_error"]
+        leg_ids = dial(stack, {"15550200000": "B"})
+        cdrs = stack.wait_cdrs(leg_ids, timeout=30)
+        [row] = cdrs.values()
+        assert row[2] == "failed" and "not registered" in row[5], row
+        assert received_invites(far_end) == []
+    finally:
+        proxy.stop()

@@ -7,6 +7,7 @@ move into the claim coalescer (workers/runtime/claims.py, issue 11), which shrin
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -296,6 +297,8 @@ class WorkerRuntime(WorkerMaintenance):
         for the first answer so the first dials find the binding in force."""
         if not self.trunk.registers:
             return
+        self._registration_writer = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="registration-status")
 
         async def start() -> bool:
             manager = self.signaling.manager
@@ -318,12 +321,12 @@ class WorkerRuntime(WorkerMaintenance):
         return self.registration is not None and self.registration.registered
 
     def _registration_changed(self, status: RegistrationStatus) -> None:
-        """On the loop: the Redis write goes to a thread (hooks never block the loop)."""
+        """On the loop: the Redis write goes to one thread, in order (never blocks the loop)."""
         def publish() -> None:
             with contextlib.suppress(*REDIS_UNAVAILABLE):
                 publish_status(self.redis, self.settings, self.owner, status)
 
-        self.signaling.loop.run_in_executor(None, publish)
+        self._registration_writer.submit(publish)
 
     def _stop_registration(self) -> None:
         registration = self.registration
@@ -334,8 +337,12 @@ class WorkerRuntime(WorkerMaintenance):
                 timeout=UNREGISTER_WAIT + 5)
         except Exception as error:
             log.warning("unregistering trunk %s failed: %s", self.trunk.name, error)
-        with contextlib.suppress(*REDIS_UNAVAILABLE):
-            remove_status(self.redis, self.settings, self.owner, self.trunk.name)
+        def remove() -> None:
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                remove_status(self.redis, self.settings, self.owner, self.trunk.name)
+
+        self._registration_writer.submit(remove).result(timeout=10)  # after every publish
+        self._registration_writer.shutdown()
 
     def _registration_refusal(self) -> str:
         """Why a dial may not go out now because of the trunk's binding ("" when it may)."""
