@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import click
+import redis
 
 from carrier.shell import advertised_host
 from cli.commands._errors import exit_status_help, reports_errors
@@ -18,6 +19,7 @@ from sipstack.message import Request, Response, parse_message
 from sipstack.transport import Address, Transport
 from sipstack.uri import format_hostport
 from workers.config.settings import Settings, TrunkConfig, resolve_trunks
+from workers.signaling.registrations import read_statuses, registration_summary
 from workers.signaling.transports import Transports
 
 EXIT_ALL_REACHABLE = 0
@@ -156,8 +158,28 @@ class OptionsPinger:
                              else "cannot resolve host")
 
 
-def format_table(results: list[PingResult]) -> str:
-    rows = [("TRUNK", "PROXY", "TRANSPORT", "RESULT", "RTT")]
+def registrations(trunks: list[TrunkConfig], settings: Settings) -> dict[str, str]:
+    """What the workers of each registering trunk last published about its REGISTER binding
+    (workers/signaling/registrations.py), read from Redis; empty when no trunk registers."""
+    names = [trunk.name for trunk in trunks if trunk.registers]
+    if not names:
+        return {}
+    client: redis.Redis[bytes] = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        now = time.time()
+        return {name: registration_summary(read_statuses(client, settings, name), now)
+                for name in names}
+    except redis.RedisError as error:
+        return dict.fromkeys(names, f"unknown: Redis unreachable ({error.__class__.__name__})")
+    finally:
+        client.close()
+
+
+def format_table(results: list[PingResult], registered: dict[str, str] | None = None) -> str:
+    """One row per trunk; a REGISTRATION column when some trunk registers."""
+    registered = registered or {}
+    rows: list[tuple[str, ...]] = [("TRUNK", "PROXY", "TRANSPORT", "RESULT", "RTT")]
     for r in results:
         if r.reachable:
             outcome = f"reachable: {r.status} {r.reason}"
@@ -167,9 +189,13 @@ def format_table(results: list[PingResult]) -> str:
         else:
             outcome, rtt = f"UNREACHABLE: {r.error}", "-"
         rows.append((r.trunk, r.proxy, r.transport, outcome, rtt))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    if registered:
+        rows = [(*row, "REGISTRATION" if index == 0 else registered.get(row[0], "-"))
+                for index, row in enumerate(rows)]
+    last = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(last)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:last])) + "  " + row[last]
         for row in rows
     )
 
@@ -200,7 +226,8 @@ def check(
 
     Any final response counts as reachable (a 401/403/404/405 still proves the proxy answers).
     """
-    trunks_config = resolve_trunks(Settings.from_env(), trunks_file)
+    settings = Settings.from_env()
+    trunks_config = resolve_trunks(settings, trunks_file)
     trunks = [trunks_config.get(n) for n in names] if names else \
         list(trunks_config.trunks.values())
     try:
@@ -208,10 +235,13 @@ def check(
     except OSError as error:
         raise click.BadParameter(f"cannot send from {bind_host}: {error}",
                                  param_hint="--bind") from None
+    registered = registrations(trunks, settings)
     if as_json:
         for result in results:
-            click.echo(json.dumps({**asdict(result), "reachable": result.reachable}))
+            extra = {"registration": registered[result.trunk]} if result.trunk in registered \
+                else {}
+            click.echo(json.dumps({**asdict(result), "reachable": result.reachable, **extra}))
     else:
-        click.echo(format_table(results))
+        click.echo(format_table(results, registered))
     ctx = click.get_current_context()
     ctx.exit(EXIT_ALL_REACHABLE if all(r.reachable for r in results) else EXIT_SOME_UNREACHABLE)

@@ -7,7 +7,10 @@ registered user)."""
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from tests.sipp.harness import Sipp, free_ports, requires_sipp
 from tests.sipp.kamailio import KAMAILIO, registrar
 from tests.stir_verify import VerificationFailed, make_stir_files, tampered, verify_identity
 from tests.worker_stack import Stack, assert_complete_event_history
-from tests.workers_harness import wait_for
+from tests.workers_harness import PYTHON, REPO_ROOT, wait_for
 from workers.signaling.registrations import read_statuses
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
@@ -125,6 +128,18 @@ def registration_of(stack: Stack) -> dict[str, str]:
     return next(iter(statuses.values()), {})
 
 
+def trunks_check(stack: Stack) -> str:
+    """`outbound trunks check --json`: its registration field for the trunk."""
+    done = subprocess.run(
+        [str(PYTHON), "-m", "cli.main", "trunks", "check", "--trunks", str(stack.trunks_file),
+         "--json", "--timeout", "2", "--bind", "127.0.0.1"],
+        cwd=REPO_ROOT, env={**os.environ, **stack.env}, capture_output=True, text=True,
+        timeout=30, check=False,
+    )
+    [line] = done.stdout.splitlines()
+    return str(json.loads(line).get("registration", f"none in {line}"))
+
+
 @requires_kamailio
 def test_a_trunk_that_must_register_and_requires_100rel_takes_signed_calls(
     stack: Stack, tmp_path: Path
@@ -136,7 +151,7 @@ def test_a_trunk_that_must_register_and_requires_100rel_takes_signed_calls(
     try:
         keys, cert_pem = stir_keys(tmp_path, attest="C")
         stack.configure_trunk(proxy.port, keys + (
-            'register = true\nregister_expires = 60\n'
+            'register = true\nregister_expires = 10\n'  # refreshed after 5 s
             'credentials = { username = "acme", password = "s3cret" }\n'))
         worker = stack.start_worker("w1@register")
         assert registration_of(stack).get("registered") == "1", registration_of(stack)
@@ -146,6 +161,8 @@ def test_a_trunk_that_must_register_and_requires_100rel_takes_signed_calls(
         result = far_end.wait(timeout=30)
         assert result.successful_calls == len(attests), result.explain()
         assert check_signed_invites(far_end, cert_pem, attests) == 2 * len(attests)
+        wait_for(lambda: worker.log().count("registered for 10 s") >= 2, 15, "a refresh")
+        assert "registered (1 of 1 workers)" in trunks_check(stack)
         worker.close()  # drain: REGISTER with Expires: 0
         assert "unbound (200)" in worker.log(), worker.log()[-3000:]
         assert registration_of(stack) == {}

@@ -252,7 +252,7 @@ def _https_url(value: Any) -> str:
 
 
 def _register_expires(value: Any) -> int:
-    return _integer(60, 2**32 - 1)(value)
+    return _integer(10, 2**32 - 1)(value)
 
 
 Number = Annotated[float, PlainValidator(_number(0.001))]

@@ -245,6 +245,19 @@ def read_statuses(redis: Any, settings: Settings, trunk: str) -> dict[str, dict[
     return out
 
 
+def registration_summary(statuses: dict[str, dict[str, str]], now: float) -> str:
+    """One line for `outbound trunks check` from the workers' published statuses."""
+    if not statuses:
+        return "no worker registering"
+    bound = [f for f in statuses.values()
+             if f.get("registered") == "1" and float(f.get("expires_at") or 0) > now]
+    if bound:
+        left = min(float(f["expires_at"]) for f in bound) - now
+        return f"registered ({len(bound)} of {len(statuses)} workers), expires in {left:.0f} s"
+    errors = sorted({f.get("last_error") or f.get("state", "?") for f in statuses.values()})
+    return f"NOT registered: {'; '.join(errors)}"
+
+
 def register_gauge(registry: CollectorRegistry, trunk: str, read: Callable[[], bool]) -> None:
     """`outbound_trunk_registered{trunk}`: 1 while this worker's binding is in force."""
     gauge = Gauge("outbound_trunk_registered", "1 while the trunk's REGISTER binding is in force",
