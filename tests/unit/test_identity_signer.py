@@ -8,13 +8,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sipstack.dial import DialRequest, DialTarget
 from tests.stir_verify import make_stir_files, verify_identity
 from workers.config.errors import ConfigError
 from workers.config.trunks import TrunkConfig, parse_trunks
 from workers.signaling.identity import load_call_signer
-from workers.signaling.registrations import registration_summary
+from workers.signaling.registrations import register_gauge, registration_summary
 
 X5U = "https://certs.example/shaken.pem"
 
@@ -113,3 +114,13 @@ def test_registration_summary() -> None:
     assert registration_summary({"w1": bound, "w2": failed}, now) == (
         "registered (1 of 2 workers), expires in 30 s")
     assert registration_summary({"w2": failed}, now) == "NOT registered: 403 Forbidden"
+
+
+def test_the_registered_gauge_reads_the_binding_on_each_scrape() -> None:
+    registry = CollectorRegistry()
+    bound = [False]
+    register_gauge(registry, "t1", lambda: bound[0])
+    labels = {"trunk": "t1"}
+    assert registry.get_sample_value("outbound_trunk_registered", labels) == 0.0
+    bound[0] = True
+    assert registry.get_sample_value("outbound_trunk_registered", labels) == 1.0
