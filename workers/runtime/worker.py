@@ -7,7 +7,6 @@ move into the claim coalescer (workers/runtime/claims.py, issue 11), which shrin
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -34,7 +33,6 @@ from models.times import utc_now
 from models.transient import is_transient
 from sipstack.cdr import Disposition
 from sipstack.config import CoreConfig
-from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
@@ -65,22 +63,13 @@ from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
 from workers.runtime.observed import ObservedWorker
 from workers.runtime.recorder import LegRecorder
-from workers.signaling.identity import CallSigner, load_call_signer
+from workers.runtime.trunk_services import TrunkServices
+from workers.signaling.identity import load_call_signer
 from workers.signaling.manager import ManagerHooks, SignalingService
-from workers.signaling.registrations import (
-    RegistrationStatus,
-    TrunkRegistration,
-    publish_status,
-    register_gauge,
-    registration_config,
-    remove_status,
-)
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_BODY = 1000  # a JSON array of dial messages is one transaction
-FIRST_REGISTER_WAIT = 10.0  # seconds the start waits for a registering trunk's first answer
-UNREGISTER_WAIT = 3.0  # seconds the stop waits for the answer to REGISTER with Expires: 0
 
 
 @dataclass(slots=True)
@@ -138,7 +127,7 @@ class WorkerOptions:
     observability: WorkerObservability | None = None
 
 
-class WorkerRuntime(WorkerMaintenance):
+class WorkerRuntime(WorkerMaintenance, TrunkServices):
     """One worker's signaling service, leg book, recorder, limits, heartbeat and recovery.
 
     Plain Python: the Celery bootstep starts and stops it, the tasks call `handle_dial` and
@@ -164,9 +153,9 @@ class WorkerRuntime(WorkerMaintenance):
         self._next_purge = 0.0
         self._maintenance: threading.Thread | None = None
         self._started = False
-        self.registration: TrunkRegistration | None = None
+        self.registration = None
         # The trunk's STIR/SHAKEN signer, read once; a bad key file is a ConfigError here.
-        self.call_signer: CallSigner | None = load_call_signer(options.trunk)
+        self.call_signer = load_call_signer(options.trunk)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -289,77 +278,6 @@ class WorkerRuntime(WorkerMaintenance):
             self.broker_redis.close()
         self.repository.engine.dispose()
         return stored
-
-    # --- REGISTER and STIR/SHAKEN (workers/signaling/registrations.py, identity.py) -----------
-
-    def _start_registration(self) -> None:
-        """Bind the trunk at its registrar when it has `register = true`; wait (boundedly)
-        for the first answer so the first dials find the binding in force."""
-        if not self.trunk.registers:
-            return
-        self._registration_writer = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="registration-status")
-
-        async def start() -> bool:
-            manager = self.signaling.manager
-            self.registration = TrunkRegistration(
-                self.trunk.name, manager, registration_config(self.trunk, manager),
-                on_change=self._registration_changed, logger=log,
-            )
-            self.registration.start()
-            return await self.registration.first_result(FIRST_REGISTER_WAIT)
-
-        registered = self.signaling.submit(start()).result(timeout=FIRST_REGISTER_WAIT + 5)
-        metrics = self.observability.metrics
-        if metrics is not None:
-            register_gauge(metrics.registry, self.trunk.name, self._trunk_registered)
-        if not registered:
-            log.warning("trunk %s is not registered yet: its dials fail until it is",
-                        self.trunk.name)
-
-    def _trunk_registered(self) -> bool:
-        return self.registration is not None and self.registration.registered
-
-    def _registration_changed(self, status: RegistrationStatus) -> None:
-        """On the loop: the Redis write goes to one thread, in order (never blocks the loop)."""
-        def publish() -> None:
-            with contextlib.suppress(*REDIS_UNAVAILABLE):
-                publish_status(self.redis, self.settings, self.owner, status)
-
-        self._registration_writer.submit(publish)
-
-    def _stop_registration(self) -> None:
-        registration = self.registration
-        if registration is None:
-            return
-        try:
-            self.signaling.submit(registration.stop(UNREGISTER_WAIT)).result(
-                timeout=UNREGISTER_WAIT + 5)
-        except Exception as error:
-            log.warning("unregistering trunk %s failed: %s", self.trunk.name, error)
-        def remove() -> None:
-            with contextlib.suppress(*REDIS_UNAVAILABLE):
-                remove_status(self.redis, self.settings, self.owner, self.trunk.name)
-
-        self._registration_writer.submit(remove).result(timeout=10)  # after every publish
-        self._registration_writer.shutdown()
-
-    def _registration_refusal(self) -> str:
-        """Why a dial may not go out now because of the trunk's binding ("" when it may)."""
-        registration = self.registration
-        if registration is None or registration.registered:
-            return ""
-        status = registration.status
-        why = status.last_error or f"binding {status.state}"
-        return f"trunk {self.trunk.name} is not registered ({why}): configuration"
-
-    def _sign_invite(self, context: LegContext, request: DialRequest) -> DialRequest:
-        """On the loop, right before the INVITE: the Identity header with a fresh iat."""
-        assert self.call_signer is not None
-        try:
-            return self.call_signer.sign(request, context.stir_attest)
-        except ValueError as error:
-            raise ValueError(f"STIR/SHAKEN: {error}") from None
 
     def _drain(self, timeout: float) -> None:
         def cancel_unanswered() -> int:
