@@ -92,12 +92,16 @@ class Stack:
         """The trunk towards a far end (or a port of a proxy the test runs); `extra` is more
         TOML lines for its table."""
         self.proxy = f"{LOOPBACK}:{proxy if isinstance(proxy, int) else proxy.port}"
-        self.trunks_file.write_text(
+        self.write_trunks(
             f'[trunks.{self.trunk}]\nproxy = "{self.proxy}"\ntransport = "udp"\n'
             f"cps = {self.cps}\nmax_concurrent = {self.max_concurrent}\n"
             'caller_user = "+15550100"\nring_timeout = 60\nmax_call_duration = 120\n'
             + extra
         )
+
+    def write_trunks(self, text: str) -> None:
+        """Use this trunks file (TOML text) from now on, with a client that reads it."""
+        self.trunks_file.write_text(text)
         self.settings = self.settings.model_copy(update={"trunks_file": str(self.trunks_file)})
         self.client = DialClient(self.settings, repository=self.repository)
 
@@ -174,8 +178,8 @@ class Stack:
         wait_for(lambda: wanted <= set(self.cdrs()), timeout, f"CDRs of {len(wanted)} legs")
         return self.cdrs()
 
-    def stream_events(self) -> list[StreamEvent]:
-        entries = self.redis.xrange(self.settings.events_stream(self.trunk))
+    def stream_events(self, trunk: str | None = None) -> list[StreamEvent]:
+        entries = self.redis.xrange(self.settings.events_stream(trunk or self.trunk))
         return [EventReader._decode([[b"s", [entry]]])[0].event for entry in entries]
 
     def settled_events(self, leg_ids: Iterable[str], timeout: float = 30

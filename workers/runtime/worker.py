@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,15 +33,19 @@ from models.times import utc_now
 from models.transient import is_transient
 from sipstack.cdr import Disposition
 from sipstack.config import CoreConfig
+from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
+from sipstack.locate import RRType
+from sipstack.outcome import LocalCause
 from sipstack.transport import Transport
 from sipstack.uri import format_hostport
 from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
 from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
 from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
+from workers.contract.queues import publish_dial_body
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -50,6 +54,7 @@ from workers.coordination.recovery import (
     new_instance_id,
     owner_id,
 )
+from workers.dns_locate import DnsLocator
 from workers.events.stream import (
     REDIS_UNAVAILABLE,
     EventPublisher,
@@ -58,6 +63,8 @@ from workers.events.stream import (
 )
 from workers.observability.attach import WorkerObservability, leg_fields
 from workers.observability.log_format import call_fields
+from workers.routing.failover import Failover, always_up
+from workers.routing.groups import TrunkGroup
 from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
@@ -66,6 +73,7 @@ from workers.runtime.recorder import LegRecorder
 from workers.runtime.trunk_services import TrunkServices
 from workers.signaling.identity import load_call_signer
 from workers.signaling.manager import ManagerHooks, SignalingService
+from workers.signaling.targets import TargetFailover
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +133,9 @@ class WorkerOptions:
     maintenance_interval: float | None = None  # default: a third of the heartbeat TTL
     # metrics and call log lines (default: log lines only)
     observability: WorkerObservability | None = None
+    # trunk groups of the trunks file (failover to another trunk's queue, docs/routing.md)
+    groups: Mapping[str, TrunkGroup] = field(default_factory=dict)
+    health: Callable[[str], bool] | None = None  # trunk -> up; None: every trunk counts as up
 
 
 class WorkerRuntime(WorkerMaintenance, TrunkServices):
@@ -184,7 +195,9 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             trunk=self.trunk.name, on_beat=self._renew_leases,
         )
         self.heartbeat.take_over()
-        self.book = LegBook(self.owner, trunk=self.trunk.name)
+        self.failover = Failover(self.trunk, self.options.groups, self._publish_dial_body,
+                                 health=self.options.health or always_up)
+        self.book = LegBook(self.owner, trunk=self.trunk.name, end_router=self.failover.end)
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
         )
@@ -196,10 +209,11 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             self.repository, self.publisher, worker=self.owner, outbox=self.outbox,
             on_finished=self._finished,
         ).start()
+        self.targets = self._target_failover()
         hooks = ManagerHooks(
-            on_event=self._on_event,
+            on_event=self.targets.on_event if self.targets else self._on_event,
             on_dialog_call_id_adopted=self.book.call_id_adopted,
-            on_leg_removed=self._on_leg_removed,
+            on_leg_removed=self.targets.on_leg_removed if self.targets else self._on_leg_removed,
         )
         core_config = CoreConfig(
             local_addresses={Transport.UDP: (self.options.bind_host, self.options.sip_port)},
@@ -218,6 +232,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self._start_registration()
         self.feeder = DialFeeder(
             self.signaling, self._fail_before_invite,
+            dial=self.targets.dial if self.targets else None,
             prepare=self._sign_invite if self.call_signer is not None else None,
         )
         self.book.set_snapshot_source(self._snapshot)
@@ -242,6 +257,20 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         log.info("worker %s serving trunk %s, SIP on %s", self.owner, self.trunk.name,
                  self._listening())
         return self
+
+    def _target_failover(self) -> TargetFailover | None:
+        """RFC 3263 location and failover between targets, for a trunk with `locate`."""
+        if not self.trunk.locate:
+            return None
+        locator = DnsLocator(self.settings.dns_nameserver or None,
+                             timeout=self.settings.dns_timeout,
+                             families=(RRType.A,))  # the UDP socket is IPv4
+        scheme = "sips" if self.trunk.transport is Transport.TLS else "sip"
+        return TargetFailover(
+            lambda: self.signaling.manager, locator, proxy=self.trunk.proxy, scheme=scheme,
+            failover_timeout=self.trunk.failover_timeout, on_event=self._on_event,
+            on_leg_removed=self._on_leg_removed,
+        )
 
     def _listening(self) -> str:
         transports = self.signaling.manager.transports
@@ -343,6 +372,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             ))
 
     def _finished(self, contexts: list[LegContext]) -> None:
+        self.failover.hand_over(contexts)
         for context in contexts:
             self.book.forget(context)
         with contextlib.suppress(*REDIS_UNAVAILABLE):  # else the leases lapse by themselves
@@ -418,6 +448,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         if message.trunk != self.trunk.name:
             raise InvalidDialRequest(
                 {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
+        self.failover.check_route(message)
         return message.with_request_uri(self.trunk.request_uri(message.to))
 
     def _reject(self, raw: bytes, errors: dict[str, str]) -> None:
@@ -429,6 +460,12 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         log.warning("dial message rejected: %s", describe(errors),
                     extra=call_fields(correlation_id=event.correlation_id,
                                       trunk=self.trunk.name))
+
+    def _publish_dial_body(self, trunk: str, body: bytes) -> None:
+        """A dial message for another trunk's queue (a failed-over call's next attempt)."""
+        if self.app is None:
+            raise RuntimeError("no Celery app to hand the call over with")
+        publish_dial_body(self.app, trunk, body)
 
     def retry_dials_later(self, legs: Sequence[tuple[str, str]], countdown: float) -> None:
         """Stored legs the limits cannot admit yet go back as a leg-id batch task message
@@ -583,6 +620,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
             return
+        self._note_routing(context, leg, message, request)
         if message.expired(time.time()):
             self._end_expired(context, message)
             outcome.expired += 1
@@ -597,6 +635,19 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self.feeder.submit(context, request)
         outcome.accepted += 1
 
+    def _note_routing(
+        self, context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
+    ) -> None:
+        """What the leg's end needs for failover: the message, its route and attempt."""
+        context.request = leg.request
+        context.route, context.attempt, context.tried = (
+            message.route, message.attempt, message.tried)
+        target = request.target
+        located = self.trunk.locate and target.signaling_addr == self.trunk.proxy
+        if target.signaling_addr and not located:  # located targets are noted as tried
+            transport = (target.transport or Transport.UDP).value.lower()
+            context.targets.append(f"{transport}:{target.signaling_addr}")
+
     def _end_expired(self, context: LegContext, message: DialMessage) -> None:
         """A claimed leg whose not_after passed: a CDR and the terminal event `expired`."""
         not_after = message.not_after.isoformat() if message.not_after else ""
@@ -604,6 +655,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self._record(self.book.synthetic_end(
             context, at=time.time(), state="expired", disposition=Disposition.FAILED,
             reason=f"not dialled: not_after {not_after} had passed when the worker took it",
+            cause=LocalCause.EXPIRED,
         ))
 
     def _count(self, outcome: BatchOutcome) -> None:
@@ -613,12 +665,14 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self.stats["expired"] += outcome.expired
         self.stats["retries"] += len(outcome.retry)
 
-    def _fail_before_invite(self, context: LegContext, reason: str) -> None:
+    def _fail_before_invite(
+        self, context: LegContext, reason: str, cause: LocalCause = LocalCause.BAD_TARGET
+    ) -> None:
         """End a claimed leg that never got its INVITE out (any thread)."""
         self.book.register(context)
         self._record(self.book.synthetic_end(
             context, at=time.time(), state="failed", reason=reason,
-            disposition=Disposition.FAILED, error=reason,
+            disposition=Disposition.FAILED, error=reason, cause=cause,
         ))
         log.warning("failed before its INVITE: %s", reason, extra=leg_fields(context))
 
