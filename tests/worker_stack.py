@@ -109,9 +109,11 @@ class Stack:
 
     def start_worker(
         self, name: str, *, concurrency: int = 4, wait: bool = True, sip_port: int = 0,
-        prefetch: int | None = None,
+        prefetch: int | None = None, metrics_port: int = 0,
     ) -> WorkerProcess:
         extra: tuple[str, ...] = () if prefetch is None else ("--prefetch", str(prefetch))
+        if metrics_port:
+            extra += ("--metrics-port", str(metrics_port))
         worker = WorkerProcess(
             trunk=self.trunk, trunks_file=self.trunks_file, name=name, env=self.env,
             log_dir=self.tmp_path, concurrency=concurrency,

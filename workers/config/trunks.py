@@ -99,6 +99,19 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _fraction(*, one_allowed: bool) -> Callable[[Any], float]:
+    """A share: above 0 and below 1 (or up to 1 with `one_allowed`)."""
+
+    def check(value: Any) -> float:
+        number = _number(0.0)(value)
+        if number <= 0 or number > 1 or (number == 1 and not one_allowed):
+            bound = "at most 1" if one_allowed else "below 1"
+            raise _KeyProblem(f"must be above 0 and {bound}, got {value!r}")
+        return number
+
+    return check
+
+
 def _keepalive(value: Any) -> float | None:
     return _number(0.0)(value) or None
 
@@ -319,6 +332,22 @@ class TrunkConfig(BaseModel):
     failover_timeout: Annotated[float, PlainValidator(_failover_timeout)] = 8.0
     final_codes: Annotated[frozenset[int], PlainValidator(_final_codes)] = (
         DEFAULT_FINAL_AT_CALLEE)
+    # carrier back-pressure (workers.coordination.backpressure): 503/429 with Retry-After
+    backpressure: Annotated[bool, PlainValidator(_boolean)] = True
+    backpressure_decrease: Annotated[float, PlainValidator(_fraction(one_allowed=False))] = 0.5
+    backpressure_increase: Annotated[float, PlainValidator(_fraction(one_allowed=True))] = 0.1
+    backpressure_interval: Number = 5.0
+    backpressure_min_factor: Annotated[float, PlainValidator(_fraction(one_allowed=True))] = 0.05
+    backpressure_max_hold: Number = 300.0
+    backpressure_guard: Annotated[float, PlainValidator(_number(0.0))] = 1.0
+    # OPTIONS health checks (workers.coordination.health); off unless asked for: a far end
+    # that only expects INVITEs may count an OPTIONS as a failed call
+    health_check: Annotated[bool, PlainValidator(_boolean)] = False
+    health_interval: Number = 30.0
+    health_timeout: Number = 5.0
+    health_down_after: Annotated[int, PlainValidator(_integer(1))] = 3
+    health_up_after: Annotated[int, PlainValidator(_integer(1))] = 2
+    health_stale_after: Number = 300.0
     # RFC 3262: "when_required" offers nothing but answers a 421 asking for 100rel once
     prack: Annotated[str, PlainValidator(_choice(PRACK_MODES))] = "when_required"
     # REGISTER (RFC 3261 §10) with the trunk's credentials; the dials wait on its result
@@ -338,6 +367,12 @@ class TrunkConfig(BaseModel):
     def _key_needs_its_certificate(self) -> TrunkConfig:
         if self.tls_key_file and not self.tls_cert_file:
             raise _KeyProblem("given without tls_cert_file", "tls_key_file")
+        if self.health_stale_after <= self.health_interval + self.health_timeout:
+            # the shared verdict would lapse between two rounds of pings
+            raise _KeyProblem(
+                f"must be above health_interval + health_timeout "
+                f"({self.health_interval + self.health_timeout:g} s), got "
+                f"{self.health_stale_after:g}", "health_stale_after")
         if self.stir_key_file:
             for key in ("stir_x5u", "stir_attest"):
                 if not getattr(self, key):

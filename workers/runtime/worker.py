@@ -63,8 +63,9 @@ from workers.events.stream import (
 )
 from workers.observability.attach import WorkerObservability, leg_fields
 from workers.observability.log_format import call_fields
-from workers.routing.failover import Failover, always_up
+from workers.routing.failover import Failover
 from workers.routing.groups import TrunkGroup
+from workers.runtime.admission import TrunkGate
 from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
@@ -195,8 +196,9 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             trunk=self.trunk.name, on_beat=self._renew_leases,
         )
         self.heartbeat.take_over()
+        self.gate = TrunkGate(self.redis, settings, self.trunk, bind_host=self.options.bind_host)
         self.failover = Failover(self.trunk, self.options.groups, self._publish_dial_body,
-                                 health=self.options.health or always_up)
+                                 health=self.options.health or self.gate.trunk_is_up)
         self.book = LegBook(self.owner, trunk=self.trunk.name, end_router=self.failover.end)
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
@@ -229,6 +231,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self.signaling = SignalingService(core_config, transport_config, hooks,
                                           thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
+        self._start_gate()
         self._start_registration()
         self.feeder = DialFeeder(
             self.signaling, self._fail_before_invite,
@@ -271,6 +274,17 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             failover_timeout=self.trunk.failover_timeout, on_event=self._on_event,
             on_leg_removed=self._on_leg_removed,
         )
+    def _start_gate(self) -> None:
+        """Trunk health pings on the signaling loop, and the trunk's gauges."""
+        metrics = self.observability.metrics
+        if metrics is not None:
+            self.gate.register_gauges(metrics.registry)
+        self.gate.start(self.signaling)
+
+    def trunk_is_up(self, name: str) -> bool:
+        """Whether the shared OPTIONS health board lets `name` take dials (True without
+        evidence): the `health` of workers.routing.groups.next_trunk."""
+        return self.gate.trunk_is_up(name)
 
     def _listening(self) -> str:
         transports = self.signaling.manager.transports
@@ -296,6 +310,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             self._maintenance.join(timeout=30)
         timeout = self.settings.drain_timeout if drain_timeout is None else drain_timeout
         self._drain(timeout)
+        self.gate.stop(self.signaling)
         self._stop_registration()
         self.signaling.stop(timeout=10.0)
         self.feeder.close()
@@ -354,6 +369,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
 
     def _on_event(self, event: LegEvent) -> None:
         self._record(self.book.pending_for(event))
+        self.gate.leg_ended(event)
 
     def _snapshot(self, call_id: str) -> DialogSnapshot | None:
         try:
@@ -534,10 +550,14 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self, trunk: str, valid: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
         enqueued_at: float | None,
     ) -> None:
+        if not self.gate.is_up():
+            why = f"trunk {trunk} is down (OPTIONS health check): not dialled"
+            self._claim_and_hand_over(valid, outcome, enqueued_at, refuse=why)
+            return
         try:
             admission = self.limits.admit_many(
                 trunk, [text for _, text, _ in valid],
-                max_concurrent=self.trunk.max_concurrent, cps=self.trunk.cps,
+                max_concurrent=self.trunk.max_concurrent, cps=self.gate.cps(),
             )
         except REDIS_UNAVAILABLE:
             outcome.retry_later(valid, 1.0, "Redis unavailable for the trunk limits")
@@ -555,8 +575,9 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
 
     def _claim_and_hand_over(
         self, admitted: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
-        enqueued_at: float | None,
+        enqueued_at: float | None, *, refuse: str = "",
     ) -> None:
+        """Claim the legs and dial them; with `refuse`, end them undialled for that reason."""
         try:
             # The token is drawn once: a retry after a lost commit answer wins its claims again.
             claimed = self.repository.run_connection(
@@ -574,7 +595,11 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         if lost:
             self._not_claimed(lost, outcome)
         for leg in claimed:
-            self._hand_over(leg, outcome)
+            if refuse:
+                self._end_refused(self._context(leg), refuse)
+                outcome.note_failed(refuse)
+            else:
+                self._hand_over(leg, outcome)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -656,6 +681,15 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             context, at=time.time(), state="expired", disposition=Disposition.FAILED,
             reason=f"not dialled: not_after {not_after} had passed when the worker took it",
             cause=LocalCause.EXPIRED,
+        ))
+
+    def _end_refused(self, context: LegContext, reason: str) -> None:
+        """A claimed leg the trunk cannot take (down): a CDR and the terminal event `failed`,
+        disposition congestion (a capacity outcome: another trunk or a later retry may try)."""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="failed", disposition=Disposition.CONGESTION,
+            reason=reason, error=reason, cause=LocalCause.TRUNK_DOWN,
         ))
 
     def _count(self, outcome: BatchOutcome) -> None:
