@@ -584,11 +584,7 @@ class WorkerRuntime(WorkerMaintenance):
         if lost:
             self._not_claimed(lost, outcome)
         for leg in claimed:
-            if refuse:
-                self._end_refused(self._context(leg), refuse)
-                outcome.note_failed(refuse)
-            else:
-                self._hand_over(leg, outcome)
+            self._hand_over(leg, outcome, refuse)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -624,7 +620,10 @@ class WorkerRuntime(WorkerMaintenance):
                      f"{self.options.bind_host}",
         )
 
-    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome, refuse: str | None = None
+                   ) -> None:
+        """Dial a claimed leg, or end it undialled: expired, or `refuse` (its trunk is down,
+        so a trunk group hands it to the next trunk)."""
         context = self._context(leg)
         try:
             message = validate_dial_fields(dict(leg.request))
@@ -638,6 +637,10 @@ class WorkerRuntime(WorkerMaintenance):
         if message.expired(time.time()):
             self._end_expired(context, message)
             outcome.expired += 1
+            return
+        if refuse:
+            self._end_refused(context, refuse)
+            outcome.note_failed(refuse)
             return
         self.book.register(context)
         self.feeder.submit(context, request)
