@@ -595,11 +595,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         if lost:
             self._not_claimed(lost, outcome)
         for leg in claimed:
-            if refuse:
-                self._end_refused(self._context(leg), refuse)
-                outcome.note_failed(refuse)
-            else:
-                self._hand_over(leg, outcome)
+            self._hand_over(leg, outcome, refuse)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -635,7 +631,10 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
                      f"{self.options.bind_host}",
         )
 
-    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome, refuse: str | None = None
+                   ) -> None:
+        """Dial a claimed leg, or end it undialled: expired, or `refuse` (its trunk is down,
+        so a trunk group hands it to the next trunk)."""
         context = self._context(leg)
         try:
             message = validate_dial_fields(dict(leg.request))
@@ -649,6 +648,10 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         if message.expired(time.time()):
             self._end_expired(context, message)
             outcome.expired += 1
+            return
+        if refuse:
+            self._end_refused(context, refuse)
+            outcome.note_failed(refuse)
             return
         refusal = self._registration_refusal()
         if refusal:
