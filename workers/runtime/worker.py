@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from models.operations import ClaimedLeg
 from models.repository import Repository
 from models.times import utc_now
 from models.transient import is_transient
-from sipstack.cdr import Disposition
+from sipstack.cdr import Disposition, HangupReason
 from sipstack.config import CoreConfig
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
@@ -42,6 +42,7 @@ from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
 from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
 from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
+from workers.coordination.cancel_notes import CancelNote, read_notes
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -74,7 +75,7 @@ MAX_MESSAGES_PER_BODY = 1000  # a JSON array of dial messages is one transaction
 class DialOutcome:
     """What became of one dial message."""
 
-    status: str  # accepted | duplicate | retry | requeue | failed | expired | rejected
+    status: str  # accepted | duplicate | retry | requeue | failed | expired | cancelled | rejected
     detail: str = ""
     retry_after: float = 0.0
     call_id: str = ""
@@ -89,6 +90,7 @@ class BatchOutcome:
     duplicates: int = 0
     failed: int = 0
     expired: int = 0
+    cancelled: int = 0  # cancelled by the scheduler before a worker took the message
     rejected: int = 0  # JSON messages refused before anything was stored
     retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
     retry_after: float = 0.0
@@ -106,7 +108,8 @@ class BatchOutcome:
 
     def summary(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "failed": self.failed, "expired": self.expired, "rejected": self.rejected,
+                "failed": self.failed, "expired": self.expired, "cancelled": self.cancelled,
+                "rejected": self.rejected,
                 "retried": len(self.retry)}
 
 
@@ -146,7 +149,7 @@ class WorkerRuntime(WorkerMaintenance):
         self.observability = options.observability or WorkerObservability(options.trunk.name)
         self.stats: dict[str, int] = {"accepted": 0, "duplicates": 0, "retries": 0,
                                       "failed": 0, "recovered": 0, "requeued": 0,
-                                      "expired": 0, "rejected": 0}
+                                      "expired": 0, "cancelled": 0, "rejected": 0}
         self._stop_maintenance = threading.Event()
         self._next_purge = 0.0
         self._maintenance: threading.Thread | None = None
@@ -443,7 +446,8 @@ class WorkerRuntime(WorkerMaintenance):
         if batch.retry:
             return DialOutcome("retry", batch.detail, retry_after=batch.retry_after)
         status = ("accepted" if batch.accepted else "duplicate" if batch.duplicates
-                  else "expired" if batch.expired else "failed")
+                  else "expired" if batch.expired else "cancelled" if batch.cancelled
+                  else "failed")
         return DialOutcome(status, batch.detail)
 
     def handle_dial_batch(
@@ -525,8 +529,9 @@ class WorkerRuntime(WorkerMaintenance):
         lost = [item for item in admitted if item[0] not in won]
         if lost:
             self._not_claimed(lost, outcome)
+        notes = self._cancel_notes([leg.correlation_id for leg in claimed])
         for leg in claimed:
-            self._hand_over(leg, outcome)
+            self._hand_over(leg, outcome, notes)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -562,7 +567,11 @@ class WorkerRuntime(WorkerMaintenance):
                      f"{self.options.bind_host}",
         )
 
-    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome,
+                   notes: Mapping[str, CancelNote] | None = None) -> None:
+        """Dial a claimed leg, or end it undialled: cancelled by its scheduler before it was
+        taken (`notes`: read here when the caller did not read them for a batch), or past
+        its not_after."""
         context = self._context(leg)
         try:
             message = validate_dial_fields(dict(leg.request))
@@ -572,21 +581,42 @@ class WorkerRuntime(WorkerMaintenance):
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
             return
+        if notes is None:
+            notes = self._cancel_notes([leg.correlation_id])
+        note = notes.get(leg.correlation_id)
+        if note is not None:
+            self._end_undialled(context, "cancelled", Disposition.CANCELLED,
+                                f"not dialled: {note.reason}")
+            outcome.cancelled += 1
+            return
         if message.expired(time.time()):
-            self._end_expired(context, message)
+            not_after = message.not_after.isoformat() if message.not_after else ""
+            self._end_undialled(
+                context, "expired", Disposition.FAILED,
+                f"not dialled: not_after {not_after} had passed when the worker took it")
             outcome.expired += 1
             return
         self.book.register(context)
         self.feeder.submit(context, request)
         outcome.accepted += 1
 
-    def _end_expired(self, context: LegContext, message: DialMessage) -> None:
-        """A claimed leg whose not_after passed: a CDR and the terminal event `expired`."""
-        not_after = message.not_after.isoformat() if message.not_after else ""
+    def _cancel_notes(self, correlation_ids: list[str]) -> Mapping[str, CancelNote]:
+        try:
+            return read_notes(self.redis, self.settings, self.trunk.name, correlation_ids)
+        except REDIS_UNAVAILABLE:
+            # Redis just admitted these legs (the limits); losing it in between is rare, and
+            # a leg claimed cannot wait: it is dialled, and a cancel then goes to this worker.
+            log.warning("Redis unavailable reading cancel notes: %d leg(s) dialled unchecked",
+                        len(correlation_ids))
+            return {}
+
+    def _end_undialled(self, context: LegContext, state: str, disposition: Disposition,
+                       reason: str) -> None:
+        """A claimed leg that ends without an INVITE: a CDR and its terminal event."""
         self.book.register(context)
         self._record(self.book.synthetic_end(
-            context, at=time.time(), state="expired", disposition=Disposition.FAILED,
-            reason=f"not dialled: not_after {not_after} had passed when the worker took it",
+            context, at=time.time(), state=state, disposition=disposition, reason=reason,
+            hangup_reason=HangupReason.NORMAL if state == "cancelled" else HangupReason.ERROR,
         ))
 
     def _count(self, outcome: BatchOutcome) -> None:
@@ -594,6 +624,7 @@ class WorkerRuntime(WorkerMaintenance):
         self.stats["duplicates"] += outcome.duplicates
         self.stats["failed"] += outcome.failed
         self.stats["expired"] += outcome.expired
+        self.stats["cancelled"] += outcome.cancelled
         self.stats["retries"] += len(outcome.retry)
 
     def _fail_before_invite(self, context: LegContext, reason: str) -> None:
