@@ -199,6 +199,7 @@ def test_thousand_schema_messages_with_duplicates_and_a_kill_9_one_cdr_and_event
                           "('failed', 'cancelled', 'ended', 'queued')")[0][0]
         victim.kill()  # SIGKILL: live calls, prefetched and queued messages
         assert live > 0, "no call was live at the kill"
+        assert not scheduler.drained(), "no message was queued or unacknowledged at the kill"
         assert len(stack.cdrs()) < CALLS, "every call was done before the kill"
         stack.start_worker(name, sip_port=sip_port)
 
