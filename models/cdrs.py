@@ -23,6 +23,7 @@ from models.base import Base, TextEnum, Timestamp, enum_check
 from models.times import optional_datetime, to_datetime
 from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason
 from sipstack.dial import Scenario
+from sipstack.outcome import Outcome
 
 
 class Cdr(Base):
@@ -63,6 +64,13 @@ class Cdr(Base):
     srtp: Mapped[bool] = mapped_column(Boolean, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str] = mapped_column(Text)
+    # Typed outcome (sipstack.outcome; NULL only on CDRs stored before it existed), the
+    # attempt number of the correlation id, the targets tried (`udp:host:port` in order),
+    # and the trunk the call was handed to next (NULL: the correlation id's last leg).
+    outcome: Mapped[Outcome | None] = mapped_column(TextEnum(Outcome))
+    attempt: Mapped[int] = mapped_column(Integer, server_default="1")
+    routed_via: Mapped[str | None] = mapped_column(Text)
+    next_trunk: Mapped[str | None] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (
@@ -70,6 +78,8 @@ class Cdr(Base):
         enum_check("disposition", Disposition),
         enum_check("hangup_reason", HangupReason),
         enum_check("hangup_by", HangupBy),
+        enum_check("outcome", Outcome, nullable=True),
+        CheckConstraint("attempt >= 1", name="attempt_positive"),
         CheckConstraint("call_id <> ''", name="call_id_not_empty"),
         CheckConstraint("duration_ms >= 0 AND billsec >= 0", name="durations_not_negative"),
         CheckConstraint(
@@ -85,7 +95,11 @@ class Cdr(Base):
     )
 
 
-def cdr_row(record: CdrRecord, *, worker: str, leg_id: uuid.UUID | None = None) -> dict[str, Any]:
+def cdr_row(
+    record: CdrRecord, *, worker: str, leg_id: uuid.UUID | None = None,
+    outcome: Outcome | None = None, attempt: int = 1, routed_via: str | None = None,
+    next_trunk: str | None = None,
+) -> dict[str, Any]:
     """The `cdrs` column values for a core CdrRecord (properties computed once, here)."""
     return {
         "call_id": record.call_id,
@@ -112,4 +126,8 @@ def cdr_row(record: CdrRecord, *, worker: str, leg_id: uuid.UUID | None = None) 
         "srtp": record.srtp,
         "error": record.error,
         "worker": worker,
+        "outcome": outcome,
+        "attempt": attempt,
+        "routed_via": routed_via,
+        "next_trunk": next_trunk,
     }

@@ -28,6 +28,7 @@ from models.executor import Executor, as_uuid, connection_of
 from models.legs import Leg
 from models.transition_ops import TRANSITION_FIELDS, Transition, apply_transitions
 from sipstack.cdr import CdrRecord
+from sipstack.outcome import Outcome
 
 __all__ = [
     "TRANSITION_FIELDS",
@@ -57,9 +58,17 @@ _legs: Table = Leg.__table__  # type: ignore[assignment]
 
 @dataclass(frozen=True, slots=True)
 class PendingCdr:
+    """A CDR to store, with what the worker adds to the core's record: the typed outcome,
+    which attempt of its correlation id the leg was, the targets it tried, and the trunk
+    the call was handed to next (None: this leg was the correlation id's last attempt)."""
+
     record: CdrRecord
     worker: str
     leg_id: uuid.UUID | None = None
+    outcome: Outcome | None = None
+    attempt: int = 1
+    routed_via: str | None = None
+    next_trunk: str | None = None
 
 
 def _insert(session: Executor, target: Any) -> Any:
@@ -290,6 +299,8 @@ def insert_cdrs(session: Executor, pending: Sequence[PendingCdr]) -> int:
             item.record,
             worker=item.worker,
             leg_id=item.leg_id or leg_ids.get(item.record.call_id),
+            outcome=item.outcome, attempt=item.attempt, routed_via=item.routed_via,
+            next_trunk=item.next_trunk,
         )
         for item in pending
     ]

@@ -44,6 +44,7 @@ class LocalCause(StrEnum):
     BAD_TARGET = "bad_target"  # the number or URI could not be dialled at all
     EXPIRED = "expired"  # the request was too old when its turn came
     REJECTED_BY_US = "rejected_by_us"  # our own policy refused it (DNC list, hours, ...)
+    TRUNK_DOWN = "trunk_down"  # the trunk's OPTIONS health checks say it is down: not dialled
 
 
 _LOCAL_OUTCOMES: dict[LocalCause, Outcome] = {
@@ -54,6 +55,7 @@ _LOCAL_OUTCOMES: dict[LocalCause, Outcome] = {
     LocalCause.TRANSPORT_ERROR: Outcome.NETWORK,
     LocalCause.CPS_LIMIT: Outcome.CAPACITY,
     LocalCause.CONCURRENCY_LIMIT: Outcome.CAPACITY,
+    LocalCause.TRUNK_DOWN: Outcome.CAPACITY,
     LocalCause.BAD_TARGET: Outcome.CONFIG,
     LocalCause.EXPIRED: Outcome.POLICY,
     LocalCause.REJECTED_BY_US: Outcome.POLICY,

@@ -88,13 +88,19 @@ class Stack:
         self.carriers.append(far_end)
         return far_end
 
-    def configure_trunk(self, proxy: Sipp | CarrierProcess) -> None:
+    def configure_trunk(self, proxy: Sipp | CarrierProcess, extra: str = "") -> None:
+        """Write the trunks file; `extra`: more `key = value` lines for the trunk's table."""
         self.proxy = f"{LOOPBACK}:{proxy.port}"
-        self.trunks_file.write_text(
+        self.write_trunks(
             f'[trunks.{self.trunk}]\nproxy = "{self.proxy}"\ntransport = "udp"\n'
             f"cps = {self.cps}\nmax_concurrent = {self.max_concurrent}\n"
             'caller_user = "+15550100"\nring_timeout = 60\nmax_call_duration = 120\n'
+            + extra
         )
+
+    def write_trunks(self, text: str) -> None:
+        """Use this trunks file (TOML text) from now on, with a client that reads it."""
+        self.trunks_file.write_text(text)
         self.settings = self.settings.model_copy(update={"trunks_file": str(self.trunks_file)})
         self.client = DialClient(self.settings, repository=self.repository)
 
@@ -102,9 +108,11 @@ class Stack:
 
     def start_worker(
         self, name: str, *, concurrency: int = 4, wait: bool = True, sip_port: int = 0,
-        prefetch: int | None = None,
+        prefetch: int | None = None, metrics_port: int = 0,
     ) -> WorkerProcess:
         extra: tuple[str, ...] = () if prefetch is None else ("--prefetch", str(prefetch))
+        if metrics_port:
+            extra += ("--metrics-port", str(metrics_port))
         worker = WorkerProcess(
             trunk=self.trunk, trunks_file=self.trunks_file, name=name, env=self.env,
             log_dir=self.tmp_path, concurrency=concurrency,
@@ -171,8 +179,8 @@ class Stack:
         wait_for(lambda: wanted <= set(self.cdrs()), timeout, f"CDRs of {len(wanted)} legs")
         return self.cdrs()
 
-    def stream_events(self) -> list[StreamEvent]:
-        entries = self.redis.xrange(self.settings.events_stream(self.trunk))
+    def stream_events(self, trunk: str | None = None) -> list[StreamEvent]:
+        entries = self.redis.xrange(self.settings.events_stream(trunk or self.trunk))
         return [EventReader._decode([[b"s", [entry]]])[0].event for entry in entries]
 
     def settled_events(self, leg_ids: Iterable[str], timeout: float = 30

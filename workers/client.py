@@ -39,10 +39,8 @@ from workers.contract.dial_message import (
     message_leg_id,
     parse_dial_message,
 )
-from workers.contract.queues import dial_message_queue
+from workers.contract.queues import PUBLISH_RETRY, publish_dial_body
 from workers.events.stream import REDIS_UNAVAILABLE, EventReader, ReceivedEvent, StreamEvent
-
-_PUBLISH_RETRY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +168,7 @@ class DialClient:
     def publish_raw(self, trunk: str, body: bytes) -> None:
         """Publish bytes as they are (content type application/json) to the trunk's message
         queue, declaring the queue first so a broker that drops unroutable messages keeps it."""
-        queue = dial_message_queue(trunk)
-        with self.app.producer_or_acquire() as producer:
-            producer.publish(
-                body, exchange="", routing_key=queue.name, content_type="application/json",
-                content_encoding="utf-8", declare=[queue], retry=True,
-                retry_policy=_PUBLISH_RETRY,
-            )
+        publish_dial_body(self.app, trunk, body)
 
     def create_consumer_group(self, trunk: str, group: str, position: str = "$") -> bool:
         """Create `group` on the trunk's events stream at `position` ("$": only what comes
@@ -201,7 +193,7 @@ class DialClient:
             queue=dial_queue_name(trunk),
             routing_key=dial_queue_name(trunk),
             retry=True,
-            retry_policy=_PUBLISH_RETRY,
+            retry_policy=PUBLISH_RETRY,
             ignore_result=True,
         )
 
@@ -216,7 +208,7 @@ class DialClient:
             queue=dial_queue_name(trunk),
             routing_key=dial_queue_name(trunk),
             retry=True,
-            retry_policy=_PUBLISH_RETRY,
+            retry_policy=PUBLISH_RETRY,
             ignore_result=True,
         )
 

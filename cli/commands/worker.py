@@ -117,7 +117,7 @@ def command(
     node_name = node or f"outbound.{trunk.name}@{socket.gethostname()}"
     bootstep.install(app, WorkerOptions(
         settings=settings, trunk=trunk, node=node_name, bind_host=sip_host, sip_port=sip_port,
-        observability=observability,
+        observability=observability, groups=trunks.groups,
     ))
     worker = app.Worker(
         hostname=node_name,

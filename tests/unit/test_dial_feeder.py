@@ -85,7 +85,7 @@ def test_a_burst_goes_out_in_slices_and_every_invite_is_sent(
     signaling: SignalingService, far_end: FarEnd
 ) -> None:
     refused: list[tuple[LegContext, str]] = []
-    feeder = DialFeeder(signaling, lambda context, why: refused.append((context, why)),
+    feeder = DialFeeder(signaling, lambda context, why, _cause: refused.append((context, why)),
                         slice_size=8, max_queued=100)
     requests = [request(far_end.port, index) for index in range(50)]
     feeder.reserve(len(requests))
@@ -101,7 +101,7 @@ def test_a_dial_the_loop_refuses_is_handed_back_with_the_reason(
     signaling: SignalingService, far_end: FarEnd
 ) -> None:
     refused: list[tuple[LegContext, str]] = []
-    feeder = DialFeeder(signaling, lambda context, why: refused.append((context, why)))
+    feeder = DialFeeder(signaling, lambda context, why, _cause: refused.append((context, why)))
     bad, good = leg(1), leg(2)
     feeder.submit(bad, request(far_end.port, 1, uri=""))
     feeder.submit(good, request(far_end.port, 2))
@@ -117,7 +117,8 @@ def test_dials_after_the_loop_stopped_are_handed_back(far_end: FarEnd) -> None:
     )
     service.start()
     refused: list[str] = []
-    feeder = DialFeeder(service, lambda context, why: refused.append(context.correlation_id))
+    feeder = DialFeeder(
+        service, lambda context, why, _cause: refused.append(context.correlation_id))
     service.stop(timeout=2.0)
     feeder.submit(leg(1), request(far_end.port, 1))
     feeder.close()

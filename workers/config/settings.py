@@ -134,7 +134,7 @@ def check_broker_url(text: str, setting: str) -> str:
 
 
 _POSITIVE = ("events_maxlen", "heartbeat_ttl", "drain_timeout", "visibility_timeout",
-             "control_expires")
+             "control_expires", "dns_timeout")
 
 
 class Settings(BaseModel):
@@ -159,6 +159,9 @@ class Settings(BaseModel):
     # The worker's TLS listener (override the trunk's tls_cert_file / tls_key_file).
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # RFC 3263 look-ups of trunks with `locate = true`: "ip[:port]" (empty: resolv.conf)
+    dns_nameserver: str = ""
+    dns_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -228,6 +231,8 @@ class _Environment(BaseSettings):
     CONTROL_EXPIRES: str | None = None
     TLS_CERT_FILE: str | None = None
     TLS_KEY_FILE: str | None = None
+    DNS_NAMESERVER: str | None = None
+    DNS_TIMEOUT: str | None = None
 
 
 def _read_environment(env: Mapping[str, str] | None) -> dict[str, str]:

@@ -24,19 +24,23 @@ from pydantic import (
 )
 
 from models.dial_fields import DialFields, InvalidDialRequest
+from sipstack.config import TimerConfig
 from sipstack.dial import Credentials, DialRequest
 from sipstack.errors import SipParseError
+from sipstack.outcome import DEFAULT_FINAL_AT_CALLEE, OutcomeRules
 from sipstack.sdp import DEFAULT_CODECS, Codec
 from sipstack.target import parse_hostport
 from sipstack.transport import Address, Transport
 from sipstack.uri import format_host, parse_host, parse_uri
 from workers.config.errors import ConfigError
 from workers.contract.dial_message import is_uri, phone_number
+from workers.routing.groups import TrunkGroup, parse_groups
 
 if TYPE_CHECKING:
     from workers.signaling.transports import TransportConfig
 
 T = TypeVar("T")
+TIMER_B = TimerConfig().timer_b  # 64 * T1: an attempt that waits longer has already failed
 
 
 class _KeyProblem(ValueError):
@@ -92,6 +96,19 @@ def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _KeyProblem(f"must be true or false, got {type(value).__name__}")
     return value
+
+
+def _fraction(*, one_allowed: bool) -> Callable[[Any], float]:
+    """A share: above 0 and below 1 (or up to 1 with `one_allowed`)."""
+
+    def check(value: Any) -> float:
+        number = _number(0.0)(value)
+        if number <= 0 or number > 1 or (number == 1 and not one_allowed):
+            bound = "at most 1" if one_allowed else "below 1"
+            raise _KeyProblem(f"must be above 0 and {bound}, got {value!r}")
+        return number
+
+    return check
 
 
 def _keepalive(value: Any) -> float | None:
@@ -211,6 +228,24 @@ def _path(value: Any, info: ValidationInfo) -> str | None:
     return str(path)
 
 
+def _final_codes(value: Any) -> frozenset[int]:
+    if isinstance(value, frozenset):
+        return value
+    if not isinstance(value, list | tuple):
+        raise _KeyProblem("must be a list of status codes (300-699)")
+    for code in value:
+        if isinstance(code, bool) or not isinstance(code, int) or not 300 <= code <= 699:
+            raise _KeyProblem(f"{code!r} is not a final failure status code (300-699)")
+    return frozenset(value)
+
+
+def _failover_timeout(value: Any) -> float:
+    seconds = _number(0.05)(value)
+    if seconds >= TIMER_B:
+        raise _KeyProblem(f"must be shorter than Timer B ({TIMER_B:g} s), got {seconds:g}")
+    return seconds
+
+
 Number = Annotated[float, PlainValidator(_number(0.001))]
 FileName = Annotated[str | None, PlainValidator(_path)]
 Text = Annotated[str, PlainValidator(_text)]
@@ -246,12 +281,45 @@ class TrunkConfig(BaseModel):
     # CRLF pings on quiet TCP/TLS connections (RFC 5626 §3.5.1); 0 or absent: off
     keepalive_interval: Annotated[float | None, PlainValidator(_keepalive)] = None
     udp_only: Annotated[bool, PlainValidator(_boolean)] = False  # big requests stay on UDP
+    # Outcomes and trunk-group failover (sipstack.outcome, docs/routing.md)
+    busy_from_proxy: Annotated[bool, PlainValidator(_boolean)] = False
+    # RFC 3263 location of `proxy` (a domain name) and failover between its targets
+    locate: Annotated[bool, PlainValidator(_boolean)] = False
+    failover_timeout: Annotated[float, PlainValidator(_failover_timeout)] = 8.0
+    final_codes: Annotated[frozenset[int], PlainValidator(_final_codes)] = (
+        DEFAULT_FINAL_AT_CALLEE)
+    # carrier back-pressure (workers.coordination.backpressure): 503/429 with Retry-After
+    backpressure: Annotated[bool, PlainValidator(_boolean)] = True
+    backpressure_decrease: Annotated[float, PlainValidator(_fraction(one_allowed=False))] = 0.5
+    backpressure_increase: Annotated[float, PlainValidator(_fraction(one_allowed=True))] = 0.1
+    backpressure_interval: Number = 5.0
+    backpressure_min_factor: Annotated[float, PlainValidator(_fraction(one_allowed=True))] = 0.05
+    backpressure_max_hold: Number = 300.0
+    backpressure_guard: Annotated[float, PlainValidator(_number(0.0))] = 1.0
+    # OPTIONS health checks (workers.coordination.health); off unless asked for: a far end
+    # that only expects INVITEs may count an OPTIONS as a failed call
+    health_check: Annotated[bool, PlainValidator(_boolean)] = False
+    health_interval: Number = 30.0
+    health_timeout: Number = 5.0
+    health_down_after: Annotated[int, PlainValidator(_integer(1))] = 3
+    health_up_after: Annotated[int, PlainValidator(_integer(1))] = 2
+    health_stale_after: Number = 300.0
 
     @model_validator(mode="after")
     def _key_needs_its_certificate(self) -> TrunkConfig:
         if self.tls_key_file and not self.tls_cert_file:
             raise _KeyProblem("given without tls_cert_file", "tls_key_file")
+        if self.health_stale_after <= self.health_interval + self.health_timeout:
+            # the shared verdict would lapse between two rounds of pings
+            raise _KeyProblem(
+                f"must be above health_interval + health_timeout "
+                f"({self.health_interval + self.health_timeout:g} s), got "
+                f"{self.health_stale_after:g}", "health_stale_after")
         return self
+
+    @property
+    def outcome_rules(self) -> OutcomeRules:
+        return OutcomeRules(busy_from_proxy=self.busy_from_proxy, final_codes=self.final_codes)
 
     def transport_config(self, bind_host: str, udp_port: int) -> TransportConfig:
         """The worker's sockets for this trunk: UDP on `udp_port`, TCP beside it, and a TLS
@@ -334,6 +402,7 @@ class TrunkConfig(BaseModel):
 class TrunksFile:
     path: str
     trunks: Mapping[str, TrunkConfig] = field(default_factory=dict)
+    groups: Mapping[str, TrunkGroup] = field(default_factory=dict)  # [groups.NAME]
 
     def get(self, name: str) -> TrunkConfig:
         trunk = self.trunks.get(name)
@@ -363,9 +432,10 @@ def parse_trunks(
     document: Mapping[str, Any], *, source: str = "<trunks>", base_dir: Path | None = None
 ) -> TrunksFile:
     """Check a parsed trunks document; relative TLS paths are taken from `base_dir`."""
-    unknown_top = set(document) - {"trunks", "defaults"}
+    unknown_top = set(document) - {"trunks", "defaults", "groups"}
     if unknown_top:
-        raise ConfigError(f"{source}: {sorted(unknown_top)[0]}: unknown table (use [trunks.NAME])")
+        raise ConfigError(f"{source}: {sorted(unknown_top)[0]}: unknown table "
+                          "(use [trunks.NAME] or [groups.NAME])")
     defaults = document.get("defaults", {})
     if not isinstance(defaults, dict):
         raise ConfigError(f"{source}: defaults: must be a table")
@@ -386,7 +456,9 @@ def parse_trunks(
         ):
             merged["credentials"] = {**defaults["credentials"], **table["credentials"]}
         trunks[name] = _parse_trunk(name, merged, f"{source}: trunks.{name}", base_dir)
-    return TrunksFile(path=source, trunks=trunks)
+    groups = parse_groups(document.get("groups", {}), known_trunks=trunks,
+                          where=f"{source}: groups")
+    return TrunksFile(path=source, trunks=trunks, groups=groups)
 
 
 def _parse_trunk(

@@ -276,6 +276,20 @@ class DialMessage(BaseModel):
         None, description="seconds after answer until BYE; the trunk's maximum is a ceiling")
     session_expires: Annotated[
         StrictInt, Field(ge=MIN_SESSION_EXPIRES, le=int(MAX_TIMEOUT_SECONDS))] | None = None
+    # Trunk groups (docs/routing.md); optional, so version 1 messages without them still mean
+    # what they meant: one attempt on `trunk`.
+    route: Annotated[Text, Field(max_length=64), _matching(re.compile(TRUNK_PATTERN),
+                                                           "a trunk group name")] = Field(
+        "", description="a [groups.NAME] of the trunks file that holds `trunk`: after a "
+                        "network or capacity failure the worker re-dials on the group's next "
+                        "trunk; empty: `trunk` only")
+    attempt: Annotated[StrictInt, Field(ge=1, le=MAX_LIST_LENGTH)] = Field(
+        1, description="which attempt of this correlation_id this message is (set by the "
+                       "worker when it hands a call to the next trunk)")
+    tried: Annotated[
+        tuple[Annotated[Text, Field(max_length=64), AfterValidator(_not_blank)], ...],
+        Field(max_length=MAX_LIST_LENGTH),
+    ] = Field((), description="trunks this correlation_id already tried (set by the worker)")
 
     @field_validator("sdp_body")
     @classmethod

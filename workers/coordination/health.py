@@ -25,10 +25,11 @@ from typing import Any
 
 import redis
 
-from cli.commands.trunks import OptionsPinger, PingResult
 from sipstack.health import HealthRule, TrunkHealth, ping_ok
 from workers.config.settings import TrunkConfig
 from workers.coordination.shared_state import KeySpace, text_values, update_hash
+from workers.events.entries import format_at
+from workers.signaling.options_ping import OptionsPinger, PingResult
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,30 @@ def _decode(values: list[str | None]) -> TrunkHealth:
 
 
 HealthChange = Callable[[str, TrunkHealth, PingResult], None]
+TRUNK_DOWN = "trunk_down"
+TRUNK_UP = "trunk_up"
+
+
+def health_event(trunk: str, health: TrunkHealth, result: PingResult) -> dict[str, str]:
+    """The record to XADD on the trunk's stream when `health` (the state after a ping) took the
+    trunk down or up. Its time is the shared state's `since`, so workers that see the same edge
+    build the same `event_id`, and its fields are the leg events' (`event_id`, `seq`, `state`,
+    `trunk`, `status_code`, `reason`, `at`) plus `misses` and `successes`, as for
+    workers.coordination.backpressure.pressure_event."""
+    kind = TRUNK_UP if health.up else TRUNK_DOWN
+    at = health.since if health.since is not None else time.time()
+    seq = round(at * 1000)
+    return {
+        "event_id": f"trunk:{trunk}:{kind}:{seq}",
+        "seq": str(seq),
+        "state": kind,
+        "trunk": trunk,
+        "status_code": "" if result.status is None else str(result.status),
+        "reason": result.error or f"OPTIONS {result.status} {result.reason}".rstrip(),
+        "misses": str(health.misses),
+        "successes": str(health.successes),
+        "at": format_at(at),
+    }
 
 
 class HealthPinger:

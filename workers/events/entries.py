@@ -26,6 +26,8 @@ STREAM_FIELDS = (
 OUTCOME_FIELDS = (
     "disposition", "hangup_reason", "hangup_by", "final_status_code", "reason_protocol",
     "reason_cause", "reason_text", "retry_after",
+    # typed outcome and routing (docs/events.md, docs/routing.md)
+    "outcome", "attempt", "final", "next_trunk", "routed_via",
 )
 # Errors that mean "Redis is not there right now", as opposed to a bad command.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -54,7 +56,8 @@ class StreamEvent:
     at: float = 0.0
     # How the call ended (terminal events only; sipstack.cdr.Outcome.as_text): disposition,
     # hangup_reason, hangup_by, final_status_code, reason_protocol, reason_cause, reason_text,
-    # retry_after (seconds of a 503/429 Retry-After, for workers.coordination.backpressure).
+    # retry_after (seconds of a 503/429 Retry-After, for workers.coordination.backpressure);
+    # outcome, attempt, final, next_trunk, routed_via (workers.runtime.book.routing_fields).
     outcome: dict[str, str] | None = None
 
     @property

@@ -13,7 +13,7 @@ which one a dial tries next, or that it must stop.
   caller's RNG; `ordered` takes the first remaining live member.
 
 `TrunkGroup` is a plain frozen dataclass; `parse_groups` reads `[groups.<name>]` tables of a
-trunks TOML document (not wired into workers/config/settings.py yet):
+trunks TOML document (workers.config.trunks.parse_trunks reads them into `TrunksFile.groups`):
 
     [groups.national]
     strategy = "weighted"        # or "ordered" (the default)
@@ -39,7 +39,7 @@ from sipstack.outcome import (
     is_final_for_callee,
 )
 from sipstack.reason import ReasonValue
-from workers.config.settings import ConfigError
+from workers.config.errors import ConfigError
 
 STRATEGIES = ("ordered", "weighted")
 _FAIL_OVER_OUTCOMES = frozenset({Outcome.NETWORK, Outcome.CAPACITY})

@@ -10,7 +10,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from models.enums import LegState, leg_state_for_event
@@ -18,6 +18,7 @@ from models.operations import PendingCdr, Transition
 from sipstack.cdr import CdrRecord, Disposition, HangupBy, HangupReason
 from sipstack.dialog import DialogSnapshot
 from sipstack.events import LegEvent, ProvisionalReceived
+from sipstack.outcome import LocalCause, Outcome
 from workers.coordination.recovery import (
     dialog_columns,
     snapshot_to_json,
@@ -26,6 +27,7 @@ from workers.events.stream import (
     StreamEvent,
 )
 from workers.observability.log_format import call_fields
+from workers.routing.outcomes import leg_outcome
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,14 @@ class LegContext:
     established: bool = False
     finished: bool = False  # its terminal event has been produced
     leg_uuid: uuid.UUID | None = None  # leg_id parsed once (every event's row write needs it)
+    # Routing (docs/routing.md): the stored dial message, its trunk group, which attempt of
+    # the correlation_id this leg is, the trunks tried before it and the targets it tried
+    request: Mapping[str, Any] | None = None
+    route: str = ""
+    attempt: int = 1
+    tried: tuple[str, ...] = ()
+    targets: list[str] = field(default_factory=list)
+    next_trunk: str | None = None  # set at the end: the trunk the call is handed to
 
     @property
     def leg_key(self) -> uuid.UUID:
@@ -76,6 +86,34 @@ class PendingEvent:
 SnapshotSource = Callable[[str], DialogSnapshot | None]
 
 
+@dataclass(frozen=True, slots=True)
+class LegEnd:
+    """What the worker adds to a leg's end: its typed outcome, and the trunk the call goes to
+    next (None: this leg is the correlation_id's last attempt, its terminal event is final)."""
+
+    outcome: Outcome
+    next_trunk: str | None = None
+
+
+# how a leg ended -> its LegEnd (the worker's routing; default: the outcome, no next trunk)
+EndRouter = Callable[[LegContext, CdrRecord, LocalCause | None], LegEnd]
+
+
+def outcome_only(_context: LegContext, record: CdrRecord, cause: LocalCause | None) -> LegEnd:
+    return LegEnd(leg_outcome(record, cause=cause))
+
+
+def routing_fields(context: LegContext, end: LegEnd) -> dict[str, str]:
+    """The terminal event's routing fields (docs/events.md), as text."""
+    return {
+        "outcome": end.outcome.value,
+        "attempt": str(context.attempt),
+        "final": "false" if end.next_trunk else "true",
+        "next_trunk": end.next_trunk or "",
+        "routed_via": " ".join(context.targets),
+    }
+
+
 class LegBook:
     """The worker's live legs, keyed by correlation_id and Call-ID (signaling loop side).
 
@@ -83,10 +121,12 @@ class LegBook:
     """
 
     def __init__(
-        self, worker: str, snapshots: SnapshotSource | None = None, *, trunk: str = ""
+        self, worker: str, snapshots: SnapshotSource | None = None, *, trunk: str = "",
+        end_router: EndRouter = outcome_only,
     ) -> None:
         self.worker = worker
         self.trunk = trunk
+        self._end_router = end_router
         self._snapshots = snapshots
         self._by_correlation: dict[str, LegContext] = {}
         self._by_call_id: dict[str, LegContext] = {}
@@ -176,17 +216,30 @@ class LegBook:
             context.leg_key, leg_state_for_event(state, has_sdp=has_sdp), event.at, **fields
         )
         cdr = None
+        outcome = None
         if event.terminal:
             context.finished = True
             record: CdrRecord = event.cdr  # type: ignore[attr-defined]
-            cdr = PendingCdr(record, self.worker, context.leg_key)
+            cdr, outcome = self._ending(context, record, None)
         stream_event = StreamEvent(
             trunk=context.trunk, leg_id=context.leg_id, seq=context.next_seq(), state=state,
             call_id=event.call_id, correlation_id=context.correlation_id,
             scenario=context.scenario, status_code=event.status_code, reason=event.reason,
-            at=event.at, outcome=cdr.record.outcome.as_text() if cdr is not None else None,
+            at=event.at, outcome=outcome,
         )
         return PendingEvent(context, stream_event, transition, cdr, extra)
+
+    def _ending(
+        self, context: LegContext, record: CdrRecord, cause: LocalCause | None
+    ) -> tuple[PendingCdr, dict[str, str]]:
+        """The leg's CDR and its terminal event's outcome fields (routing decided here)."""
+        end = self._end_router(context, record, cause)
+        context.next_trunk = end.next_trunk
+        cdr = PendingCdr(
+            record, self.worker, context.leg_key, outcome=end.outcome, attempt=context.attempt,
+            routed_via=" ".join(context.targets) or None, next_trunk=end.next_trunk,
+        )
+        return cdr, {**record.outcome.as_text(), **routing_fields(context, end)}
 
     def synthetic_end(
         self,
@@ -199,6 +252,7 @@ class LegBook:
         hangup_reason: HangupReason = HangupReason.ERROR,
         status_code: int | None = None,
         error: str | None = None,
+        cause: LocalCause | None = None,
     ) -> PendingEvent:
         """A terminal event and CDR the core did not produce: a leg that failed before its
         INVITE, was dropped at shutdown, or is ended by crash recovery."""
@@ -224,12 +278,10 @@ class LegBook:
         if status_code is not None:
             fields["last_status_code"] = status_code
         transition = Transition.make(context.leg_key, leg_state, at, **fields)
+        cdr, outcome = self._ending(context, record, cause)
         stream_event = StreamEvent(
             trunk=context.trunk, leg_id=context.leg_id, seq=context.next_seq(), state=state,
             call_id=call_id, correlation_id=context.correlation_id, scenario=context.scenario,
-            status_code=status_code, reason=reason, at=at, outcome=record.outcome.as_text(),
+            status_code=status_code, reason=reason, at=at, outcome=outcome,
         )
-        return PendingEvent(
-            context, stream_event, transition, PendingCdr(record, self.worker,
-                                                          context.leg_key)
-        )
+        return PendingEvent(context, stream_event, transition, cdr)

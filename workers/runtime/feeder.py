@@ -7,15 +7,22 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sipstack.dial import DialRequest
 from sipstack.errors import LocalProtocolError
+from sipstack.outcome import LocalCause
 from workers.observability.attach import leg_fields
 from workers.runtime.book import LegContext
 from workers.signaling.manager import SignalingService
 
 log = logging.getLogger(__name__)
+
+# A worker that stops refuses new INVITEs: its own limit (capacity), another worker may dial.
+_STOPPING = LocalCause.CONCURRENCY_LIMIT
+
+# (leg, request) -> its Call-ID, on the loop (workers.signaling.targets: RFC 3263 location)
+Dial = Callable[[LegContext, DialRequest], Awaitable[str]]
 
 
 class DialFeeder:
@@ -35,14 +42,16 @@ class DialFeeder:
     def __init__(
         self,
         signaling: SignalingService,
-        on_refused: Callable[[LegContext, str], object],
+        on_refused: Callable[[LegContext, str, LocalCause], object],
         *,
         slice_size: int = 32,
         max_queued: int = 128,
         max_wait: float = 10.0,
+        dial: Dial | None = None,
     ) -> None:
         self._signaling = signaling
         self._on_refused = on_refused
+        self._dial = dial  # None: LegManager.dial (the request's own next hop)
         self._slice_size = slice_size
         self._max_queued = max_queued
         self._max_wait = max_wait
@@ -85,7 +94,7 @@ class DialFeeder:
                     return
                 self._scheduled = True
         if closed:
-            self._on_refused(context, "INVITE not sent: the signaling loop has stopped")
+            self._on_refused(context, "INVITE not sent: the signaling loop has stopped", _STOPPING)
             return
         sending = self._send_queued()
         try:
@@ -112,7 +121,7 @@ class DialFeeder:
 
     def _refuse_all(self, reason: str) -> None:
         for context, _request in self._take(None):
-            self._on_refused(context, reason)
+            self._on_refused(context, reason, _STOPPING)
 
     async def _send_queued(self) -> None:
         manager = self._signaling.manager
@@ -120,11 +129,15 @@ class DialFeeder:
             self.slices += 1
             for context, request in batch:
                 try:
-                    await manager.dial(request)
+                    if self._dial is None:
+                        await manager.dial(request)
+                    else:
+                        await self._dial(context, request)
                 except LocalProtocolError as error:
-                    self._on_refused(context, f"INVITE not sent: {error}")
+                    self._on_refused(context, f"INVITE not sent: {error}", LocalCause.BAD_TARGET)
                 except Exception as error:
-                    self._on_refused(context, f"INVITE not sent: {error.__class__.__name__}")
+                    self._on_refused(context, f"INVITE not sent: {error.__class__.__name__}",
+                                     LocalCause.TRANSPORT_ERROR)
                     log.exception("dialing failed", extra=leg_fields(context))
             if not self._scheduled:
                 return

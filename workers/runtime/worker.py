@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,15 +33,19 @@ from models.times import utc_now
 from models.transient import is_transient
 from sipstack.cdr import Disposition, HangupReason
 from sipstack.config import CoreConfig
+from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
 from sipstack.errors import LocalProtocolError
 from sipstack.events import LegEvent
+from sipstack.locate import RRType
+from sipstack.outcome import LocalCause
 from sipstack.transport import Transport
 from sipstack.uri import format_hostport
 from workers.celery.app import DIAL_BATCH_TASK, dial_queue_name
 from workers.config.settings import Settings, TrunkConfig
 from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
 from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
+from workers.contract.queues import publish_dial_body
 from workers.coordination.cancel_notes import CancelNote, read_notes
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
@@ -51,6 +55,7 @@ from workers.coordination.recovery import (
     new_instance_id,
     owner_id,
 )
+from workers.dns_locate import DnsLocator
 from workers.events.stream import (
     REDIS_UNAVAILABLE,
     EventPublisher,
@@ -59,12 +64,16 @@ from workers.events.stream import (
 )
 from workers.observability.attach import WorkerObservability, leg_fields
 from workers.observability.log_format import call_fields
+from workers.routing.failover import Failover
+from workers.routing.groups import TrunkGroup
+from workers.runtime.admission import TrunkGate
 from workers.runtime.book import LegBook, LegContext, PendingEvent
 from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
 from workers.runtime.observed import ObservedWorker
 from workers.runtime.recorder import LegRecorder
 from workers.signaling.manager import ManagerHooks, SignalingService
+from workers.signaling.targets import TargetFailover
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +135,9 @@ class WorkerOptions:
     maintenance_interval: float | None = None  # default: a third of the heartbeat TTL
     # metrics and call log lines (default: log lines only)
     observability: WorkerObservability | None = None
+    # trunk groups of the trunks file (failover to another trunk's queue, docs/routing.md)
+    groups: Mapping[str, TrunkGroup] = field(default_factory=dict)
+    health: Callable[[str], bool] | None = None  # trunk -> up; None: every trunk counts as up
 
 
 class WorkerRuntime(WorkerMaintenance):
@@ -182,7 +194,10 @@ class WorkerRuntime(WorkerMaintenance):
             trunk=self.trunk.name, on_beat=self._renew_leases,
         )
         self.heartbeat.take_over()
-        self.book = LegBook(self.owner, trunk=self.trunk.name)
+        self.gate = TrunkGate(self.redis, settings, self.trunk, bind_host=self.options.bind_host)
+        self.failover = Failover(self.trunk, self.options.groups, self._publish_dial_body,
+                                 health=self.options.health or self.gate.trunk_is_up)
+        self.book = LegBook(self.owner, trunk=self.trunk.name, end_router=self.failover.end)
         self.outbox = PostgresOutbox(
             self.repository, trunk=self.trunk.name, workers=[self.owner], defer_marks=True
         )
@@ -194,10 +209,11 @@ class WorkerRuntime(WorkerMaintenance):
             self.repository, self.publisher, worker=self.owner, outbox=self.outbox,
             on_finished=self._finished,
         ).start()
+        self.targets = self._target_failover()
         hooks = ManagerHooks(
-            on_event=self._on_event,
+            on_event=self.targets.on_event if self.targets else self._on_event,
             on_dialog_call_id_adopted=self.book.call_id_adopted,
-            on_leg_removed=self._on_leg_removed,
+            on_leg_removed=self.targets.on_leg_removed if self.targets else self._on_leg_removed,
         )
         core_config = CoreConfig(
             local_addresses={Transport.UDP: (self.options.bind_host, self.options.sip_port)},
@@ -212,7 +228,9 @@ class WorkerRuntime(WorkerMaintenance):
         self.signaling = SignalingService(core_config, transport_config, hooks,
                                           thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
-        self.feeder = DialFeeder(self.signaling, self._fail_before_invite)
+        self._start_gate()
+        self.feeder = DialFeeder(self.signaling, self._fail_before_invite,
+                                 dial=self.targets.dial if self.targets else None)
         self.book.set_snapshot_source(self._snapshot)
         self.observability.attach(ObservedWorker(
             self.signaling, self.recorder, self.publisher, self.repository.engine,
@@ -235,6 +253,31 @@ class WorkerRuntime(WorkerMaintenance):
         log.info("worker %s serving trunk %s, SIP on %s", self.owner, self.trunk.name,
                  self._listening())
         return self
+
+    def _target_failover(self) -> TargetFailover | None:
+        """RFC 3263 location and failover between targets, for a trunk with `locate`."""
+        if not self.trunk.locate:
+            return None
+        locator = DnsLocator(self.settings.dns_nameserver or None,
+                             timeout=self.settings.dns_timeout,
+                             families=(RRType.A,))  # the UDP socket is IPv4
+        scheme = "sips" if self.trunk.transport is Transport.TLS else "sip"
+        return TargetFailover(
+            lambda: self.signaling.manager, locator, proxy=self.trunk.proxy, scheme=scheme,
+            failover_timeout=self.trunk.failover_timeout, on_event=self._on_event,
+            on_leg_removed=self._on_leg_removed,
+        )
+    def _start_gate(self) -> None:
+        """Trunk health pings on the signaling loop, and the trunk's gauges."""
+        metrics = self.observability.metrics
+        if metrics is not None:
+            self.gate.register_gauges(metrics.registry)
+        self.gate.start(self.signaling)
+
+    def trunk_is_up(self, name: str) -> bool:
+        """Whether the shared OPTIONS health board lets `name` take dials (True without
+        evidence): the `health` of workers.routing.groups.next_trunk."""
+        return self.gate.trunk_is_up(name)
 
     def _listening(self) -> str:
         transports = self.signaling.manager.transports
@@ -260,6 +303,7 @@ class WorkerRuntime(WorkerMaintenance):
             self._maintenance.join(timeout=30)
         timeout = self.settings.drain_timeout if drain_timeout is None else drain_timeout
         self._drain(timeout)
+        self.gate.stop(self.signaling)
         self.signaling.stop(timeout=10.0)
         self.feeder.close()
         stored = self.recorder.stop(timeout=60.0)
@@ -317,6 +361,7 @@ class WorkerRuntime(WorkerMaintenance):
 
     def _on_event(self, event: LegEvent) -> None:
         self._record(self.book.pending_for(event))
+        self.gate.leg_ended(event)
 
     def _snapshot(self, call_id: str) -> DialogSnapshot | None:
         try:
@@ -335,6 +380,7 @@ class WorkerRuntime(WorkerMaintenance):
             ))
 
     def _finished(self, contexts: list[LegContext]) -> None:
+        self.failover.hand_over(contexts)
         for context in contexts:
             self.book.forget(context)
         with contextlib.suppress(*REDIS_UNAVAILABLE):  # else the leases lapse by themselves
@@ -410,6 +456,7 @@ class WorkerRuntime(WorkerMaintenance):
         if message.trunk != self.trunk.name:
             raise InvalidDialRequest(
                 {"trunk": f"{message.trunk!r} arrived on the queue of {self.trunk.name!r}"})
+        self.failover.check_route(message)
         return message.with_request_uri(self.trunk.request_uri(message.to))
 
     def _reject(self, raw: bytes, errors: dict[str, str]) -> None:
@@ -421,6 +468,12 @@ class WorkerRuntime(WorkerMaintenance):
         log.warning("dial message rejected: %s", describe(errors),
                     extra=call_fields(correlation_id=event.correlation_id,
                                       trunk=self.trunk.name))
+
+    def _publish_dial_body(self, trunk: str, body: bytes) -> None:
+        """A dial message for another trunk's queue (a failed-over call's next attempt)."""
+        if self.app is None:
+            raise RuntimeError("no Celery app to hand the call over with")
+        publish_dial_body(self.app, trunk, body)
 
     def retry_dials_later(self, legs: Sequence[tuple[str, str]], countdown: float) -> None:
         """Stored legs the limits cannot admit yet go back as a leg-id batch task message
@@ -490,10 +543,14 @@ class WorkerRuntime(WorkerMaintenance):
         self, trunk: str, valid: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
         enqueued_at: float | None,
     ) -> None:
+        if not self.gate.is_up():
+            why = f"trunk {trunk} is down (OPTIONS health check): not dialled"
+            self._claim_and_hand_over(valid, outcome, enqueued_at, refuse=why)
+            return
         try:
             admission = self.limits.admit_many(
                 trunk, [text for _, text, _ in valid],
-                max_concurrent=self.trunk.max_concurrent, cps=self.trunk.cps,
+                max_concurrent=self.trunk.max_concurrent, cps=self.gate.cps(),
             )
         except REDIS_UNAVAILABLE:
             outcome.retry_later(valid, 1.0, "Redis unavailable for the trunk limits")
@@ -511,8 +568,9 @@ class WorkerRuntime(WorkerMaintenance):
 
     def _claim_and_hand_over(
         self, admitted: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome,
-        enqueued_at: float | None,
+        enqueued_at: float | None, *, refuse: str = "",
     ) -> None:
+        """Claim the legs and dial them; with `refuse`, end them undialled for that reason."""
         try:
             # The token is drawn once: a retry after a lost commit answer wins its claims again.
             claimed = self.repository.run_connection(
@@ -531,7 +589,11 @@ class WorkerRuntime(WorkerMaintenance):
             self._not_claimed(lost, outcome)
         notes = self._cancel_notes([leg.correlation_id for leg in claimed])
         for leg in claimed:
-            self._hand_over(leg, outcome, notes)
+            if refuse and leg.correlation_id not in notes:  # a cancelled leg never fails over
+                self._end_refused(self._context(leg), refuse)
+                outcome.note_failed(refuse)
+            else:
+                self._hand_over(leg, outcome, notes)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -584,16 +646,13 @@ class WorkerRuntime(WorkerMaintenance):
         if notes is None:
             notes = self._cancel_notes([leg.correlation_id])
         note = notes.get(leg.correlation_id)
-        if note is not None:
-            self._end_undialled(context, "cancelled", Disposition.CANCELLED,
-                                f"not dialled: {note.reason}")
+        if note is not None:  # before the routing note: a cancelled leg never fails over
+            self._end_cancelled(context, note)
             outcome.cancelled += 1
             return
+        self._note_routing(context, leg, message, request)
         if message.expired(time.time()):
-            not_after = message.not_after.isoformat() if message.not_after else ""
-            self._end_undialled(
-                context, "expired", Disposition.FAILED,
-                f"not dialled: not_after {not_after} had passed when the worker took it")
+            self._end_expired(context, message)
             outcome.expired += 1
             return
         self.book.register(context)
@@ -610,13 +669,45 @@ class WorkerRuntime(WorkerMaintenance):
                         len(correlation_ids))
             return {}
 
-    def _end_undialled(self, context: LegContext, state: str, disposition: Disposition,
-                       reason: str) -> None:
-        """A claimed leg that ends without an INVITE: a CDR and its terminal event."""
+    def _end_cancelled(self, context: LegContext, note: CancelNote) -> None:
+        """A claimed leg its scheduler cancelled before a worker took the message: a CDR and
+        the terminal event `cancelled`, no INVITE."""
         self.book.register(context)
         self._record(self.book.synthetic_end(
-            context, at=time.time(), state=state, disposition=disposition, reason=reason,
-            hangup_reason=HangupReason.NORMAL if state == "cancelled" else HangupReason.ERROR,
+            context, at=time.time(), state="cancelled", disposition=Disposition.CANCELLED,
+            reason=f"not dialled: {note.reason}", hangup_reason=HangupReason.NORMAL,
+        ))
+
+    def _note_routing(
+        self, context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
+    ) -> None:
+        """What the leg's end needs for failover: the message, its route and attempt."""
+        context.request = leg.request
+        context.route, context.attempt, context.tried = (
+            message.route, message.attempt, message.tried)
+        target = request.target
+        located = self.trunk.locate and target.signaling_addr == self.trunk.proxy
+        if target.signaling_addr and not located:  # located targets are noted as tried
+            transport = (target.transport or Transport.UDP).value.lower()
+            context.targets.append(f"{transport}:{target.signaling_addr}")
+
+    def _end_expired(self, context: LegContext, message: DialMessage) -> None:
+        """A claimed leg whose not_after passed: a CDR and the terminal event `expired`."""
+        not_after = message.not_after.isoformat() if message.not_after else ""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="expired", disposition=Disposition.FAILED,
+            reason=f"not dialled: not_after {not_after} had passed when the worker took it",
+            cause=LocalCause.EXPIRED,
+        ))
+
+    def _end_refused(self, context: LegContext, reason: str) -> None:
+        """A claimed leg the trunk cannot take (down): a CDR and the terminal event `failed`,
+        disposition congestion (a capacity outcome: another trunk or a later retry may try)."""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="failed", disposition=Disposition.CONGESTION,
+            reason=reason, error=reason, cause=LocalCause.TRUNK_DOWN,
         ))
 
     def _count(self, outcome: BatchOutcome) -> None:
@@ -627,12 +718,14 @@ class WorkerRuntime(WorkerMaintenance):
         self.stats["cancelled"] += outcome.cancelled
         self.stats["retries"] += len(outcome.retry)
 
-    def _fail_before_invite(self, context: LegContext, reason: str) -> None:
+    def _fail_before_invite(
+        self, context: LegContext, reason: str, cause: LocalCause = LocalCause.BAD_TARGET
+    ) -> None:
         """End a claimed leg that never got its INVITE out (any thread)."""
         self.book.register(context)
         self._record(self.book.synthetic_end(
             context, at=time.time(), state="failed", reason=reason,
-            disposition=Disposition.FAILED, error=reason,
+            disposition=Disposition.FAILED, error=reason, cause=cause,
         ))
         log.warning("failed before its INVITE: %s", reason, extra=leg_fields(context))
 
