@@ -31,7 +31,7 @@ from models.operations import ClaimedLeg
 from models.repository import Repository
 from models.times import utc_now
 from models.transient import is_transient
-from sipstack.cdr import Disposition
+from sipstack.cdr import Disposition, HangupReason
 from sipstack.config import CoreConfig
 from sipstack.dial import DialRequest
 from sipstack.dialog import DialogSnapshot
@@ -46,6 +46,7 @@ from workers.config.settings import Settings, TrunkConfig
 from workers.contract.dial_message import DialMessage, message_leg_id, parse_dial_message
 from workers.contract.intake import DeadLetterSink, RedisDeadLetters, describe, rejected_event
 from workers.contract.queues import publish_dial_body
+from workers.coordination.cancel_notes import CancelNote, read_notes
 from workers.coordination.limits import TrunkLimits
 from workers.coordination.recovery import (
     BrokerResetWatch,
@@ -85,7 +86,7 @@ MAX_MESSAGES_PER_BODY = 1000  # a JSON array of dial messages is one transaction
 class DialOutcome:
     """What became of one dial message."""
 
-    status: str  # accepted | duplicate | retry | requeue | failed | expired | rejected
+    status: str  # accepted | duplicate | retry | requeue | failed | expired | cancelled | rejected
     detail: str = ""
     retry_after: float = 0.0
     call_id: str = ""
@@ -100,6 +101,7 @@ class BatchOutcome:
     duplicates: int = 0
     failed: int = 0
     expired: int = 0
+    cancelled: int = 0  # cancelled by the scheduler before a worker took the message
     rejected: int = 0  # JSON messages refused before anything was stored
     retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
     retry_after: float = 0.0
@@ -117,7 +119,8 @@ class BatchOutcome:
 
     def summary(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "failed": self.failed, "expired": self.expired, "rejected": self.rejected,
+                "failed": self.failed, "expired": self.expired, "cancelled": self.cancelled,
+                "rejected": self.rejected,
                 "retried": len(self.retry)}
 
 
@@ -160,7 +163,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self.observability = options.observability or WorkerObservability(options.trunk.name)
         self.stats: dict[str, int] = {"accepted": 0, "duplicates": 0, "retries": 0,
                                       "failed": 0, "recovered": 0, "requeued": 0,
-                                      "expired": 0, "rejected": 0}
+                                      "expired": 0, "cancelled": 0, "rejected": 0}
         self._stop_maintenance = threading.Event()
         self._next_purge = 0.0
         self._maintenance: threading.Thread | None = None
@@ -507,7 +510,8 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         if batch.retry:
             return DialOutcome("retry", batch.detail, retry_after=batch.retry_after)
         status = ("accepted" if batch.accepted else "duplicate" if batch.duplicates
-                  else "expired" if batch.expired else "failed")
+                  else "expired" if batch.expired else "cancelled" if batch.cancelled
+                  else "failed")
         return DialOutcome(status, batch.detail)
 
     def handle_dial_batch(
@@ -594,8 +598,9 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         lost = [item for item in admitted if item[0] not in won]
         if lost:
             self._not_claimed(lost, outcome)
+        notes = self._cancel_notes([leg.correlation_id for leg in claimed])
         for leg in claimed:
-            self._hand_over(leg, outcome, refuse)
+            self._hand_over(leg, outcome, refuse, notes)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -631,10 +636,12 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
                      f"{self.options.bind_host}",
         )
 
-    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome, refuse: str | None = None
-                   ) -> None:
-        """Dial a claimed leg, or end it undialled: expired, or `refuse` (its trunk is down,
-        so a trunk group hands it to the next trunk)."""
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome, refuse: str | None = None,
+                   notes: Mapping[str, CancelNote] | None = None) -> None:
+        """Dial a claimed leg, or end it undialled: cancelled by its scheduler before it was
+        taken (`notes`: read here when the caller did not read them for a batch; a cancelled
+        leg never fails over), past its not_after, or `refuse` (its trunk is down, so a trunk
+        group hands it to the next trunk)."""
         context = self._context(leg)
         try:
             message = validate_dial_fields(dict(leg.request))
@@ -643,6 +650,13 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
             reason = f"stored request is not dialable: {error}"
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
+            return
+        if notes is None:
+            notes = self._cancel_notes([leg.correlation_id])
+        note = notes.get(leg.correlation_id)
+        if note is not None:  # before the routing note: a cancelled leg never fails over
+            self._end_cancelled(context, note)
+            outcome.cancelled += 1
             return
         self._note_routing(context, leg, message, request)
         if message.expired(time.time()):
@@ -662,6 +676,25 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self.book.register(context)
         self.feeder.submit(context, request)
         outcome.accepted += 1
+
+    def _cancel_notes(self, correlation_ids: list[str]) -> Mapping[str, CancelNote]:
+        try:
+            return read_notes(self.redis, self.settings, self.trunk.name, correlation_ids)
+        except REDIS_UNAVAILABLE:
+            # Redis just admitted these legs (the limits); losing it in between is rare, and
+            # a leg claimed cannot wait: it is dialled, and a cancel then goes to this worker.
+            log.warning("Redis unavailable reading cancel notes: %d leg(s) dialled unchecked",
+                        len(correlation_ids))
+            return {}
+
+    def _end_cancelled(self, context: LegContext, note: CancelNote) -> None:
+        """A claimed leg its scheduler cancelled before a worker took the message: a CDR and
+        the terminal event `cancelled`, no INVITE."""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="cancelled", disposition=Disposition.CANCELLED,
+            reason=f"not dialled: {note.reason}", hangup_reason=HangupReason.NORMAL,
+        ))
 
     def _note_routing(
         self, context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
@@ -700,6 +733,7 @@ class WorkerRuntime(WorkerMaintenance, TrunkServices):
         self.stats["duplicates"] += outcome.duplicates
         self.stats["failed"] += outcome.failed
         self.stats["expired"] += outcome.expired
+        self.stats["cancelled"] += outcome.cancelled
         self.stats["retries"] += len(outcome.retry)
 
     def _fail_before_invite(
