@@ -55,6 +55,7 @@ STATE_TIMESTAMP: dict[LegState, str] = {
 LEG_STATE_FOR_EVENT: dict[str, LegState] = {
     "invited": LegState.INVITING,
     "provisional": LegState.RINGING,
+    "early_media": LegState.EARLY,
     "established": LegState.ESTABLISHED,
     "failed": LegState.FAILED,
     "cancelled": LegState.ENDED,

@@ -64,6 +64,10 @@ class CoreConfig:
     min_se: int = 90  # RFC 4028 Min-SE we send (and the floor we accept)
     max_ring_time: float = 300.0  # CANCEL an INVITE still ringing after this (no ring_timeout)
     prack: bool = False  # RFC 3262: offer 100rel (Supported) and PRACK reliable 1xx
+    require_100rel: bool = False  # also Require: 100rel in every INVITE (implies prack)
+    # A 421 whose Require names 100rel, to an INVITE that did not require it, is answered by
+    # one new INVITE with Supported and Require: 100rel (RFC 3262 §4); False: the leg fails.
+    retry_421: bool = True
     max_redirects: int = 3  # 3xx Contacts followed per leg (RFC 3261 §8.1.3.4); 0: none
     max_legs: int = 100_000  # dial() refuses new legs beyond this
     udp_only: bool = False  # the trunk takes UDP only: a request over 1300 bytes stays on UDP

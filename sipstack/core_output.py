@@ -33,6 +33,7 @@ class CoreStats:
     unknown_dialog_requests: int = 0  # answered 481
     unsupported_requests: int = 0  # answered 501
     auth_retries: int = 0
+    retries_421: int = 0  # INVITEs sent again with 100rel after a 421 asked for it
     session_refreshes_sent: int = 0
     session_refreshes_received: int = 0
     legs_started: int = 0

@@ -41,6 +41,26 @@ class ProvisionalReceived(LegEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EarlyMediaReceived(LegEvent):
+    """The first 1xx with SDP of an early dialog (a 183 Session Progress, usually): media may
+    flow before the answer. Once per early dialog (To tag); it follows that 1xx's
+    ProvisionalReceived."""
+
+    state: ClassVar[str] = "early_media"
+    to_tag: str = ""
+    reliable: bool = False  # it came with Require: 100rel (and was PRACKed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InviteRetried(LegEvent):
+    """The INVITE was sent again on the same leg (a new transaction, CSeq + 1) because the far
+    end asked for an extension we then added (a 421 requiring 100rel, RFC 3262 §4)."""
+
+    state: ClassVar[str] = "invited"
+    extension: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Redirected(LegEvent):
     """A 3xx to our INVITE was followed: a new INVITE went to `target` (RFC 3261 §8.1.3.4).
     Its state is "invited": the leg is inviting again."""
@@ -125,7 +145,9 @@ class LegEnded(LegTerminated):
 
 TerminalEvent = LegFailed | LegCancelled | LegEnded
 
-LIFECYCLE_STATES = ("invited", "provisional", "established", "failed", "cancelled", "ended")
+LIFECYCLE_STATES = (
+    "invited", "provisional", "early_media", "established", "failed", "cancelled", "ended",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

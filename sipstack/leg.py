@@ -168,6 +168,7 @@ class Leg:
         "offer_session_expires",
         "pending_reinvite",
         "prack_cseq",
+        "prack_on",
         "recovered",
         "redirects",
         "refresh",
@@ -263,6 +264,7 @@ class Leg:
         self.redirects: tuple[str, ...] = ()  # the 3xx Contacts followed (RFC 3261 §8.1.3.4)
         self.reliable: ReliableProvisionals | None = None  # RFC 3262 RSeq per early dialog
         self.prack_cseq = 0  # the CSeq of our last PRACK (the confirmed dialog continues)
+        self.prack_on = False  # this leg's INVITE offers 100rel (a 421 asked for it)
         self.udp_only = False  # requests over 1300 bytes stay on UDP (RFC 3261 §18.1.1)
         self.first_request_uri = ""  # the dialled Request-URI once a redirect replaced it
         # The SDP of a reliable-less 18x, per early dialog (To tag): a 2xx without a body takes

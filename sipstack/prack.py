@@ -78,6 +78,30 @@ def is_reliable(response: Response) -> bool:
     )
 
 
+def asks_for_100rel(response: Response) -> bool:
+    """A 421 (Extension Required) whose Require names 100rel (RFC 3261 §21.4.15, RFC 3262 §4)."""
+    return response.status_code == 421 and OPTION_TAG in _option_tags(
+        response.headers_all("Require")
+    )
+
+
+def headers_with_100rel(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """An INVITE's headers with 100rel in Supported and Require (each added when missing)."""
+    out: list[tuple[str, str]] = []
+    seen = {"supported": False, "require": False}
+    for name, value in headers:
+        key = name.lower()
+        if key in seen:
+            seen[key] = True
+            if OPTION_TAG not in _option_tags([value]):
+                value = f"{value}, {OPTION_TAG}" if value.strip() else OPTION_TAG
+        out.append((name, value))
+    for key, name in (("supported", "Supported"), ("require", "Require")):
+        if not seen[key]:
+            out.append((name, OPTION_TAG))
+    return tuple(out)
+
+
 def rack_for(response: Response) -> RAck:
     """The RAck of the PRACK answering this reliable 1xx.
 

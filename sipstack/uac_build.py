@@ -178,8 +178,11 @@ def plan_invite(
     tail: list[tuple[str, str]] = [
         ("Contact", contact),
         ("Allow", ALLOW),
-        ("Supported", f"{SUPPORTED}, 100rel" if config.prack else SUPPORTED),
+        ("Supported", f"{SUPPORTED}, 100rel" if config.prack or config.require_100rel
+         else SUPPORTED),
     ]
+    if config.require_100rel:
+        tail.append(("Require", "100rel"))
     if session_expires is not None:
         tail.append(("Session-Expires", str(session_expires)))
         tail.append(("Min-SE", str(config.min_se)))

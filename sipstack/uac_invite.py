@@ -1,6 +1,6 @@
 """The INVITE side of a leg: sending it, its responses (1xx, 2xx, failures), auth, 422, CANCEL.
 
-About 500 lines: the client side of one INVITE transaction's outcomes and its CANCEL belong
+Over 600 lines: the client side of one INVITE transaction's outcomes and its CANCEL belong
 together (a CANCEL waits for a 1xx, a 2xx stops it); splitting CANCEL out would split §9.1.
 """
 
@@ -14,6 +14,8 @@ from sipstack.errors import RemoteProtocolError, SipParseError
 from sipstack.events import (
     AnswerReceived,
     CallIdAdopted,
+    EarlyMediaReceived,
+    InviteRetried,
     LegCancelled,
     LegFailed,
     ProvisionalReceived,
@@ -24,7 +26,14 @@ from sipstack.headers.retry_after import retry_after_seconds
 from sipstack.headers.session_timer import SessionExpires
 from sipstack.leg import Leg, LegInput, LegPhase
 from sipstack.message import Request, Response
-from sipstack.prack import Reliability, ReliableProvisionals, is_reliable, rack_for
+from sipstack.prack import (
+    Reliability,
+    ReliableProvisionals,
+    asks_for_100rel,
+    headers_with_100rel,
+    is_reliable,
+    rack_for,
+)
 from sipstack.reason import (
     LocalHangup,
     ReasonValue,
@@ -168,7 +177,10 @@ class InviteHandling:
     def _on_provisional(self, leg: Leg, response: Response, now: float) -> None:
         if leg.state is not LegPhase.CALLING and leg.state is not LegPhase.RINGING:
             return
-        reliable = self._core.config.prack and is_reliable(response)
+        config = self._core.config
+        reliable = (config.prack or config.require_100rel or leg.prack_on) and is_reliable(
+            response
+        )
         if reliable and not self._prack(leg, response, now):
             return  # a retransmission, out of order, or unusable: not processed (RFC 3262 §4)
         if leg.first_provisional_at is None and response.status_code != 100:
@@ -176,22 +188,26 @@ class InviteHandling:
             leg.first_provisional_at = now
         leg.advance(LegInput.PROVISIONAL)  # any 1xx, 100 included, lets a CANCEL go (§9.1)
         has_sdp = is_sdp(response)
+        new_early_media = False
         if has_sdp:
             # The 2xx may omit the answer its early dialog already gave.
             if leg.early_sdp is None:
                 leg.early_sdp = {}
+            new_early_media = (response.to_tag or "") not in leg.early_sdp
             leg.early_sdp[response.to_tag or ""] = response.body
-        self._core.shared._emit(
-            ProvisionalReceived(
-                call_id=leg.call_id,
-                correlation_id=leg.correlation_id,
-                scenario=leg.scenario,
-                at=now,
-                status_code=response.status_code,
-                reason=response.reason,
-                has_sdp=has_sdp,
-            )
-        )
+        provisional = ProvisionalReceived(
+            call_id=leg.call_id, correlation_id=leg.correlation_id, scenario=leg.scenario,
+            at=now, status_code=response.status_code, reason=response.reason, has_sdp=has_sdp,
+        )  # fmt: skip
+        self._core.shared._emit(provisional)
+        if new_early_media:
+            self._core.shared._emit(
+                EarlyMediaReceived(
+                    call_id=leg.call_id, correlation_id=leg.correlation_id,
+                    scenario=leg.scenario, at=now, status_code=response.status_code,
+                    reason=response.reason, to_tag=response.to_tag or "", reliable=reliable,
+                )
+            )  # fmt: skip
         if leg.cancel_requested and not leg.cancel_sent:
             self._send_cancel(leg, now)
 
@@ -369,7 +385,9 @@ class InviteHandling:
                 if error is None:
                     self._resend_invite(leg, now)
                     return
-            elif code == 422 and self._retry_after_422(leg, response, now):
+            elif (code == 422 and self._retry_after_422(leg, response, now)) or (
+                code == 421 and self._retry_with_100rel(leg, response, now)
+            ):
                 return
             if 300 <= code < 400 and self._follow_redirect(leg, response, now):
                 return
@@ -454,6 +472,28 @@ class InviteHandling:
         tail[at:at] = [("Session-Expires", str(interval)), ("Min-SE", str(leg.min_se))]
         leg.invite_tail = tuple(tail)
         self._resend_invite(leg, now)
+        return True
+
+    def _retry_with_100rel(self, leg: Leg, response: Response, now: float) -> bool:
+        """RFC 3262 §4: a 421 requiring 100rel gets one new INVITE that supports and requires
+        it (same leg and Call-ID, CSeq + 1); its reliable 1xx are then PRACKed."""
+        config = self._core.config
+        if (
+            not config.retry_421 or config.require_100rel or leg.prack_on
+            or leg.invite_tail is None or not asks_for_100rel(response)
+        ):  # fmt: skip
+            return False
+        leg.prack_on = True
+        leg.invite_tail = headers_with_100rel(leg.invite_tail)
+        self._core.shared.stats.retries_421 += 1
+        self._resend_invite(leg, now)
+        self._core.shared._emit(
+            InviteRetried(
+                call_id=leg.call_id, correlation_id=leg.correlation_id, scenario=leg.scenario,
+                at=now, status_code=421, extension="100rel",
+                reason=f"{response.reason}: sent again with Require: 100rel",
+            )
+        )  # fmt: skip
         return True
 
     def _resend_invite(self, leg: Leg, now: float) -> None:

@@ -88,9 +88,10 @@ class Stack:
         self.carriers.append(far_end)
         return far_end
 
-    def configure_trunk(self, proxy: Sipp | CarrierProcess, extra: str = "") -> None:
-        """Write the trunks file; `extra`: more `key = value` lines for the trunk's table."""
-        self.proxy = f"{LOOPBACK}:{proxy.port}"
+    def configure_trunk(self, proxy: Sipp | CarrierProcess | int, extra: str = "") -> None:
+        """The trunk towards a far end (or a port of a proxy the test runs); `extra` is more
+        TOML lines for its table."""
+        self.proxy = f"{LOOPBACK}:{proxy if isinstance(proxy, int) else proxy.port}"
         self.write_trunks(
             f'[trunks.{self.trunk}]\nproxy = "{self.proxy}"\ntransport = "udp"\n'
             f"cps = {self.cps}\nmax_concurrent = {self.max_concurrent}\n"

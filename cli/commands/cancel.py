@@ -25,11 +25,12 @@ EXIT_NOT_DONE = 1  # unknown, finished, not in a state for the action, or no ans
 DESCRIPTIONS = {
     "cancel": (
         "CANCEL a leg that has not been answered yet. A leg still queued is ended before any "
-        "worker dials it; an answered one is refused (use `outbound hangup`)."
+        "worker dials it, and with --trunk a dial message no worker has taken yet is cancelled "
+        "ahead (result `queued`); an answered one is refused (use `outbound hangup`)."
     ),
     "hangup": (
         "End a live leg: BYE when it is answered, CANCEL before. A leg still queued is ended "
-        "before any worker dials it."
+        "before any worker dials it; with --trunk, so is a dial message not taken yet."
     ),
 }
 
@@ -44,7 +45,9 @@ def control_command(action: str) -> click.Command:
     ))
     @click.option("--correlation-id", default=None, metavar="ID", help="The scheduler's id.")
     @click.option("--call-id", default=None, metavar="ID", help="The leg's SIP Call-ID.")
-    @click.option("--trunk", default=None, help="Act only when the leg is on this trunk.")
+    @click.option("--trunk", default=None,
+                  help="Act only when the leg is on this trunk; with --correlation-id, also "
+                       "cancel a dial message no worker has taken yet.")
     @click.option("--timeout", default=10.0, show_default=True,
                   type=click.FloatRange(min=0, min_open=True),
                   help="Seconds to wait for the owner worker's answer.")
@@ -94,7 +97,7 @@ def _control(
         if leg is not None and leg.trunk != trunk:
             where = f"the leg with {_describe(key)} is on trunk {leg.trunk!r}, not {trunk!r}"
             return ControlResult("unknown", where, str(leg.id), leg.call_id, leg.owner_worker)
-    return request_control(client, action, timeout=timeout, **key)
+    return request_control(client, action, trunk=trunk, timeout=timeout, **key)
 
 
 def _describe(key: dict[str, str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import asdict
 
 import click
@@ -15,13 +16,34 @@ from workers.config.settings import Settings, TrunkConfig, resolve_trunks
 from workers.coordination.health import TrunkHealthBoard
 from workers.events.entries import format_at
 from workers.signaling.options_ping import OptionsPinger, PingResult
+from workers.signaling.registrations import read_statuses, registration_summary
 
 EXIT_ALL_REACHABLE = 0
 EXIT_SOME_UNREACHABLE = 1
 
 
-def format_table(results: list[PingResult]) -> str:
-    rows = [("TRUNK", "PROXY", "TRANSPORT", "RESULT", "RTT")]
+def registrations(trunks: list[TrunkConfig], settings: Settings) -> dict[str, str]:
+    """What the workers of each registering trunk last published about its REGISTER binding
+    (workers/signaling/registrations.py), read from Redis; empty when no trunk registers."""
+    names = [trunk.name for trunk in trunks if trunk.registers]
+    if not names:
+        return {}
+    client: redis.Redis[bytes] = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        now = time.time()
+        return {name: registration_summary(read_statuses(client, settings, name), now)
+                for name in names}
+    except redis.RedisError as error:
+        return dict.fromkeys(names, f"unknown: Redis unreachable ({error.__class__.__name__})")
+    finally:
+        client.close()
+
+
+def format_table(results: list[PingResult], registered: dict[str, str] | None = None) -> str:
+    """One row per trunk; a REGISTRATION column when some trunk registers."""
+    registered = registered or {}
+    rows: list[tuple[str, ...]] = [("TRUNK", "PROXY", "TRANSPORT", "RESULT", "RTT")]
     for r in results:
         if r.reachable:
             outcome = f"reachable: {r.status} {r.reason}"
@@ -31,9 +53,13 @@ def format_table(results: list[PingResult]) -> str:
         else:
             outcome, rtt = f"UNREACHABLE: {r.error}", "-"
         rows.append((r.trunk, r.proxy, r.transport, outcome, rtt))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    if registered:
+        rows = [(*row, "REGISTRATION" if index == 0 else registered.get(row[0], "-"))
+                for index, row in enumerate(rows)]
+    last = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(last)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:last])) + "  " + row[last]
         for row in rows
     )
 
@@ -102,12 +128,15 @@ def check(
         raise click.BadParameter(f"cannot send from {bind_host}: {error}",
                                  param_hint="--bind") from None
     verdicts = board_verdicts(settings, trunks)
+    registered = registrations(trunks, settings)
     if as_json:
         for result in results:
+            extra = {"registration": registered[result.trunk]} if result.trunk in registered \
+                else {}
             click.echo(json.dumps({**asdict(result), "reachable": result.reachable,
-                                   "health": verdicts.get(result.trunk)}))
+                                   "health": verdicts.get(result.trunk), **extra}))
     else:
-        click.echo(format_table(results))
+        click.echo(format_table(results, registered))
         if verdicts:
             width = max(len(name) for name in verdicts)
             click.echo("\nWORKERS' HEALTH CHECKS (shared in Redis)")

@@ -17,11 +17,11 @@ from workers.events.stream import StreamEvent
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
 
 
-def _two_trunks(stack: Stack, proxy_a: str, proxy_b: str) -> DialClient:
-    """Trunks a and b, group `fallback` = [a, b], one worker each."""
+def _two_trunks(stack: Stack, proxy_a: str, proxy_b: str, keys_a: str = "") -> DialClient:
+    """Trunks a (with `keys_a`) and b, group `fallback` = [a, b], one worker each."""
     stack.write_trunks(
         f'[defaults]\ntransport = "udp"\ncps = 50\ncaller_user = "+15550100"\n\n'
-        f'[trunks.a]\nproxy = "{proxy_a}"\n\n[trunks.b]\nproxy = "{proxy_b}"\n\n'
+        f'[trunks.a]\nproxy = "{proxy_a}"\n{keys_a}\n[trunks.b]\nproxy = "{proxy_b}"\n\n'
         '[groups.fallback]\nmembers = ["a", "b"]\n'
     )
     assert stack.client is not None
@@ -139,3 +139,33 @@ def test_a_route_that_is_not_a_group_of_the_trunk_is_rejected(stack: Stack) -> N
     event = rejected()
     assert event is not None and "route" in event.reason and "nowhere" in event.reason
     assert stack.rows("SELECT id FROM legs") == []
+
+
+def test_a_trunk_its_health_checks_took_down_hands_its_dials_to_the_next_trunk(
+    stack: Stack,
+) -> None:
+    answer = stack.sipp("uas_answer.xml", 2)
+    silent = f"{LOOPBACK}:{free_ports(1)}"  # nothing answers trunk a's OPTIONS
+    health = ("health_check = true\nhealth_interval = 0.2\nhealth_timeout = 0.3\n"
+              "health_down_after = 2\nhealth_up_after = 2\nhealth_stale_after = 30\n")
+    client = _two_trunks(stack, silent, f"{LOOPBACK}:{answer.port}", keys_a=health)
+    health_key = stack.settings.key("health", "a")
+    wait_for(lambda: stack.redis.hget(health_key, "up") == b"0", 30,
+             "trunk a marked down by its health checks")
+    for name in ("down-1", "down-2"):
+        client.enqueue_dial("a", "+15551230003", correlation_id=name, route="fallback",
+                            max_duration=1.0)
+    legs = {name: (_leg("a", name), _leg("b", name)) for name in ("down-1", "down-2")}
+    terminals = _wait_terminals(stack, {leg for pair in legs.values() for leg in pair},
+                                timeout=30)
+    result = answer.wait(timeout=30)
+    assert result.successful_calls == 2 and result.stat("IncomingCall") == 2, result.explain()
+    cdrs = _cdrs(stack)
+    for first, second in legs.values():
+        # not dialled on trunk a (no INVITE, no status): capacity, handed to b, answered there
+        assert (cdrs[first][3], cdrs[first][5], cdrs[first][7]) == ("capacity", "b", None)
+        assert (cdrs[second][3], cdrs[second][4], cdrs[second][8]) == ("user", 2, "answered")
+        first_fields, second_fields = terminals[first].outcome, terminals[second].outcome
+        assert first_fields is not None and second_fields is not None
+        assert (first_fields["final"], first_fields["next_trunk"]) == ("false", "b")
+        assert second_fields["final"] == "true"

@@ -15,10 +15,10 @@ from tests.waiting import wait_until
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 
-_ROUTES = """
+# in-dialog requests: our Record-Route, else (a UAS that sends no Route) the Request-URI
+_ROUTE_START = """
 request_route {
     if (has_totag()) {
-        # in-dialog: our Record-Route, else (a UAS that sends no Route) the Request-URI
         loose_route();
         t_relay();
         exit;
@@ -27,6 +27,8 @@ request_route {
         if (t_check_trans()) { t_relay(); }
         exit;
     }
+"""
+_ROUTES = _ROUTE_START + """
     record_route();
     $du = "sip:%(next_hop)s";
     t_relay();
@@ -47,6 +49,10 @@ class Kamailio:
     pki: TestPki | None = None
     tls_port: int | None = None
     accept_aliases: bool = False  # tcp_accept_aliases: honour our Via ;alias (RFC 5923)
+    # A test's own routing (its request_route replaces the proxy's), and what it needs loaded.
+    routes: str = ""
+    extra_modules: tuple[str, ...] = ()
+    extra_params: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     def config(self) -> str:
@@ -61,8 +67,9 @@ class Kamailio:
         if self.pki is not None:
             assert self.tls_port is not None
             lines += ["enable_tls=yes", f"listen=tls:{LOOPBACK}:{self.tls_port}"]
-        for module in ("tm", "sl", "rr", "siputils", "pv", "textops"):
+        for module in ("tm", "sl", "rr", "siputils", "pv", "textops", *self.extra_modules):
             lines.append(f'loadmodule "{module}.so"')
+        lines += list(self.extra_params)
         if self.pki is not None:
             tls_cfg = self.workdir / "tls.cfg"
             tls_cfg.write_text(
@@ -74,7 +81,8 @@ class Kamailio:
             )
             lines += ['loadmodule "tls.so"', f'modparam("tls", "config", "{tls_cfg}")',
                       f'modparam("tls", "connection_timeout", {self.lifetime})']
-        return "\n".join(lines) + "\n" + _ROUTES % {"next_hop": self.next_hop}
+        routes = self.routes or _ROUTES
+        return "\n".join(lines) + "\n" + routes % {"next_hop": self.next_hop}
 
     def start(self, ready_timeout: float = 10.0) -> Kamailio:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -114,3 +122,37 @@ class Kamailio:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+# A registrar with digest auth (static password, no database) that relays INVITEs only from
+# a user whose binding is in force (usrloc in memory): a trunk that must REGISTER first.
+REGISTRAR_ROUTES = _ROUTE_START.replace("%", "%%") + """
+    if (is_method("REGISTER")) {
+        if (!pv_www_authenticate("$td", "%(password)s", "0")) {
+            www_challenge("$td", "0");
+            exit;
+        }
+        if ($au != "%(user)s") { sl_send_reply("403", "Wrong user"); exit; }
+        save("location");
+        exit;
+    }
+    if (is_method("INVITE") && !registered("location", "sip:%(user)s@$fd")) {
+        sl_send_reply("403", "Not registered");
+        exit;
+    }
+    record_route();
+    $du = "sip:%%(next_hop)s";
+    t_relay();
+}
+"""
+
+
+def registrar(port: int, next_hop: str, workdir: Path, *, user: str,
+              password: str) -> Kamailio:
+    """A Kamailio registrar (digest, `user`/`password`) and proxy towards `next_hop`."""
+    return Kamailio(
+        port, next_hop, workdir,
+        routes=REGISTRAR_ROUTES % {"user": user, "password": password},
+        extra_modules=("auth", "usrloc", "registrar"),
+        extra_params=('modparam("registrar", "min_expires", 10)',),
+    )

@@ -351,6 +351,9 @@ def _transport_options(settings: Settings, *, amqp: bool) -> dict[str, Any]:
         return {"confirm_publish": True}
     return {
         "visibility_timeout": settings.visibility_timeout,
+        # Sweep for messages a dead worker left unacknowledged every 10 s (kombu's default
+        # throttle makes it every 100 s), so they come back soon after the visibility timeout.
+        "unacked_restore_throttle": 1,
         # Fail fast on a dead socket so the consumer reconnects after a Redis restart.
         "socket_timeout": 10,
         "socket_connect_timeout": 5,

@@ -12,11 +12,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     PlainValidator,
     ValidationError,
     ValidationInfo,
@@ -228,6 +229,49 @@ def _path(value: Any, info: ValidationInfo) -> str | None:
     return str(path)
 
 
+PRACK_MODES = ("off", "when_required", "supported", "required")
+
+
+class PrackOptions(TypedDict):
+    """The CoreConfig fields a trunk's `prack` mode sets."""
+
+    prack: bool
+    require_100rel: bool
+    retry_421: bool
+
+STIR_ATTESTATIONS = ("A", "B", "C")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = _text(value)
+        if text not in choices:
+            raise _KeyProblem(f"must be one of {', '.join(map(repr, choices))}, got {text!r}")
+        return text
+
+    return check
+
+
+def _sip_uri_text(value: Any) -> str:
+    text = _text(value)
+    if text and not text.lower().startswith(("sip:", "sips:")):
+        raise _KeyProblem(f"{text!r} is not a sip: or sips: URI")
+    if text:
+        _sip(lambda: parse_uri(text))
+    return text
+
+
+def _https_url(value: Any) -> str:
+    text = _text(value)
+    if text and (not text.startswith("https://") or any(c in text for c in '<>"; \t')):
+        raise _KeyProblem(f"{text!r} is not an https:// URL")
+    return text
+
+
+def _register_expires(value: Any) -> int:
+    return _integer(10, 2**32 - 1)(value)
+
+
 def _final_codes(value: Any) -> frozenset[int]:
     if isinstance(value, frozenset):
         return value
@@ -304,6 +348,20 @@ class TrunkConfig(BaseModel):
     health_down_after: Annotated[int, PlainValidator(_integer(1))] = 3
     health_up_after: Annotated[int, PlainValidator(_integer(1))] = 2
     health_stale_after: Number = 300.0
+    # RFC 3262: "when_required" offers nothing but answers a 421 asking for 100rel once
+    prack: Annotated[str, PlainValidator(_choice(PRACK_MODES))] = "when_required"
+    # REGISTER (RFC 3261 §10) with the trunk's credentials; the dials wait on its result
+    # the TOML key is `register` (a pydantic BaseModel attribute of that name exists)
+    registers: Annotated[bool, PlainValidator(_boolean)] = Field(
+        default=False, validation_alias="register")
+    register_expires: Annotated[int, PlainValidator(_register_expires)] = 3600
+    register_aor: Annotated[str, PlainValidator(_sip_uri_text)] = ""  # empty: user@domain
+    register_contact: Annotated[str, PlainValidator(_sip_uri_text)] = ""  # empty: the listener
+    # STIR/SHAKEN (RFC 8224/8225/8588): sign every INVITE with this P-256 key
+    stir_key_file: FileName = None
+    stir_cert_file: FileName = None  # its certificate, checked against the key at start
+    stir_x5u: Annotated[str, PlainValidator(_https_url)] = ""  # where the certificate is
+    stir_attest: Annotated[str, PlainValidator(_choice(("", *STIR_ATTESTATIONS)))] = ""
 
     @model_validator(mode="after")
     def _key_needs_its_certificate(self) -> TrunkConfig:
@@ -315,6 +373,14 @@ class TrunkConfig(BaseModel):
                 f"must be above health_interval + health_timeout "
                 f"({self.health_interval + self.health_timeout:g} s), got "
                 f"{self.health_stale_after:g}", "health_stale_after")
+        if self.stir_key_file:
+            for key in ("stir_x5u", "stir_attest"):
+                if not getattr(self, key):
+                    raise _KeyProblem("required with stir_key_file", key)
+        else:
+            for key in ("stir_cert_file", "stir_x5u", "stir_attest"):
+                if getattr(self, key):
+                    raise _KeyProblem("given without stir_key_file", key)
         return self
 
     @property
@@ -333,6 +399,14 @@ class TrunkConfig(BaseModel):
             tls_server_cert_file=self.tls_cert_file, tls_server_key_file=self.tls_key_file,
             keepalive_interval=self.keepalive_interval,
         )
+
+    def prack_options(self) -> PrackOptions:
+        """CoreConfig's 100rel fields for this trunk's `prack` mode."""
+        return {
+            "prack": self.prack in ("supported", "required"),
+            "require_100rel": self.prack == "required",
+            "retry_421": self.prack != "off",
+        }
 
     @property
     def proxy_address(self) -> Address:

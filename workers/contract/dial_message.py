@@ -263,6 +263,9 @@ class DialMessage(BaseModel):
     diversion: Annotated[tuple[DiversionEntry, ...], Field(max_length=MAX_LIST_LENGTH)] = ()
     identity_header: Annotated[Text, Field(max_length=MAX_SDP_LENGTH)] = Field(
         "", description="RFC 8224 Identity value, sent verbatim")
+    stir_attest: Literal["", "A", "B", "C"] = Field(
+        "", description="STIR/SHAKEN attestation of this call (RFC 8588); empty: the trunk's "
+                        "stir_attest; ignored by a trunk that does not sign")
     codecs: Annotated[
         tuple[Annotated[Text, Field(max_length=32), AfterValidator(_codec)], ...],
         Field(max_length=MAX_LIST_LENGTH),

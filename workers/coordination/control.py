@@ -1,11 +1,13 @@
 """Cancel and hang up legs by correlation_id or Call-ID: the scheduler's call and the owner
 worker's handler.
 
-The scheduler side finds the leg in PostgreSQL. A leg still queued is ended there (claimed
-first, so no worker dials it); a live leg's request goes to the direct queue of the worker
-that owns it (a durable queue per worker node: a request sent while that worker restarts
-waits for it), with an expiry, and the answer comes back through the result backend. Unknown
-and finished legs get a result saying so; nothing raises for them.
+The scheduler side finds the leg in PostgreSQL. A dial message no worker has taken yet has no
+leg: given its trunk, a cancel note is left in Redis (workers.coordination.cancel_notes) that
+the worker taking the message honours, ending the leg as `cancelled` undialled. A leg still
+queued is ended there (claimed first, so no worker dials it); a live leg's request goes to the
+direct queue of the worker that owns it (a durable queue per worker node: a request sent while
+that worker restarts waits for it), with an expiry, and the answer comes back through the
+result backend. Unknown and finished legs get a result saying so; nothing raises for them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from models.legs import Leg
 from sipstack.cdr import Disposition, HangupReason
 from sipstack.errors import LocalProtocolError
 from workers.celery.app import CONTROL_TASK, control_queue_name
+from workers.contract.dial_message import message_leg_id
+from workers.coordination.cancel_notes import leave_note
 from workers.coordination.recovery import split_owner
 from workers.events.stream import (
     EventPublisher,
@@ -39,7 +43,8 @@ ACTIONS = ("cancel", "hangup")
 
 @dataclass(frozen=True, slots=True)
 class ControlResult:
-    """`result`: sent | answered | unknown | finished | ended_queued | not_here | no_answer."""
+    """`result`: sent | answered | unknown | finished | ended_queued | queued | not_here |
+    no_answer (`queued`: the message is not taken yet; the worker that takes it ends it)."""
 
     result: str
     detail: str
@@ -49,7 +54,7 @@ class ControlResult:
 
     @property
     def ok(self) -> bool:
-        return self.result in ("sent", "ended_queued")
+        return self.result in ("sent", "ended_queued", "queued")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,15 +69,33 @@ def request_control(
     *,
     correlation_id: str | None = None,
     call_id: str | None = None,
+    trunk: str | None = None,
     timeout: float = 10.0,
 ) -> ControlResult:
-    """Cancel (unanswered legs only) or hang up (any live leg) one leg."""
+    """Cancel (unanswered legs only) or hang up (any live leg) one leg. With `trunk`, a
+    correlation_id no worker has stored yet is cancelled ahead: result `queued`."""
     if action not in ACTIONS:
         raise ValueError(f"unknown control action {action!r} (expected cancel or hangup)")
     which = f"correlation_id {correlation_id!r}" if correlation_id else f"call_id {call_id!r}"
     leg = client.repository.run(find_leg, correlation_id=correlation_id, call_id=call_id)
+    if leg is None and correlation_id and trunk:
+        leave_note(client.redis, client.settings, trunk, correlation_id, action)
+        # Read again after the note is down: a worker that stored and claimed the leg before
+        # this read may have missed the note, so the leg is then controlled like any other;
+        # one that claims it later reads the note (it checks after its claim).
+        leg = client.repository.run(find_leg, correlation_id=correlation_id)
+        if leg is None:
+            return ControlResult(
+                "queued", f"{action} noted: the worker that takes the dial message ends it as "
+                "cancelled without dialling", str(message_leg_id(trunk, correlation_id)))
     if leg is None:
-        return ControlResult("unknown", f"no leg with {which}")
+        hint = "; give its trunk to cancel a dial message no worker has taken yet" if (
+            correlation_id) else ""
+        return ControlResult("unknown", f"no leg with {which}{hint}")
+    return _control_leg(client, action, leg, timeout)
+
+
+def _control_leg(client: DialClient, action: str, leg: Leg, timeout: float) -> ControlResult:
     leg_id = str(leg.id)
     if leg.state in TERMINAL_STATES:
         return ControlResult("finished", f"leg already {leg.state.value}", leg_id, leg.call_id,
@@ -108,6 +131,11 @@ def request_control(
         message.forget()
     if not isinstance(answer, dict):
         return ControlResult("no_answer", f"worker {node} failed: {answer!r}", leg_id)
+    if answer.get("result") == "not_here":  # it may have ended meanwhile (a cancel note)
+        current = client.repository.get_leg(leg_id)
+        if current is not None and current.state in TERMINAL_STATES:
+            return ControlResult("finished", f"leg already {current.state.value}", leg_id,
+                                 current.call_id, current.owner_worker)
     return ControlResult(
         str(answer.get("result")), str(answer.get("detail", "")), leg_id,
         answer.get("call_id") or leg.call_id, leg.owner_worker,

@@ -58,6 +58,7 @@ class LegContext:
     tried: tuple[str, ...] = ()
     targets: list[str] = field(default_factory=list)
     next_trunk: str | None = None  # set at the end: the trunk the call is handed to
+    stir_attest: str = ""  # the dial's own STIR/SHAKEN attestation (empty: the trunk's)
 
     @property
     def leg_key(self) -> uuid.UUID:
@@ -195,7 +196,7 @@ class LegBook:
         state = event.state
         if state == "invited":
             context.started_at = context.started_at or event.at
-        elif state == "provisional":
+        elif state in ("provisional", "early_media"):
             context.first_provisional_at = context.first_provisional_at or event.at
         elif state == "established":
             context.answered_at = event.at

@@ -10,8 +10,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from models import operations
 from models.dial_fields import InvalidDialRequest, validate_dial_fields
@@ -20,12 +20,14 @@ from models.operations import ClaimedLeg
 from models.repository import Repository
 from models.times import utc_now
 from models.transient import is_transient
-from sipstack.cdr import Disposition
+from sipstack.cdr import Disposition, HangupReason
 from sipstack.dial import DialRequest
 from sipstack.outcome import LocalCause
 from sipstack.transport import Transport
+from workers.config.settings import Settings
 from workers.config.trunks import TrunkConfig
 from workers.contract.dial_message import DialMessage
+from workers.coordination.cancel_notes import CancelNote, read_notes
 from workers.coordination.limits import TrunkLimits
 from workers.events.stream import REDIS_UNAVAILABLE
 from workers.observability.attach import WorkerObservability, leg_fields
@@ -58,9 +60,14 @@ class DialPath:
     book: LegBook
     observability: WorkerObservability
     stats: dict[str, int]
+    redis: Any
+    settings: Settings
 
     def _record(self, pending: PendingEvent | None) -> None:
         raise NotImplementedError  # WorkerRuntime's
+
+    def _registration_refusal(self) -> str:
+        raise NotImplementedError  # TrunkServices' (earlier in WorkerRuntime's bases)
 
     def handle_dial(
         self, leg_id: str, trunk: str, correlation_id: str = "", enqueued_at: float | None = None
@@ -72,7 +79,8 @@ class DialPath:
         if batch.retry:
             return DialOutcome("retry", batch.detail, retry_after=batch.retry_after)
         status = ("accepted" if batch.accepted else "duplicate" if batch.duplicates
-                  else "expired" if batch.expired else "failed")
+                  else "expired" if batch.expired else "cancelled" if batch.cancelled
+                  else "failed")
         return DialOutcome(status, batch.detail)
 
     def handle_dial_batch(
@@ -159,12 +167,9 @@ class DialPath:
         lost = [item for item in admitted if item[0] not in won]
         if lost:
             self._not_claimed(lost, outcome)
+        notes = self._cancel_notes([leg.correlation_id for leg in claimed])
         for leg in claimed:
-            if refuse:
-                self._end_refused(self._context(leg), refuse)
-                outcome.note_failed(refuse)
-            else:
-                self._hand_over(leg, outcome)
+            self._hand_over(leg, outcome, refuse, notes)
 
     def _not_claimed(self, lost: list[tuple[uuid.UUID, str, str]], outcome: BatchOutcome) -> None:
         """Why claims lost (a redelivered or repeated message, or no such leg)."""
@@ -200,7 +205,12 @@ class DialPath:
                      f"{self.options.bind_host}",
         )
 
-    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome) -> None:
+    def _hand_over(self, leg: ClaimedLeg, outcome: BatchOutcome, refuse: str | None = None,
+                   notes: Mapping[str, CancelNote] | None = None) -> None:
+        """Dial a claimed leg, or end it undialled: cancelled by its scheduler before it was
+        taken (`notes`: read here when the caller did not read them for a batch; a cancelled
+        leg never fails over), past its not_after, or `refuse` (its trunk is down, so a trunk
+        group hands it to the next trunk)."""
         context = self._context(leg)
         try:
             message = validate_dial_fields(dict(leg.request))
@@ -210,14 +220,50 @@ class DialPath:
             self._fail_before_invite(context, reason)
             outcome.note_failed(reason)
             return
+        if notes is None:
+            notes = self._cancel_notes([leg.correlation_id])
+        note = notes.get(leg.correlation_id)
+        if note is not None:  # before the routing note: a cancelled leg never fails over
+            self._end_cancelled(context, note)
+            outcome.cancelled += 1
+            return
         self._note_routing(context, leg, message, request)
         if message.expired(time.time()):
             self._end_expired(context, message)
             outcome.expired += 1
             return
+        if refuse:
+            self._end_refused(context, refuse)
+            outcome.note_failed(refuse)
+            return
+        refusal = self._registration_refusal()
+        if refusal:
+            self._fail_before_invite(context, refusal)
+            outcome.note_failed(refusal)
+            return
+        context.stir_attest = message.stir_attest
         self.book.register(context)
         self.feeder.submit(context, request)
         outcome.accepted += 1
+
+    def _cancel_notes(self, correlation_ids: list[str]) -> Mapping[str, CancelNote]:
+        try:
+            return read_notes(self.redis, self.settings, self.trunk.name, correlation_ids)
+        except REDIS_UNAVAILABLE:
+            # Redis just admitted these legs (the limits); losing it in between is rare, and
+            # a leg claimed cannot wait: it is dialled, and a cancel then goes to this worker.
+            log.warning("Redis unavailable reading cancel notes: %d leg(s) dialled unchecked",
+                        len(correlation_ids))
+            return {}
+
+    def _end_cancelled(self, context: LegContext, note: CancelNote) -> None:
+        """A claimed leg its scheduler cancelled before a worker took the message: a CDR and
+        the terminal event `cancelled`, no INVITE."""
+        self.book.register(context)
+        self._record(self.book.synthetic_end(
+            context, at=time.time(), state="cancelled", disposition=Disposition.CANCELLED,
+            reason=f"not dialled: {note.reason}", hangup_reason=HangupReason.NORMAL,
+        ))
 
     def _note_routing(
         self, context: LegContext, leg: ClaimedLeg, message: DialMessage, request: DialRequest
@@ -256,6 +302,7 @@ class DialPath:
         self.stats["duplicates"] += outcome.duplicates
         self.stats["failed"] += outcome.failed
         self.stats["expired"] += outcome.expired
+        self.stats["cancelled"] += outcome.cancelled
         self.stats["retries"] += len(outcome.retry)
 
     def _fail_before_invite(
@@ -278,4 +325,3 @@ class DialPath:
     def _release_quietly(self, leg_ids: list[str]) -> None:
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             self.limits.release_leases(self.trunk.name, leg_ids)
-

@@ -37,6 +37,8 @@ class DialFeeder:
     claimed and not yet dialed.
     A request the loop refuses (or one left when the loop is gone) goes to `on_refused`,
     which ends the leg with an event and a CDR: a claimed leg never stays without an end.
+    `prepare` runs on the loop just before each INVITE (STIR/SHAKEN signing: a fresh `iat`);
+    a ValueError from it refuses that dial.
     """
 
     def __init__(
@@ -48,8 +50,10 @@ class DialFeeder:
         max_queued: int = 128,
         max_wait: float = 10.0,
         dial: Dial | None = None,
+        prepare: Callable[[LegContext, DialRequest], DialRequest] | None = None,
     ) -> None:
         self._signaling = signaling
+        self._prepare = prepare
         self._on_refused = on_refused
         self._dial = dial  # None: LegManager.dial (the request's own next hop)
         self._slice_size = slice_size
@@ -129,11 +133,15 @@ class DialFeeder:
             self.slices += 1
             for context, request in batch:
                 try:
+                    if self._prepare is not None:
+                        request = self._prepare(context, request)
                     if self._dial is None:
                         await manager.dial(request)
                     else:
                         await self._dial(context, request)
                 except LocalProtocolError as error:
+                    self._on_refused(context, f"INVITE not sent: {error}", LocalCause.BAD_TARGET)
+                except ValueError as error:  # from prepare: a number SHAKEN cannot sign
                     self._on_refused(context, f"INVITE not sent: {error}", LocalCause.BAD_TARGET)
                 except Exception as error:
                     self._on_refused(context, f"INVITE not sent: {error.__class__.__name__}",

@@ -72,7 +72,7 @@ class WorkerMaintenance:
         if self.broker_watch is not None:
             try:
                 if self.broker_watch.reset_detected():
-                    self.requeue_queued()
+                    self.requeue_queued("broker was reset")
             except REDIS_UNAVAILABLE as error:
                 log.warning("broker check skipped, Redis unavailable: %s", error)
         if time.monotonic() >= self._next_purge:
@@ -83,7 +83,7 @@ class WorkerMaintenance:
             if purged:
                 log.info("purged %d published outbox events", purged)
 
-    def requeue_queued(self, chunk: int = 100) -> int:
+    def requeue_queued(self, why: str, chunk: int = 100) -> int:
         """Publish dial messages again for every queued leg of the trunk, a batch message per
         `chunk` legs (duplicates lose the claim; lost messages are replaced)."""
         legs = self.repository.run(queued_legs, self.trunk.name)
@@ -99,8 +99,8 @@ class WorkerMaintenance:
                 queue=queue, routing_key=queue, ignore_result=True,
             )
         self.stats["requeued"] += len(legs)
-        log.warning("broker was reset: re-published %d queued dial(s) of %s",
-                    len(legs), self.trunk.name)
+        log.warning("%s: re-published %d queued dial(s) of %s", why, len(legs),
+                    self.trunk.name)
         return len(legs)
 
     def recover_owner(self, dead: str) -> list[str]:
@@ -114,6 +114,12 @@ class WorkerMaintenance:
         for leg in adopted:
             self._end_recovered(dead, leg)
         self.stats["recovered"] += len(adopted)
+        if self.broker_watch is not None:
+            # A Redis broker loses the message a dead worker had popped (BRPOP) but not yet
+            # recorded as unacknowledged (kombu does that in a second command): a dial retry
+            # of a stored leg can go that way. Its leg is still queued: publish it again
+            # (a leg that has its message too loses the second claim).
+            self.requeue_queued(f"owner {dead} died")
         return [leg.leg_id for leg in adopted]
 
     def _end_recovered(self, dead: str, leg: RecoveredLeg) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 class DialOutcome:
     """What became of one dial message."""
 
-    status: str  # accepted | duplicate | retry | requeue | failed | expired | rejected
+    status: str  # accepted | duplicate | retry | requeue | failed | expired | cancelled | rejected
     detail: str = ""
     retry_after: float = 0.0
     call_id: str = ""
@@ -26,6 +26,7 @@ class BatchOutcome:
     duplicates: int = 0
     failed: int = 0
     expired: int = 0
+    cancelled: int = 0  # cancelled by the scheduler before a worker took the message
     rejected: int = 0  # JSON messages refused before anything was stored
     retry: list[tuple[str, str]] = field(default_factory=list)  # (leg id, correlation_id)
     retry_after: float = 0.0
@@ -43,5 +44,6 @@ class BatchOutcome:
 
     def summary(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "failed": self.failed, "expired": self.expired, "rejected": self.rejected,
+                "failed": self.failed, "expired": self.expired, "cancelled": self.cancelled,
+                "rejected": self.rejected,
                 "retried": len(self.retry)}

@@ -1,9 +1,9 @@
 """One worker process's runtime: signaling service, leg book, recorder, limits, heartbeat, recovery.
 
 The dial path (limits, claim, hand-over: `handle_dial_batch`) is the DialPath mixin of
-workers/runtime/dialing.py, maintenance the WorkerMaintenance one. JSON dial messages reach it
-through the claim coalescer (workers/runtime/claims.py), which stores their legs first; leg-id
-task messages come straight in.
+workers/runtime/dialing.py, maintenance and trunk services (REGISTER, STIR/SHAKEN) mixins of
+their own. JSON dial messages reach the dial path through the claim coalescer
+(workers/runtime/claims.py), which stores their legs first; leg-id task messages come straight in.
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ from workers.runtime.feeder import DialFeeder
 from workers.runtime.maintenance import WorkerMaintenance
 from workers.runtime.observed import ObservedWorker
 from workers.runtime.recorder import LegRecorder
+from workers.runtime.trunk_services import TrunkServices
+from workers.signaling.identity import load_call_signer
 from workers.signaling.manager import ManagerHooks, SignalingService
 from workers.signaling.targets import TargetFailover
 
 log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerOptions:
@@ -82,7 +83,7 @@ class WorkerOptions:
     health: Callable[[str], bool] | None = None  # trunk -> up; None: every trunk counts as up
 
 
-class WorkerRuntime(DialPath, WorkerMaintenance):
+class WorkerRuntime(WorkerMaintenance, TrunkServices, DialPath):
     """One worker's signaling service, leg book, recorder, limits, heartbeat and recovery.
 
     Plain Python: the Celery bootstep starts and stops it, the tasks call `handle_dial` and
@@ -105,11 +106,14 @@ class WorkerRuntime(DialPath, WorkerMaintenance):
         self.observability = options.observability or WorkerObservability(options.trunk.name)
         self.stats: dict[str, int] = {"accepted": 0, "duplicates": 0, "retries": 0,
                                       "failed": 0, "recovered": 0, "requeued": 0,
-                                      "expired": 0, "rejected": 0}
+                                      "expired": 0, "cancelled": 0, "rejected": 0}
         self._stop_maintenance = threading.Event()
         self._next_purge = 0.0
         self._maintenance: threading.Thread | None = None
         self._started = False
+        self.registration = None
+        # The trunk's STIR/SHAKEN signer, read once; a bad key file is a ConfigError here.
+        self.call_signer = load_call_signer(options.trunk)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -165,6 +169,7 @@ class WorkerRuntime(DialPath, WorkerMaintenance):
             from_display_name=self.trunk.caller_display_name,
             user_agent=self.options.user_agent,
             udp_only=self.trunk.udp_only,  # the core keeps big requests on UDP (RFC 3261 §18.1.1)
+            **self.trunk.prack_options(),
         )
         # With the trunk's certificate there is a TLS listener: sips: Contacts point at it.
         transport_config = self.trunk.transport_config(self.options.bind_host,
@@ -173,8 +178,12 @@ class WorkerRuntime(DialPath, WorkerMaintenance):
                                           thread_name=f"sip-{self.trunk.name}")
         self.signaling.start()
         self._start_gate()
-        self.feeder = DialFeeder(self.signaling, self._fail_before_invite,
-                                 dial=self.targets.dial if self.targets else None)
+        self._start_registration()
+        self.feeder = DialFeeder(
+            self.signaling, self._fail_before_invite,
+            dial=self.targets.dial if self.targets else None,
+            prepare=self._sign_invite if self.call_signer is not None else None,
+        )
         self.book.set_snapshot_source(self._snapshot)
         self.observability.attach(ObservedWorker(
             self.signaling, self.recorder, self.publisher, self.repository.engine,
@@ -248,6 +257,7 @@ class WorkerRuntime(DialPath, WorkerMaintenance):
         timeout = self.settings.drain_timeout if drain_timeout is None else drain_timeout
         self._drain(timeout)
         self.gate.stop(self.signaling)
+        self._stop_registration()
         self.signaling.stop(timeout=10.0)
         self.feeder.close()
         stored = self.recorder.stop(timeout=60.0)

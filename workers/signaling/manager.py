@@ -43,6 +43,8 @@ from workers.signaling.transports import TransportConfig, Transports
 
 _T = TypeVar("_T")
 TransportKey = tuple[Transport, Address]
+# Takes a message before the leg core does (a REGISTER binding's responses); True: taken.
+Receiver = Callable[[bytes, Address, Transport], bool]
 
 # Unreadable messages from the network: the first few are logged, then one in every so many,
 # so a flood of garbage cannot flood the log (the core counts every one of them).
@@ -168,6 +170,7 @@ class LegManager:
         self._core: UacCore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._legs: dict[str, _LegRecord] = {}
+        self._receivers: list[Receiver] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._pumping = False
@@ -207,6 +210,10 @@ class LegManager:
     @property
     def local_address(self) -> Address:
         return self.transports.local_address()
+
+    def add_receiver(self, receiver: Receiver) -> None:
+        """Offer every received message to `receiver` first (call on the loop)."""
+        self._receivers.append(receiver)
 
     def live_legs(self) -> list[str]:
         return list(self._legs)
@@ -344,6 +351,8 @@ class LegManager:
             return
         for hook in self.hooks.subscribers("on_signaling_received"):
             self._run_hook(hook, data, transport, source)
+        if self._offer_to_receivers(data, source, transport):
+            return
         try:
             self._core.receive(data, source, transport, self._clock())
         except Exception:
@@ -351,6 +360,16 @@ class LegManager:
             self._log.exception(
                 "core failed on %d bytes from %s over %s", len(data), source, transport
             )
+
+    def _offer_to_receivers(self, data: bytes, source: Address, transport: Transport) -> bool:
+        for receiver in self._receivers:
+            try:
+                if receiver(data, source, transport):
+                    return True
+            except Exception:
+                self.stats.hook_errors += 1
+                self._log.exception("receiver %s failed", receiver)
+        return False
 
     def _log_bad_input(self, source: Address, transport: Transport, error: ValueError) -> None:
         sampler = self._bad_input_sampler
