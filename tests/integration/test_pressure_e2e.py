@@ -96,14 +96,16 @@ def test_503_retry_after_slows_both_workers_and_the_rate_comes_back(
         print("INVITEs after the cut (s):", spread, "recovered after", recovered_at - cut_at)
         # held at half the rate: once the burst before the cut has left the one-second window
         # and until the Retry-After has passed, no window holds more than 5 INVITEs of the two
+        # (one more is jitter: invited_at is when the loop sent the INVITE, and a busy loop
+        # can send one admitted slot late, next to the following one; the full rate is 10)
         held = span(cut_at + 1.0, hold_until + 1.0)
-        assert held and max_in_window(held, 0.9) <= CPS // 2, spread
+        assert held and max_in_window(held, 0.9) <= CPS // 2 + 1, spread
         for name, times in by_worker.items():  # neither worker took the other's share
             assert max_in_window(span(cut_at + 1.0, hold_until + 1.0, times), 0.9) \
-                <= CPS // 2, name
+                <= CPS // 2 + 1, name
         # then 0.75 for one interval, and the full rate again once recovered
         stepping = span(hold_until + 1.0, recovered_at)
-        assert max_in_window(stepping, 0.9) <= int(CPS * 0.75), spread
+        assert max_in_window(stepping, 0.9) <= int(CPS * 0.75) + 1, spread
         after = span(recovered_at, recovered_at + 60)
         assert max_in_window(after, 1.0) >= CPS - 2, spread
     finally:

@@ -85,7 +85,9 @@ class TrunkGate:
         if self.pressure is None:
             return self.trunk.cps
         cps, record = self.pressure.poll(self.trunk.name, self.trunk.cps, self._clock())
-        if record is not None:
+        # The cut's record comes from the worker whose 503/429 made it (with the status and
+        # Retry-After); a sibling noticing the same edge would repeat it without them.
+        if record is not None and record["state"] == "trunk_recovered":
             self._publish(record)
         return cps
 
