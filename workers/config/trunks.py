@@ -2,6 +2,9 @@
 keys refused), `[defaults]` merged under each; errors name the file, the key and the reason.
 
 The file's format is described in workers.config.settings.
+
+Over 500 lines: this is the one definition of every trunk key (type, default and check, ~60
+keys), with each key's small value check beside the model that uses it.
 """
 
 from __future__ import annotations
