@@ -66,11 +66,13 @@ class Cdr(Base):
     worker: Mapped[str] = mapped_column(Text)
     # Typed outcome (sipstack.outcome; NULL only on CDRs stored before it existed), the
     # attempt number of the correlation id, the targets tried (`udp:host:port` in order),
-    # and the trunk the call was handed to next (NULL: the correlation id's last leg).
+    # the trunk the call was handed to next (NULL: the correlation id's last leg), and the
+    # 3xx Contacts followed (space-separated URIs in order, RFC 3261 §8.1.3.4; NULL: none).
     outcome: Mapped[Outcome | None] = mapped_column(TextEnum(Outcome))
     attempt: Mapped[int] = mapped_column(Integer, server_default="1")
     routed_via: Mapped[str | None] = mapped_column(Text)
     next_trunk: Mapped[str | None] = mapped_column(Text)
+    redirects: Mapped[str | None] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (
@@ -130,4 +132,5 @@ def cdr_row(
         "attempt": attempt,
         "routed_via": routed_via,
         "next_trunk": next_trunk,
+        "redirects": " ".join(record.redirects) or None,
     }

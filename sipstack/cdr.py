@@ -137,7 +137,7 @@ class CdrRecord:
     # The Retry-After (RFC 3261 §20.33) of the final failure, seconds: a 503's or 429's tells
     # the back-pressure (workers.coordination.backpressure) how long the trunk wants less.
     retry_after: float | None = None
-    redirects: tuple[str, ...] = ()  # the 3xx Contacts followed, in order (no column yet)
+    redirects: tuple[str, ...] = ()  # the 3xx Contacts followed, in order (cdrs.redirects)
 
     @property
     def outcome(self) -> Outcome:

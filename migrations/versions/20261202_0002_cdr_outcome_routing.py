@@ -1,4 +1,4 @@
-"""CDR outcome and routing: the typed outcome, attempt number, targets tried, next trunk.
+"""CDR outcome and routing: typed outcome, attempt number, targets tried, 3xx followed, next trunk.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +24,7 @@ def upgrade() -> None:
                                     nullable=False))
     op.add_column("cdrs", sa.Column("routed_via", sa.Text(), nullable=True))
     op.add_column("cdrs", sa.Column("next_trunk", sa.Text(), nullable=True))
+    op.add_column("cdrs", sa.Column("redirects", sa.Text(), nullable=True))
     op.create_check_constraint(
         op.f("ck_cdrs_outcome"), "cdrs",
         "outcome IS NULL OR outcome IN ({})".format(", ".join(f"'{o}'" for o in OUTCOMES)),
@@ -34,5 +35,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_constraint(op.f("ck_cdrs_attempt_positive"), "cdrs", type_="check")
     op.drop_constraint(op.f("ck_cdrs_outcome"), "cdrs", type_="check")
-    for column in ("next_trunk", "routed_via", "attempt", "outcome"):
+    for column in ("redirects", "next_trunk", "routed_via", "attempt", "outcome"):
         op.drop_column("cdrs", column)
