@@ -27,6 +27,7 @@ from tests.rabbitmq import RabbitVhost, rabbitmq_available, rabbitmqctl
 from tests.sipp.harness import free_ports, requires_sipp
 from tests.worker_stack import TERMINAL, Stack
 from tests.workers_harness import wait_for
+from workers.celery.redis_intake import inflight_entries
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
 
@@ -54,6 +55,7 @@ class RedisScheduler:
 
     def __init__(self, stack: Stack) -> None:
         self.redis = stack.redis
+        self.stack = stack
         self.queue, self.task_queue = queue_names(stack.trunk)
 
     def publish(self, message: dict[str, Any]) -> None:
@@ -65,9 +67,11 @@ class RedisScheduler:
         }))
 
     def drained(self) -> bool:
-        # kombu keeps a taken, unacknowledged message in the `unacked` hash
+        # a worker keeps a taken, unsettled JSON message in its in-flight list
+        # (workers/celery/redis_intake.py), kombu a Celery task in the `unacked` hash
         return (self.redis.llen(self.queue) == 0 and self.redis.llen(self.task_queue) == 0
-                and self.redis.hlen("unacked") == 0)
+                and self.redis.hlen("unacked") == 0
+                and inflight_entries(self.redis, self.stack.settings, self.stack.trunk) == 0)
 
     def close(self) -> None:
         pass
