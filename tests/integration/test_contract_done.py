@@ -158,6 +158,8 @@ def missing(stack: Stack, ids: list[str]) -> str:
                if any(cid.encode() in body for cid in lost)]
     lines = [f"{cid}: leg {legs.get(cid, 'not stored')}" for cid in lost[:20]]
     lines.append(f"{len(unacked)} of them in kombu's unacked hash: {unacked[:3]!r}"[:2000])
+    lines.append(f"{inflight_entries(stack.redis, stack.settings, stack.trunk)} in workers' "
+                 "in-flight lists")
     lines += [f"{key!r}: {stack.redis.llen(key)}" for key in stack.redis.keys("dial.*")
               if stack.redis.type(key) == b"list"]  # type: ignore[no-untyped-call]
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """The Redis intake of the JSON dial queue against a real Redis: batches moved atomically into
 the worker's in-flight list and settled in one transaction (taken ones leave, put-back ones
 return to the consuming end), dead workers' in-flight lists restored once and live ones left
-alone, kombu envelopes and bare bodies decoded, garbage and a failing batch survived."""
+alone (at start and on each recovery round, fake clock), kombu envelopes and bare bodies
+decoded, garbage and a failing batch survived."""
 
 from __future__ import annotations
 
@@ -159,3 +160,27 @@ def test_a_batch_size_below_one_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
         make_intake(redis_client, redis_settings, Taker(), batch_size=0)
+
+
+def test_the_running_intake_recovers_a_worker_that_died_after_it_started_on_its_next_round(
+    redis_client: redis.Redis[Any], redis_settings: Settings,
+) -> None:
+    now = [0.0]
+    taker = Taker()
+    intake = RedisIntake(redis_client, redis_settings, trunk=TRUNK,
+                         queue=redis_settings.key("queue"), owner="w1#me", take_batch=taker,
+                         dead=OwnerWatch(redis_client, redis_settings).dead, batch_size=10,
+                         block_timeout=0.1, recover_every=5.0, clock=lambda: now[0])
+    intake.start()
+    try:
+        wait_for(lambda: redis_client.sismember(intake.owners_key, "w1#me"), 5, "registered")
+        redis_client.lpush(intake.inflight_key("w2#old"), b'{"n": "orphan"}')
+        redis_client.sadd(intake.owners_key, "w2#old")
+        beat(redis_client, redis_settings, "w2", "new")
+        now[0] = 4.9  # before the next round (due at 5.0) nothing moves it
+        assert redis_client.llen(intake.inflight_key("w2#old")) == 1
+        now[0] = 5.0
+        wait_for(lambda: taker.taken() == [b'{"n": "orphan"}'], 5, "the orphan taken")
+        assert not redis_client.exists(intake.inflight_key("w2#old"))
+    finally:
+        intake.stop()
