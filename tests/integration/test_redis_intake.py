@@ -2,7 +2,7 @@
 the worker's in-flight list and settled in one transaction (taken ones leave, put-back ones
 return to the consuming end), dead workers' in-flight lists restored once and live ones left
 alone (at start and on each recovery round, fake clock), kombu envelopes and bare bodies
-decoded, garbage and a failing batch survived."""
+decoded, garbage, a failing batch and an unreachable broker survived."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.sipp.harness import free_ports
 from tests.workers_harness import wait_for
 from workers.celery.redis_intake import RedisIntake, decode_entry, inflight_entries
 from workers.config.settings import Settings
@@ -184,3 +185,18 @@ def test_the_running_intake_recovers_a_worker_that_died_after_it_started_on_its_
         assert not redis_client.exists(intake.inflight_key("w2#old"))
     finally:
         intake.stop()
+
+
+def test_an_unreachable_broker_is_retried_with_a_growing_bounded_backoff_not_a_crash(
+    redis_settings: Settings,
+) -> None:
+    nowhere: redis.Redis[Any] = redis.Redis(port=free_ports(1), socket_connect_timeout=0.5)
+    taker = Taker()
+    intake = make_intake(nowhere, redis_settings, taker)
+    intake.start()
+    try:
+        wait_for(lambda: intake._backoff >= 0.4, 10, "the backoff to grow")
+        assert intake._thread is not None and intake._thread.is_alive()
+        assert taker.batches == []
+    finally:
+        intake.stop()  # logs that it could not put anything back; does not raise

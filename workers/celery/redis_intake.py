@@ -152,18 +152,21 @@ class RedisIntake:
                     self.recover()
                     self._next_recovery = self._clock() + self._recover_every
                 verdicts = self.run_once()
-                self._backoff = FIRST_BACKOFF
                 if verdicts and all(v is Settle.REQUEUE for v in verdicts):
-                    self._stopping.wait(self._backoff)  # cannot take now: do not spin
+                    self._back_off()  # cannot take now (stopping, PostgreSQL away): no spin
+                else:
+                    self._backoff = FIRST_BACKOFF
             except redis.RedisError as exc:
                 log.warning("intake %s: Redis error (%s); retrying in %.1f s",
                             self.queue, exc, self._backoff)
-                self._stopping.wait(self._backoff)
-                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                self._back_off()
             except Exception:
                 log.exception("intake %s: unexpected error", self.queue)
-                self._stopping.wait(self._backoff)
-                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                self._back_off()
+
+    def _back_off(self) -> None:
+        self._stopping.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
 
     def register(self) -> None:
         self._redis.sadd(self.owners_key, self.owner)
@@ -214,8 +217,7 @@ class RedisIntake:
                     raise
                 log.warning("intake %s: settling failed (%s); retrying in %.1f s",
                             self.queue, exc, self._backoff)
-                self._stopping.wait(self._backoff)
-                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                self._back_off()
 
     def restore(self, owner: str) -> int:
         """Move all of `owner`'s in-flight entries back to the queue and forget the list."""
