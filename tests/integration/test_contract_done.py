@@ -27,6 +27,7 @@ from tests.rabbitmq import RabbitVhost, rabbitmq_available, rabbitmqctl
 from tests.sipp.harness import free_ports, requires_sipp
 from tests.worker_stack import TERMINAL, Stack
 from tests.workers_harness import wait_for
+from workers.celery.redis_intake import inflight_entries
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
 
@@ -54,6 +55,7 @@ class RedisScheduler:
 
     def __init__(self, stack: Stack) -> None:
         self.redis = stack.redis
+        self.stack = stack
         self.queue, self.task_queue = queue_names(stack.trunk)
 
     def publish(self, message: dict[str, Any]) -> None:
@@ -65,9 +67,11 @@ class RedisScheduler:
         }))
 
     def drained(self) -> bool:
-        # kombu keeps a taken, unacknowledged message in the `unacked` hash
+        # a worker keeps a taken, unsettled JSON message in its in-flight list
+        # (workers/celery/redis_intake.py), kombu a Celery task in the `unacked` hash
         return (self.redis.llen(self.queue) == 0 and self.redis.llen(self.task_queue) == 0
-                and self.redis.hlen("unacked") == 0)
+                and self.redis.hlen("unacked") == 0
+                and inflight_entries(self.redis, self.stack.settings, self.stack.trunk) == 0)
 
     def close(self) -> None:
         pass
@@ -154,6 +158,8 @@ def missing(stack: Stack, ids: list[str]) -> str:
                if any(cid.encode() in body for cid in lost)]
     lines = [f"{cid}: leg {legs.get(cid, 'not stored')}" for cid in lost[:20]]
     lines.append(f"{len(unacked)} of them in kombu's unacked hash: {unacked[:3]!r}"[:2000])
+    lines.append(f"{inflight_entries(stack.redis, stack.settings, stack.trunk)} in workers' "
+                 "in-flight lists")
     lines += [f"{key!r}: {stack.redis.llen(key)}" for key in stack.redis.keys("dial.*")
               if stack.redis.type(key) == b"list"]  # type: ignore[no-untyped-call]
     return "\n".join(lines)

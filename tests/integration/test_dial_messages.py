@@ -20,8 +20,10 @@ import pytest
 from tests.sipp.harness import requires_sipp
 from tests.worker_stack import Stack, assert_complete_event_history, events_by_leg
 from tests.workers_harness import wait_for
+from workers.celery.redis_intake import inflight_entries, inflight_key, owners_key
 from workers.contract.intake import dead_letter_stream
 from workers.contract.queues import dial_message_queue_name
+from workers.coordination.recovery import heartbeat_key
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
 
@@ -66,9 +68,11 @@ def message(stack: Stack, correlation_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def drained(stack: Stack) -> bool:
-    """Every message taken and acknowledged (kombu keeps unacked ones in `unacked`)."""
+    """Every message taken and settled: none queued, none in a worker's in-flight list
+    (workers/celery/redis_intake.py), none in kombu's `unacked` hash (Celery tasks)."""
     queue = dial_message_queue_name(stack.trunk)
-    return stack.redis.llen(queue) == 0 and not stack.redis.hlen("unacked")
+    return (stack.redis.llen(queue) == 0 and not stack.redis.hlen("unacked")
+            and inflight_entries(stack.redis, stack.settings, stack.trunk) == 0)
 
 
 def legs_by_correlation(stack: Stack) -> dict[str, list[tuple[str, str]]]:
@@ -163,6 +167,35 @@ def test_hundred_messages_with_repeats_dial_each_correlation_id_once(stack: Stac
                        for event in legs if event.terminal)
     assert terminal == Counter(ids)
     assert_complete_event_history(settled, leg_ids)
+
+
+def test_a_dead_workers_inflight_message_is_dialled_once_a_live_workers_is_left(
+    stack: Stack,
+) -> None:
+    """What a worker killed with SIGKILL leaves in its in-flight list (workers/celery/
+    redis_intake.py): the next worker puts it back on the queue and dials it, once."""
+    carrier = stack.sipp("uas_answer_remote_bye.xml", 1, hold_ms=200, reason_cause="16")
+    stack.configure_trunk(carrier)
+    queue = dial_message_queue_name(stack.trunk)
+    dead, live = "gone@msg#old", "alive@msg#up"
+    stack.redis.lpush(inflight_key(stack.settings, stack.trunk, dead),
+                      envelope(queue, json.dumps(message(stack, "orphan-1")).encode()))
+    live_entry = envelope(queue, json.dumps(message(stack, "held-1")).encode())
+    stack.redis.lpush(inflight_key(stack.settings, stack.trunk, live), live_entry)
+    stack.redis.sadd(owners_key(stack.settings, stack.trunk), dead, live)
+    stack.redis.set(heartbeat_key(stack.settings, "gone@msg"), json.dumps({"instance": "new"}))
+    stack.redis.set(heartbeat_key(stack.settings, "alive@msg"), json.dumps({"instance": "up"}))
+    stack.start_worker("w1@orphan")
+
+    wait_for(lambda: "orphan-1" in legs_by_correlation(stack), 30, "the orphan's leg")
+    leg = legs_by_correlation(stack)["orphan-1"][0][0]
+    assert stack.wait_cdrs([leg], timeout=30)[leg][2] == "answered"
+    assert carrier.wait(timeout=30).successful_calls == 1
+    assert list(legs_by_correlation(stack)) == ["orphan-1"]
+    assert stack.redis.lrange(inflight_key(stack.settings, stack.trunk, live), 0, -1) == [
+        live_entry]
+    assert not stack.redis.exists(inflight_key(stack.settings, stack.trunk, dead))
+    assert stack.redis.llen(queue) == 0
 
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"

@@ -10,6 +10,7 @@ import pytest
 
 from tests.sipp.harness import free_ports, requires_sipp
 from tests.worker_stack import Stack, assert_complete_event_history
+from workers.celery.redis_intake import inflight_entries
 from workers.contract.queues import dial_message_queue_name
 
 pytestmark = [pytest.mark.services, pytest.mark.sipp, requires_sipp]
@@ -121,7 +122,7 @@ def test_sigterm_cancels_ringing_legs_drains_answered_ones_then_byes_them(
     # not taken: no leg stored, the message is still with the broker for the next worker
     assert late.leg_id not in stack.leg_states()
     queue = dial_message_queue_name(stack.trunk)
-    assert stack.redis.llen(queue) + stack.redis.hlen("unacked") >= 1
+    assert stack.redis.llen(queue) + inflight_entries(stack.redis, stack.settings, stack.trunk) >= 1
     assert answering.wait(timeout=10).successful_calls == 3
     assert ringing.wait(timeout=10).successful_calls == 2
     assert_complete_event_history(stack.settled_events(answered + rung), answered + rung)

@@ -5,6 +5,9 @@ to a `ClaimCoalescer` (workers/runtime/claims.py) on Celery's consumer event loo
 stores and claims them in batches and acknowledges each once it was stored and claimed,
 refused (rejected event + dead letter) or found to be a repeat; a worker that cannot take it
 now (stopping, PostgreSQL away) puts it back.
+
+On a Redis broker the JSON queue is not consumed by kombu but by a `RedisIntake` thread
+(workers/celery/redis_intake.py), which cannot lose a message to a killed worker.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from workers.celery.current import current_runtime
-from workers.contract.queues import dial_message_queue
+from workers.celery.redis_intake import RedisIntake
+from workers.contract.queues import dial_message_queue, dial_message_queue_name
+from workers.coordination.recovery import OwnerWatch
 from workers.runtime.claims import ClaimCoalescer, DialIntake, InlineScheduler, Settle
 
 log = logging.getLogger(__name__)
@@ -52,12 +57,23 @@ class DialMessageStep(bootsteps.ConsumerStep):  # type: ignore[misc]
         self.concurrency = getattr(parent.controller, "concurrency", 0) or 8
         self.hub = getattr(parent, "hub", None)
         self.coalescer: ClaimCoalescer | None = None
+        self.intake: RedisIntake | None = None
         super().__init__(parent, **kwargs)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         if _trunk is None:
             return []
         runtime = current_runtime()
+        if runtime is not None and runtime.broker_redis is not None:
+            if self.intake is None:
+                self.intake = RedisIntake(
+                    runtime.broker_redis, runtime.settings, trunk=_trunk,
+                    queue=dial_message_queue_name(_trunk), owner=runtime.owner,
+                    take_batch=take_batch,
+                    dead=OwnerWatch(runtime.redis, runtime.settings).dead,
+                    batch_size=runtime.settings.claim_batch_size,
+                ).start()
+            return []
         settings = runtime.settings if runtime is not None else None
         batch_size = settings.claim_batch_size if settings is not None else 128
         delay = settings.claim_batch_delay if settings is not None else 0.005
@@ -101,6 +117,9 @@ class DialMessageStep(bootsteps.ConsumerStep):  # type: ignore[misc]
         super().shutdown(parent)
 
     def _close_coalescer(self) -> None:
+        intake, self.intake = self.intake, None
+        if intake is not None:
+            intake.stop()  # before the runtime drains: what it has not taken goes back
         coalescer, self.coalescer = self.coalescer, None
         if coalescer is not None:
             coalescer.close()  # before the channel closes: its acks still go out
